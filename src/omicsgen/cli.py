@@ -1,0 +1,167 @@
+"""The `omicsgen` command: one subcommand a pipeline stage, each a thin shell over a package function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _json(text: str) -> dict:
+    """Rules pass config sections as JSON; a bad one is a wiring error, so say which."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def _ingest(a):
+    from .ingest import ingest
+
+    ingest(a.input, a.output, a.dataset, a.modality, a.format, a.alphabet, a.orientation)
+
+
+def _preprocess(a):
+    from .preprocess import preprocess
+
+    preprocess(a.input, a.output, a.params, a.split, a.seed)
+
+
+def _mask(a):
+    from .mask import mask
+
+    mask(a.input, a.output, a.rate, a.mechanism, a.seed)
+
+
+def _train(a):
+    from .train import train
+
+    train(a.input, a.outdir, a.family, a.params, a.trainer, a.seed)
+
+
+def _generate(a):
+    from .generate import generate
+
+    generate(a.input, a.checkpoint, a.output, a.n_samples, a.seed, fasta_path=a.fasta)
+
+
+def _impute(a):
+    from .impute import impute
+
+    impute(a.input, a.checkpoint, a.output, a.seed)
+
+
+def _evaluate(a):
+    from .evaluate import evaluate
+
+    evaluate(a.input, a.imputed, a.samples, a.output, checkpoint=a.checkpoint, seed=a.seed)
+
+
+def _baselines(a):
+    from .evaluate import baselines
+
+    baselines(a.input, a.output, seed=a.seed)
+
+
+def _report(a):
+    from .report import dataset_report, leaderboard
+
+    if a.leaderboard:
+        leaderboard(a.scores, a.baselines, a.output)
+    else:
+        model_dirs = {Path(p).parent.name: Path(p).parent for p in a.scores}
+        dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output)
+
+
+def _models(a):
+    from .models.registry import FAMILIES
+
+    for name, family in FAMILIES.items():
+        print(f"{name}\tmodalities: {', '.join(family.modalities)}\tdefaults: {json.dumps(family.defaults)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omicsgen", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name, func, help, inputs=True, output=True, seed=False):
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        if inputs:
+            p.add_argument("--input", required=True, help="input file")
+        if output:
+            p.add_argument("--output", required=True, help="output file (written atomically)")
+        if seed:
+            p.add_argument("--seed", type=int, default=0)
+        return p
+
+    p = stage("ingest", _ingest, "read a raw file into AnnData")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--modality", required=True)
+    p.add_argument("--format", default=None, help="default: from the file name")
+    p.add_argument("--alphabet", default="auto")
+    p.add_argument("--orientation", default="auto")
+
+    p = stage("preprocess", _preprocess, "QC, normalise, select features, split", seed=True)
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--split", type=_json, default={"val": 0.1, "test": 0.2})
+
+    p = stage("mask", _mask, "hold out entries for imputation scoring", seed=True)
+    p.add_argument("--rate", type=float, default=0.1)
+    p.add_argument("--mechanism", default="mcar")
+
+    p = stage("train", _train, "train one model", output=False, seed=True)
+    p.add_argument("--outdir", required=True, help="gets model.ckpt and metrics.csv")
+    p.add_argument("--family", required=True)
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--trainer", type=_json, default={})
+
+    p = stage("generate", _generate, "sample synthetic data from a model", seed=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--fasta", default=None, help="also write sequences as FASTA here")
+
+    p = stage("impute", _impute, "fill held-out and missing entries", seed=True)
+    p.add_argument("--checkpoint", required=True)
+
+    p = stage("evaluate", _evaluate, "score a model's imputations and samples", seed=True)
+    p.add_argument("--imputed", required=True)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--checkpoint", default=None)
+
+    stage("baselines", _baselines, "score the classical baselines", seed=True)
+
+    p = stage("report", _report, "write an HTML report", inputs=False)
+    p.add_argument("--input", default=None, help="masked.h5ad of the dataset")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--scores", nargs="*", default=[], help="scores.json of each model")
+    p.add_argument("--baselines", nargs="*", default=[], help="baselines/scores.json")
+    p.add_argument("--leaderboard", action="store_true", help="the summary page over all datasets")
+
+    p = sub.add_parser("models", help="list the model families, their modalities and defaults")
+    p.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except InputError as err:
+        print(f"omicsgen {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Baseline methods: the simple models a deep generative model has to beat.
+
+Each one is given only what `evaluate.data.observed_values` / `hidden_tokens` expose (held-out
+entries blanked) and is fit on training rows only, so a baseline can never score well by
+reading the values it is scored on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anndata as ad
+import numpy as np
+from sklearn.impute import KNNImputer
+
+from ..alphabet import GAP, MISSING, PAD
+from . import data
+from .data import feature_means
+from .metrics import content_mask
+
+Forecaster = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+# ---------------------------------------------------------------------------- numeric data
+
+
+def mean_impute(train_observed: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Fill every unobserved entry with its gene's mean over the observed training entries."""
+    means = feature_means(train_observed)
+    return np.where(np.isnan(observed), means, observed)
+
+
+def knn_impute(train_observed: np.ndarray, observed: np.ndarray, n_neighbors: int = 5) -> np.ndarray:
+    """Fill unobserved entries from the nearest training rows (nan-Euclidean on the shared genes)."""
+    imputer = KNNImputer(n_neighbors=min(n_neighbors, len(train_observed)), keep_empty_features=True)
+    filled = imputer.fit(train_observed).transform(observed)
+    # A gene never observed in training gets 0 from KNNImputer; the overall mean is a fairer guess.
+    never_seen = ~np.isfinite(train_observed).any(axis=0)
+    filled[:, never_seen] = np.where(np.isnan(observed[:, never_seen]), feature_means(train_observed)[never_seen], observed[:, never_seen])
+    return filled
+
+
+def sample_marginals(train_observed: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw each gene independently from its observed training values: keeps every marginal, loses all correlation."""
+    fallback = feature_means(train_observed)
+    samples = np.empty((n, train_observed.shape[1]))
+    for gene, column in enumerate(train_observed.T):
+        pool = column[np.isfinite(column)]
+        samples[:, gene] = rng.choice(pool, size=n) if pool.size else fallback[gene]
+    return samples
+
+
+def last_value_forecaster(fallback: np.ndarray) -> Forecaster:
+    """Forecast each gene as its last observed value; `fallback` where a series never observed it."""
+
+    def forecast(history: np.ndarray, times: np.ndarray) -> np.ndarray:
+        last, _ = _last_two_observed(history)
+        return np.where(last >= 0, _take(history, last), fallback)
+
+    return forecast
+
+
+def linear_forecaster(fallback: np.ndarray) -> Forecaster:
+    """Extrapolate the line through each gene's last two observed points to the target time.
+
+    `times` holds the history's times followed by the time to forecast. With one observed point
+    this is the last value; with none, `fallback`.
+    """
+
+    def forecast(history: np.ndarray, times: np.ndarray) -> np.ndarray:
+        last, previous = _last_two_observed(history)
+        last_value = np.where(last >= 0, _take(history, last), fallback)
+        usable = (previous >= 0) & (times[np.maximum(last, 0)] > times[np.maximum(previous, 0)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = (last_value - _take(history, previous)) / (times[last] - times[previous])
+        return np.where(usable, last_value + slope * (times[-1] - times[last]), last_value)
+
+    return forecast
+
+
+def _last_two_observed(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene, the row index of the last and second-to-last observed value (-1 if none)."""
+    index = np.where(np.isfinite(history), np.arange(len(history))[:, None], -1)
+    last = index.max(axis=0, initial=-1)
+    previous = np.where(index == last, -1, index).max(axis=0, initial=-1)
+    return last, previous
+
+
+def _take(history: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return history[np.maximum(rows, 0), np.arange(history.shape[1])]
+
+
+# ---------------------------------------------------------------------------- sequences
+
+
+def most_frequent_impute(train_hidden: np.ndarray, hidden: np.ndarray, heldout: np.ndarray) -> np.ndarray:
+    """Fill held-out positions with the residue (or gap) seen most often at that position in training."""
+    n_symbols = int(max(train_hidden.max(initial=0), hidden.max(initial=0))) + 1
+    counted = (train_hidden >= GAP) & content_mask(train_hidden)
+    counts = np.zeros((train_hidden.shape[1], n_symbols), dtype=np.int64)
+    rows, positions = np.nonzero(counted)
+    np.add.at(counts, (positions, train_hidden[rows, positions]), 1)
+    overall = int(np.argmax(counts.sum(axis=0))) if counts.any() else GAP + 1
+    choice = np.where(counts.any(axis=1), counts.argmax(axis=1), overall)
+    # Records may be longer than any training record; those positions get the overall choice.
+    choice = np.concatenate([choice, np.full(max(0, hidden.shape[1] - len(choice)), overall)])
+    filled = hidden.copy()
+    rows, positions = np.nonzero(heldout)
+    filled[rows, positions] = choice[positions]
+    return filled
+
+
+class MarkovChain:
+    """Order-k Markov chain over content tokens (gap and residues) with start and end of record.
+
+    States are token id - GAP; `end` closes a record, `start` pads the context before it. Counts
+    are kept for every order 0..k so a context never seen in training (or broken by a MISSING
+    token) backs off to the longest usable shorter one.
+    """
+
+    def __init__(self, order: int, n_symbols: int):
+        self.order = order
+        self.n_content = n_symbols - GAP
+        self.end = self.start = self.n_content  # one code: `end` as an output, `start` as context
+        self.base = self.n_content + 1
+        self.counts = [np.zeros((self.base**j, self.base)) for j in range(order + 1)]
+        self.max_length = 0
+
+    def fit(self, hidden: np.ndarray) -> MarkovChain:
+        """Count transitions in training tokens; positions that are MISSING are skipped."""
+        self.max_length = hidden.shape[1]
+        states = self._states(hidden)
+        for i in range(hidden.shape[1] + 1):
+            target = states[:, self.order + i]
+            for j, counts in enumerate(self.counts):
+                context = states[:, self.order + i - j : self.order + i]
+                usable = (target >= 0) & (context >= 0).all(axis=1)
+                np.add.at(counts, (self._code(context[usable]), target[usable]), 1)
+        return self
+
+    def impute(self, hidden: np.ndarray, heldout: np.ndarray) -> np.ndarray:
+        """Fill held-out positions left to right with the most likely content token given the fills so far."""
+        states = self._states(hidden)
+        for i in np.flatnonzero(heldout.any(axis=0)):
+            rows = np.flatnonzero(heldout[:, i])
+            probabilities = self._next(states[rows, i : self.order + i])[:, : self.n_content]
+            states[rows, self.order + i] = probabilities.argmax(axis=1)
+        filled = hidden.copy()
+        filled[heldout] = (states[:, self.order : self.order + hidden.shape[1]] + GAP)[heldout]
+        return filled
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Generate n records of at most the training length; a record ends at `end` (then pads)."""
+        states = np.full((n, self.order + self.max_length), self.start, dtype=np.int64)
+        alive = np.ones(n, dtype=bool)
+        tokens = np.full((n, self.max_length), PAD, dtype=np.int8)
+        for i in range(self.max_length):
+            probabilities = self._next(states[alive, i : self.order + i])
+            drawn = _draw(probabilities, rng)
+            rows = np.flatnonzero(alive)
+            states[rows, self.order + i] = drawn
+            tokens[rows, i] = np.where(drawn == self.end, PAD, drawn + GAP)
+            alive[rows[drawn == self.end]] = False
+        return tokens
+
+    def _states(self, tokens: np.ndarray) -> np.ndarray:
+        """Tokens -> state codes, preceded by `order` start codes and closed by `end` at the first pad.
+
+        MISSING becomes -1 (unusable); positions after the end are -1 too.
+        """
+        n, length = tokens.shape
+        inside = content_mask(tokens)
+        states = np.where(inside & (tokens != MISSING), tokens.astype(np.int64) - GAP, -1)
+        closing = np.full((n, 1), -1)
+        states = np.hstack([states, closing])
+        states[np.arange(n), inside.sum(axis=1)] = self.end
+        return np.hstack([np.full((n, self.order), self.start), states])
+
+    def _code(self, context: np.ndarray) -> np.ndarray:
+        code = np.zeros(len(context), dtype=np.int64)
+        for column in context.T:
+            code = code * self.base + column
+        return code
+
+    def _next(self, context: np.ndarray) -> np.ndarray:
+        """Next-state probabilities for each context row, from the longest usable order."""
+        counts = np.broadcast_to(self.counts[0][0], (len(context), self.base)).copy()
+        for j in range(1, self.order + 1):
+            suffix = context[:, self.order - j :]
+            usable = (suffix >= 0).all(axis=1)
+            candidate = np.zeros_like(counts)
+            candidate[usable] = self.counts[j][self._code(suffix[usable])]
+            seen = candidate.sum(axis=1) > 0
+            counts[seen] = candidate[seen]
+        total = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, total, out=np.full_like(counts, 1.0 / self.base), where=total > 0)
+
+
+def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical draw per row."""
+    cumulative = probabilities.cumsum(axis=1)
+    uniform = rng.random(len(probabilities))[:, None] * cumulative[:, -1:]
+    return np.minimum((cumulative <= uniform).sum(axis=1), probabilities.shape[1] - 1)
+
+
+# ---------------------------------------------------------------------------- applied to a dataset
+# Each returns {method name: result for the test rows}; scores.baselines turns them into scores.
+
+
+def numeric_fills(adata: ad.AnnData) -> dict[str, np.ndarray]:
+    """Test rows with every unobserved entry filled, per imputation baseline."""
+    observed = data.observed_values(adata)
+    train, test = observed[data.split_rows(adata, "train")], observed[data.split_rows(adata, "test")]
+    return {"mean": mean_impute(train, test), "knn": knn_impute(train, test)}
+
+
+def numeric_samples(adata: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
+    """As many generated rows as the test split has, per generation baseline."""
+    observed = data.observed_values(adata)
+    n_test = int(data.split_rows(adata, "test").sum())
+    rng = np.random.default_rng(seed)
+    return {"mean": sample_marginals(observed[data.split_rows(adata, "train")], n_test, rng)}
+
+
+def forecasters(adata: ad.AnnData) -> dict[str, Forecaster]:
+    """Forecast baselines; a gene a series never observed falls back to its training mean."""
+    observed = data.observed_values(adata)
+    fallback = data.feature_means(observed[data.split_rows(adata, "train")])
+    return {"last_value": last_value_forecaster(fallback), "linear": linear_forecaster(fallback)}
+
+
+def sequence_fills(adata: ad.AnnData) -> dict[str, np.ndarray]:
+    """Test records with held-out positions filled, per imputation baseline."""
+    hidden, heldout = data.hidden_tokens(adata), data.heldout_mask(adata)
+    train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
+    return {
+        "most_frequent": most_frequent_impute(hidden[train], hidden[test], heldout[test]),
+        "markov": _markov_chain(adata).impute(hidden[test], heldout[test]),
+    }
+
+
+def sequence_samples(adata: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
+    n_test = int(data.split_rows(adata, "test").sum())
+    return {"markov": _markov_chain(adata).sample(n_test, np.random.default_rng(seed))}
+
+
+def _markov_chain(adata: ad.AnnData) -> MarkovChain:
+    """Order 3 for nucleotides (codon-scale context), 1 for protein (20^k contexts grow too fast)."""
+    name, symbols = data.alphabet(adata)
+    order = 1 if name == "protein" else 3
+    train = data.hidden_tokens(adata)[data.split_rows(adata, "train")]
+    return MarkovChain(order, len(symbols)).fit(train)

@@ -1,0 +1,191 @@
+"""Entry points: score one model's outputs (`evaluate`) or the baselines (`baselines`) into JSON.
+
+The keys are documented in docs/scores.md. Imputation and generation are scored on the test
+split only: models fit on train and stop early on val, so only test rows were never seen.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from ..provenance import write_json
+from . import baselines as baseline_methods
+from . import data, scoring
+from .baselines import Forecaster
+
+SCORED_SPLIT = "test"
+
+
+def evaluate(
+    data_path,
+    imputed_path,
+    samples_path,
+    out_path,
+    checkpoint=None,
+    seed: int = 0,
+    *,
+    model: str | None = None,
+    forecast_fn: Forecaster | None = None,
+) -> dict:
+    """Score a model's imputation, samples and (time course) forecasts; write and return scores.json.
+
+    `data_path` is masked.h5ad (truth, mask, split). `model` defaults to the name of the folder
+    holding `imputed_path`. Time courses need `forecast_fn` or the model `checkpoint` to forecast.
+    """
+    adata = data.read(data_path)
+    modality = data.modality(adata)
+    imputed, samples = data.read(imputed_path), data.read(samples_path)
+    _check_same_rows(adata, imputed, imputed_path)
+    score_model = _score_sequence_model if modality == "sequence" else _score_numeric_model
+    imputation, generation = score_model(adata, imputed, samples, samples_path, seed)
+    scores = {
+        "dataset": data.dataset(adata),
+        "model": model or Path(imputed_path).parent.name,
+        "modality": modality,
+        "imputation": imputation,
+        "generation": generation,
+        "protocol": protocol(adata, seed),
+    }
+    if modality == "timecourse":
+        scores["forecast"] = scoring.ForecastTask(adata, SCORED_SPLIT).score(forecast_fn or _model_forecaster(checkpoint))
+    return _write(scores, out_path)
+
+
+def baselines(data_path, out_path, seed: int = 0) -> dict:
+    """Score every baseline with the same keys as a model; write and return baselines/scores.json."""
+    adata = data.read(data_path)
+    modality = data.modality(adata)
+    methods = _sequence_baselines(adata, seed) if modality == "sequence" else _numeric_baselines(adata, seed)
+    result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods}
+    return _write(result, out_path)
+
+
+def protocol(adata: ad.AnnData, seed: int) -> dict:
+    """How the numbers were made: the mask, the splits used, and what held-out entries include."""
+    mask, heldout = data.mask_info(adata), data.heldout_mask(adata)
+    test = data.split_rows(adata, SCORED_SPLIT)
+    result = {
+        "mask_mechanism": str(mask["mechanism"]),
+        "mask_rate": float(mask["rate"]),
+        "mask_seed": int(mask["seed"]),
+        "n_heldout": int(heldout.sum()),
+        "n_heldout_in_split": int(heldout[test].sum()),
+        "split": SCORED_SPLIT,
+        "generation_reference_fit_split": "train",
+        "seed": int(seed),
+    }
+    if data.modality(adata) != "sequence":
+        truth = data.values(adata)[test][heldout[test]]
+        truth = truth[np.isfinite(truth)]
+        # Held-out entries are chosen whatever their value, so zeros are scored like any value.
+        result["heldout_includes_zeros"] = True
+        result["heldout_zero_fraction"] = float(np.mean(truth == 0)) if truth.size else float("nan")
+    return result
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def _score_numeric_model(adata, imputed, samples, samples_path, seed) -> tuple[dict, dict]:
+    truth, heldout = data.values(adata), data.heldout_mask(adata)
+    train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+    filled = data.dense(imputed.layers["imputed"]).astype(np.float64)
+    imputation = scoring.numeric_imputation(truth[test], filled[test], heldout[test])
+    scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
+    generation = scorer.score(_samples_in_gene_order(samples, adata, samples_path))
+    return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
+
+
+def _score_sequence_model(adata, imputed, samples, samples_path, seed) -> tuple[dict, dict]:
+    truth, heldout = data.tokens(adata), data.heldout_mask(adata)
+    train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+    filled = data.tokens(imputed, "tokens_imputed")
+    imputation = scoring.sequence_imputation(truth[test], filled[test], heldout[test])
+    if data.alphabet(samples) != data.alphabet(adata):
+        raise ValueError(f"{samples_path}: alphabet {data.alphabet(samples)[0]!r} differs from the data's")
+    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata))
+    generation = scorer.score(data.tokens(samples))
+    return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
+
+
+def _samples_in_gene_order(samples: ad.AnnData, adata: ad.AnnData, samples_path) -> np.ndarray:
+    if set(samples.var_names) != set(adata.var_names):
+        raise ValueError(f"{samples_path}: generated genes differ from the data's var_names")
+    return data.values(samples[:, adata.var_names])
+
+
+def _check_same_rows(adata: ad.AnnData, imputed: ad.AnnData, imputed_path) -> None:
+    """The imputed file must be a copy of the masked one, or held-out entries would be misaligned."""
+    if list(imputed.obs_names) != list(adata.obs_names) or list(imputed.var_names) != list(adata.var_names):
+        raise ValueError(f"{imputed_path}: rows or columns differ from the masked data it should copy")
+
+
+def _model_forecaster(checkpoint) -> Forecaster:
+    if checkpoint is None:
+        raise ValueError("time course scoring needs the model checkpoint (or forecast_fn) to forecast")
+    # Imported here so that scoring other modalities (and the tests) never need the models package.
+    from ..models.registry import load_model
+
+    model = load_model(checkpoint)
+
+    def forecast(history: np.ndarray, times: np.ndarray) -> np.ndarray:
+        return np.asarray(model.forecast(history, times))
+
+    return forecast
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+def _numeric_baselines(adata: ad.AnnData, seed: int) -> dict:
+    truth, heldout = data.values(adata), data.heldout_mask(adata)
+    train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+    methods: dict[str, dict] = {}
+    for name, filled in baseline_methods.numeric_fills(adata).items():
+        methods.setdefault(name, {})["imputation"] = scoring.numeric_imputation(truth[test], filled, heldout[test])
+    scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
+    for name, generated in baseline_methods.numeric_samples(adata, seed).items():
+        methods.setdefault(name, {})["generation"] = scorer.score(generated)
+    if data.modality(adata) == "timecourse":
+        task = scoring.ForecastTask(adata, SCORED_SPLIT)
+        for name, forecaster in baseline_methods.forecasters(adata).items():
+            methods.setdefault(name, {})["forecast"] = task.score(forecaster)
+    return methods
+
+
+def _sequence_baselines(adata: ad.AnnData, seed: int) -> dict:
+    truth, heldout = data.tokens(adata), data.heldout_mask(adata)
+    train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+    methods: dict[str, dict] = {}
+    for name, filled in baseline_methods.sequence_fills(adata).items():
+        methods.setdefault(name, {})["imputation"] = scoring.sequence_imputation(truth[test], filled, heldout[test])
+    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata))
+    for name, generated in baseline_methods.sequence_samples(adata, seed).items():
+        methods.setdefault(name, {})["generation"] = scorer.score(generated)
+    return methods
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _write(result: dict, out_path) -> dict:
+    result = _json_ready(result)
+    write_json(result, out_path)
+    return result
+
+
+def _json_ready(value):
+    """Plain JSON types; NaN and infinities (undefined scores) become null, which JSON allows."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

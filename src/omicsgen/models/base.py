@@ -1,0 +1,169 @@
+"""The interface every model family implements, and the data-contract helpers they share.
+
+A model never sees a held-out value: `observed_mask` folds the mask from `masked.h5ad` and the
+natively missing entries (NaN, MISSING token) into one boolean matrix, and each family's
+`tensors` replaces every unobserved entry before it reaches a tensor.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import ClassVar
+
+import anndata as ad
+import lightning
+import numpy as np
+import torch
+
+from ..alphabet import MISSING
+from ..provenance import meta
+
+# Rows per forward pass at inference: bounds memory on the largest inputs without slowing small ones.
+INFERENCE_CHUNK = 4096
+
+
+def modality(adata: ad.AnnData) -> str:
+    return str(meta(adata)["modality"])
+
+
+def heldout_mask(adata: ad.AnnData) -> np.ndarray:
+    """The held-out entries from `uns['omicsgen']['mask']`; all False when the file has no mask."""
+    mask_info = meta(adata).get("mask")
+    values = data_matrix(adata)
+    if not mask_info:
+        return np.zeros(values.shape, dtype=bool)
+    slot = getattr(adata, str(mask_info["slot"]))
+    return np.asarray(slot[str(mask_info["key"])], dtype=bool)
+
+
+def data_matrix(adata: ad.AnnData) -> np.ndarray:
+    """What a model fits: the tokens for sequences, X otherwise."""
+    if modality(adata) == "sequence":
+        return np.asarray(adata.obsm["tokens"])
+    return np.asarray(adata.X, dtype=np.float32)
+
+
+def observed_mask(adata: ad.AnnData) -> np.ndarray:
+    """True where a model may look: not held out and not natively missing."""
+    values = data_matrix(adata)
+    missing = values == MISSING if modality(adata) == "sequence" else np.isnan(values)
+    return ~missing & ~heldout_mask(adata)
+
+
+def split_rows(adata: ad.AnnData, split: str | Iterable[str]) -> np.ndarray:
+    """Boolean row selector for one split name or several."""
+    names = [split] if isinstance(split, str) else list(split)
+    return adata.obs["split"].astype(str).isin(names).to_numpy()
+
+
+def keep_observed(values: np.ndarray, observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Predictions only where unobserved; observed entries are the input's own values, bit for bit."""
+    return np.where(observed, values, predicted.astype(values.dtype, copy=False))
+
+
+def row_chunks(n_rows: int) -> list[slice]:
+    return [slice(start, start + INFERENCE_CHUNK) for start in range(0, n_rows, INFERENCE_CHUNK)]
+
+
+def stack_rows(parts: list[torch.Tensor], width: int) -> np.ndarray:
+    """Chunked outputs -> one float32 array (an empty input gives 0 x width)."""
+    if not parts:
+        return np.zeros((0, width), dtype=np.float32)
+    return torch.cat(parts).cpu().numpy().astype(np.float32, copy=False)
+
+
+def inference(method):
+    """Run a numpy-facing method in eval mode without autograd, restoring the previous mode after."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return wrapper
+
+
+class GenerativeModel(lightning.LightningModule):
+    """Base of all families.
+
+    Subclasses set `family`, `modalities` and `defaults` (every tunable hyper-parameter with its
+    default; `train` rejects any other name), take the data sizes plus those hyper-parameters in
+    `__init__` and call `self.save_hyperparameters()` there, so a checkpoint rebuilds the module
+    without the data. They implement `data_sizes`, `tensors`, `loss`, `sample` and `impute`.
+    """
+
+    family: ClassVar[str]
+    modalities: ClassVar[tuple[str, ...]]
+    defaults: ClassVar[dict]
+    has_latent: ClassVar[bool] = False
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_data(cls, adata: ad.AnnData, **hparams) -> GenerativeModel:
+        unknown = sorted(set(hparams) - set(cls.defaults))
+        if unknown:
+            raise ValueError(f"{cls.family}: unknown hyper-parameters {unknown}; valid: {sorted(cls.defaults)}")
+        model = cls(**cls.data_sizes(adata), **{**cls.defaults, **hparams})
+        model.init_from_data(adata)
+        return model
+
+    @staticmethod
+    def data_sizes(adata: ad.AnnData) -> dict:
+        """Constructor arguments read from the data (sizes, scales); plain Python numbers only."""
+        raise NotImplementedError
+
+    def init_from_data(self, adata: ad.AnnData) -> None:
+        """Set data-derived starting values (biases, buffers) from the train rows."""
+
+    @staticmethod
+    def tensors(adata: ad.AnnData, split: str | list[str]) -> dict[str, torch.Tensor]:
+        """The rows of `split` as tensors, with every unobserved entry hidden."""
+        raise NotImplementedError
+
+    def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Fit statistics that need the final weights; `train` calls it on the best weights."""
+
+    # ---- training -----------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=_batch_rows(batch))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=_batch_rows(batch))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The registry reads this to pick the class when loading; __init__ never takes it.
+        checkpoint["hyper_parameters"]["family"] = self.family
+
+    # ---- use ----------------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator):
+        raise NotImplementedError
+
+    def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
+        """`values` with unobserved entries filled; observed entries are returned unchanged.
+
+        `obs` (the rows' obs table) is needed only by families whose rows are not independent.
+        """
+        raise NotImplementedError
+
+    def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError(f"the {self.family} family has no latent space")
+
+
+def _batch_rows(batch: dict[str, torch.Tensor]) -> int:
+    return len(next(iter(batch.values())))

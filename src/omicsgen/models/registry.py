@@ -1,0 +1,38 @@
+"""Family name -> model class, and loading a trained model back from its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .base import GenerativeModel
+from .forecaster import GRUForecaster
+from .lstm import LSTMLanguageModel
+from .vae import VAE
+
+FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (VAE, LSTMLanguageModel, GRUForecaster)}
+
+
+def families_for(modality: str) -> list[str]:
+    """The families that accept a modality."""
+    return [name for name, cls in FAMILIES.items() if modality in cls.modalities]
+
+
+def get_family(name: str) -> type[GenerativeModel]:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}") from None
+
+
+def load_model(checkpoint: str | Path) -> GenerativeModel:
+    """The model stored by `train`, on CPU, in eval mode; the family comes from its hparams."""
+    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    family = contents.get("hyper_parameters", {}).get("family")
+    if family not in FAMILIES:
+        raise InputError(checkpoint, f"not an omicsgen model checkpoint (family {family!r})",
+                         hint=f"expected one of {sorted(FAMILIES)}, written by `omicsgen train`")
+    model = FAMILIES[family].load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    return model.eval()

@@ -1,0 +1,131 @@
+"""Variational autoencoder for expression matrices (log-normalised X) with missing entries."""
+
+from __future__ import annotations
+
+import math
+
+import anndata as ad
+import numpy as np
+import torch
+from torch import nn
+
+from .base import GenerativeModel, inference, keep_observed, observed_mask, row_chunks, split_rows, stack_rows
+
+# Bounds on the per-gene log-variance: keeps the NLL finite for genes that are constant in training.
+LOG_VAR_RANGE = (-7.0, 5.0)
+
+
+def mlp(n_in: int, hidden_dim: int, n_layers: int) -> nn.Sequential:
+    layers, width = [], n_in
+    for _ in range(n_layers):
+        layers += [nn.Linear(width, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU()]
+        width = hidden_dim
+    return nn.Sequential(*layers)
+
+
+class VAE(GenerativeModel):
+    """Gaussian VAE; the encoder sees X with unobserved entries zeroed plus the observed mask,
+    so it can tell a true zero from a hidden value. Loss = masked Gaussian NLL with a learned
+    per-gene variance + beta * KL, with beta ramped up over the first `kl_warmup_epochs` epochs
+    (training only: the validation loss always uses the full beta, so early stopping compares
+    like with like)."""
+
+    family = "vae"
+    modalities = ("expression", "timecourse")
+    defaults = {
+        "hidden_dim": 128,
+        "latent_dim": 10,
+        "n_layers": 1,
+        "beta": 1.0,
+        "kl_warmup_epochs": 5,
+        "learning_rate": 1e-3,
+    }
+    has_latent = True
+
+    def __init__(self, n_genes, hidden_dim, latent_dim, n_layers, beta, kl_warmup_epochs, learning_rate):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = mlp(2 * n_genes, hidden_dim, n_layers)
+        self.to_latent_mean = nn.Linear(hidden_dim, latent_dim)
+        self.to_latent_log_var = nn.Linear(hidden_dim, latent_dim)
+        self.decoder = mlp(latent_dim, hidden_dim, n_layers)
+        self.to_gene_mean = nn.Linear(hidden_dim, n_genes)
+        self.gene_log_var = nn.Parameter(torch.zeros(n_genes))
+
+    @staticmethod
+    def data_sizes(adata: ad.AnnData) -> dict:
+        return {"n_genes": int(adata.n_vars)}
+
+    @staticmethod
+    def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
+        rows = split_rows(adata, split)
+        observed = observed_mask(adata)[rows]
+        x = np.where(observed, np.asarray(adata.X, dtype=np.float32)[rows], 0.0).astype(np.float32)
+        return {"x": torch.from_numpy(x), "observed": torch.from_numpy(observed)}
+
+    def init_from_data(self, adata: ad.AnnData) -> None:
+        """Start the decoder at the per-gene mean and variance: training then only learns structure."""
+        train = self.tensors(adata, "train")
+        counts = train["observed"].sum(0).clamp_min(1)
+        mean = train["x"].sum(0) / counts
+        var = ((train["x"] - mean) ** 2 * train["observed"]).sum(0) / counts
+        with torch.no_grad():
+            self.to_gene_mean.bias.copy_(mean)
+            self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
+
+    # ---- networks -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(torch.cat([x * observed, observed.float()], dim=1))
+        return self.to_latent_mean(hidden), self.to_latent_log_var(hidden).clamp(-10, 10)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_gene_mean(self.decoder(z))
+
+    def log_var(self) -> torch.Tensor:
+        return self.gene_log_var.clamp(*LOG_VAR_RANGE)
+
+    def loss(self, batch):
+        x, observed = batch["x"], batch["observed"]
+        mean, log_var = self.encode(x, observed)
+        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+        nll = gaussian_nll(x, self.decode(z), self.log_var()) * observed
+        kl = -0.5 * (1 + log_var - mean**2 - log_var.exp())
+        return (nll.sum(1) + self.kl_weight() * kl.sum(1)).mean()
+
+    def kl_weight(self) -> float:
+        warmup = self.hparams.kl_warmup_epochs
+        if not self.training or warmup <= 0:
+            return self.hparams.beta
+        return self.hparams.beta * min(1.0, (self.current_epoch + 1) / (warmup + 1))
+
+    # ---- use ----------------------------------------------------------------------------
+    @inference
+    def sample(self, n: int, generator: torch.Generator) -> np.ndarray:
+        """Decoder means at z ~ N(0, I) plus Gaussian noise with the learned per-gene variance."""
+        device = self.device
+        z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(device)
+        noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
+        x = self.decode(z) + noise * (0.5 * self.log_var()).exp()
+        return x.cpu().numpy().astype(np.float32)
+
+    @inference
+    def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
+        """Unobserved entries <- decoder mean at the latent mean of the row's observed entries."""
+        means = [self.decode(self._latent_mean(values[rows], observed[rows])) for rows in row_chunks(len(values))]
+        return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
+
+    @inference
+    def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
+        """Latent means; `observed` defaults to the non-NaN entries."""
+        observed = ~np.isnan(values) if observed is None else observed
+        latents = [self._latent_mean(values[rows], observed[rows]) for rows in row_chunks(len(values))]
+        return stack_rows(latents, self.hparams.latent_dim)
+
+    def _latent_mean(self, values: np.ndarray, observed: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.where(observed, values, 0.0).astype(np.float32)).to(self.device)
+        return self.encode(x, torch.from_numpy(observed).to(self.device))[0]
+
+
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (log_var + (x - mean) ** 2 / log_var.exp() + math.log(2 * math.pi))
+

@@ -1,0 +1,102 @@
+"""Provenance and safe writing: every file says how it was made, and no partial file is left."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anndata as ad
+
+from . import __version__
+
+# The packages whose versions decide the numbers a file holds.
+_TRACKED = ("omicsgen", "torch", "lightning", "scanpy", "anndata", "numpy", "scikit-learn", "biopython")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _TRACKED:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = __version__ if name == "omicsgen" else "not installed"
+    return versions
+
+
+def checksum(path: str | Path) -> str:
+    """sha256 of a file, or of every file under a directory (zarr, 10x mtx folders)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def meta(adata: ad.AnnData) -> dict:
+    """The omicsgen section of `uns`, created on first use."""
+    return adata.uns.setdefault("omicsgen", {})
+
+
+def stamp(adata: ad.AnnData, step: str, params: dict | None = None, inputs=(), seed: int | None = None) -> None:
+    """Record in `uns['omicsgen']['provenance'][step]` how this step made the data.
+
+    Params are stored as JSON text so any nesting round-trips through h5ad unchanged.
+    """
+    record = {
+        "params": json.dumps(params or {}, sort_keys=True, default=str),
+        "inputs": json.dumps({str(p): checksum(p) for p in inputs}, sort_keys=True),
+        "versions": json.dumps(package_versions(), sort_keys=True),
+        "seed": -1 if seed is None else int(seed),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta(adata).setdefault("provenance", {})[step] = record
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+
+
+def write_json(obj, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_text(text: str, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,182 @@
+"""Readers: real formats parsed right, malformed input refused with a message naming the place."""
+
+from __future__ import annotations
+
+import gzip
+
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from omicsgen import alphabet as alph
+from omicsgen.errors import InputError
+from omicsgen.io import guess_format, read_dataset
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+# --- sequences -------------------------------------------------------------------------------
+
+def test_fasta_multiline_crlf_lowercase_and_ambiguity(tmp_path):
+    path = write(tmp_path / "x.fa", ">r1 first record\r\nACGT\r\nacgn\r\n\r\n>r2\r\nGGCC\r\n")
+    adata = read_dataset(path, "sequence")
+    assert adata.uns["alphabet"]["name"] == "dna"
+    assert list(adata.obs["id"]) == ["r1", "r2"]
+    assert adata.obs.loc["r1", "description"] == "first record"
+    assert list(adata.obs["length"]) == [8, 4]
+    symbols = adata.uns["alphabet"]["symbols"]
+    assert alph.decode(adata.obsm["tokens"], symbols) == ["ACGTACGN", "GGCC"]
+    assert adata.obsm["tokens"][0, 7] == alph.MISSING
+    # GC over known bases only: r1 has A C G T A C G (N excluded) -> 4/7
+    assert adata.obs.loc["r1", "gc"] == pytest.approx(4 / 7)
+
+
+def test_fasta_gzip_and_bgzip_read_alike(tmp_path, tiny_data):
+    text = tiny_data["peaks"].read_text()
+    with gzip.open(tmp_path / "x.fa.gz", "wt") as handle:
+        handle.write(text)
+    plain = read_dataset(tiny_data["peaks"], "sequence")
+    gzipped = read_dataset(tmp_path / "x.fa.gz", "sequence")
+    np.testing.assert_array_equal(plain.obsm["tokens"], gzipped.obsm["tokens"])
+    assert plain.n_obs == 120 and plain.obsm["tokens"].shape[1] == 200
+
+
+def test_protein_alignment_keeps_gaps_and_skips_comments(tiny_data):
+    adata = read_dataset(tiny_data["ww"], "sequence")
+    assert adata.uns["alphabet"]["name"] == "protein"
+    assert adata.n_obs == 120
+    tokens = adata.obsm["tokens"]
+    assert (tokens == alph.GAP).any() and tokens.shape[1] == 44
+    assert adata.obs["id"].is_unique
+
+
+def test_rna_detected(tmp_path):
+    adata = read_dataset(write(tmp_path / "r.fa", ">a\nACGUACGU\n>b\nUUUGGG\n"), "sequence")
+    assert adata.uns["alphabet"]["name"] == "rna"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("ACGT\nACGT\n", "does not start with a FASTA header"),
+    (">a\nACGT\n>a\nACGA\n", "duplicate record id 'a'"),
+    (">a\nACGT\n>b\nAC7T\n", "record 'b', position 3"),
+    (">a\n\n>b\nACGT\n", "record 'a'"),
+])
+def test_malformed_fasta(tmp_path, text, message):
+    with pytest.raises(InputError, match=message) as err:
+        read_dataset(write(tmp_path / "bad.fa", text), "sequence")
+    assert "bad.fa" in str(err.value)
+
+
+def test_protein_letters_in_dna_file(tmp_path):
+    path = write(tmp_path / "p.fa", ">a\nMKVLEQ\n")
+    # M, K and V are IUPAC nucleotide codes; L is the first letter no DNA file can hold
+    with pytest.raises(InputError, match="record 'a', position 4: character 'L' is not in the dna alphabet"):
+        read_dataset(path, "sequence", alphabet="dna")
+
+
+def test_binary_and_truncated_gzip(tmp_path):
+    junk = tmp_path / "junk.fa"
+    junk.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputError, match="binary"):
+        read_dataset(junk, "sequence")
+    good = gzip.compress(b">a\n" + b"ACGT" * 5000 + b"\n")
+    cut = tmp_path / "cut.fa.gz"
+    cut.write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        read_dataset(cut, "sequence")
+
+
+# --- expression --------------------------------------------------------------------------------
+
+def test_table_orientation_detected_and_missing_kept(tmp_path):
+    cells_as_rows = write(tmp_path / "c.csv", "cell,g1,g2,g3\nc1,1,0,NA\nc2,3,,5\n")
+    adata = read_dataset(cells_as_rows, "expression")
+    assert list(adata.var_names) == ["g1", "g2", "g3"] and list(adata.obs_names) == ["c1", "c2"]
+    assert np.isnan(adata.X[0, 2]) and np.isnan(adata.X[1, 1]) and adata.X[0, 1] == 0
+    genes_as_rows = write(tmp_path / "g.tsv", "gene_id\ts1\ts2\ng1\t1\t2\ng2\t0\t4\n")
+    adata = read_dataset(genes_as_rows, "expression")
+    assert list(adata.obs_names) == ["s1", "s2"] and adata.X[1, 1] == 4
+    assert adata.uns["omicsgen"]["orientation"] == "genes_as_rows"
+    assert adata.uns["omicsgen"]["input_scale"] == "counts"
+
+
+def test_normalised_input_flagged(tmp_path):
+    adata = read_dataset(write(tmp_path / "n.csv", "cell,g1,g2\nc1,0.5,-1.2\nc2,2.25,0\n"), "expression")
+    assert adata.uns["omicsgen"]["input_scale"] == "normalised"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cell,g1,g2\nc1,1,2\nc2,3,abc\n", "line 3, column 'g2': 'abc' is not a number"),
+    ("cell,g1,g2\nc1,1,inf\nc2,3,4\n", "line 2, column 'g2': infinite value"),
+    ("cell,g1,g1\nc1,1,2\nc2,3,4\n", "duplicate column name 'g1'"),
+    ("cell;g1;g2\nc1;1;2\n", "single column"),
+    ("cell,g1,g2\n", "header but no rows"),
+    ("cell,g1,g2\nc1,1,2,3,4\n", "rows of different lengths"),
+])
+def test_malformed_tables(tmp_path, text, message):
+    with pytest.raises(InputError, match=message):
+        read_dataset(write(tmp_path / "bad.csv", text), "expression")
+
+
+def test_h5ad_and_10x_h5(tmp_path, tiny_data):
+    adata = read_dataset(tiny_data["cells"], "expression")
+    assert adata.shape == (300, 1000) and adata.uns["omicsgen"]["input_scale"] == "counts"
+    path = tmp_path / "filtered_feature_bc_matrix.h5"
+    write_10x_h5(path, sp.csc_matrix(np.array([[1, 0, 2], [0, 3, 0]], dtype=np.int32)),
+                 ["AAAC-1", "AAAG-1", "AAAT-1"], ["ENSG1", "ENSG2"], ["GeneA", "GeneB"])
+    tenx = read_dataset(path, "expression")
+    assert list(tenx.var_names) == ["GeneA", "GeneB"] and tenx.n_obs == 3
+    np.testing.assert_array_equal(tenx.X.toarray(), [[1, 0], [0, 3], [2, 0]])
+
+
+def write_10x_h5(path, genes_by_cells, barcodes, ids, names):
+    """The Cell Ranger v3 layout: a genes x cells CSC matrix under /matrix."""
+    with h5py.File(path, "w") as f:
+        m = f.create_group("matrix")
+        m["barcodes"] = np.array(barcodes, dtype="S")
+        m["data"], m["indices"], m["indptr"] = genes_by_cells.data, genes_by_cells.indices, genes_by_cells.indptr
+        m["shape"] = np.array(genes_by_cells.shape, dtype=np.int32)
+        feats = m.create_group("features")
+        feats["id"], feats["name"] = np.array(ids, dtype="S"), np.array(names, dtype="S")
+        feats["feature_type"] = np.array(["Gene Expression"] * len(ids), dtype="S")
+        feats["genome"] = np.array(["GRCh38"] * len(ids), dtype="S")
+        feats["_all_tag_keys"] = np.array([b"genome"])
+
+
+# --- time courses ------------------------------------------------------------------------------
+
+def test_timecourse_sorted_with_annotations(tiny_data):
+    adata = read_dataset(tiny_data["flu"], "timecourse")
+    assert adata.n_vars == 200 and "condition" in adata.obs
+    assert adata.obs["series"].nunique() == 6
+    for _, rows in adata.obs.groupby("series", observed=True):
+        assert rows["time"].is_monotonic_increasing
+
+
+def test_timecourse_errors(tmp_path):
+    with pytest.raises(InputError, match="no column named 'time'"):
+        read_dataset(write(tmp_path / "a.tsv", "sample\tseries\tg1\ns1\tp1\t1.0\n"), "timecourse")
+    with pytest.raises(InputError, match="line 3, column 'time'"):
+        read_dataset(write(tmp_path / "b.tsv", "sample\tseries\ttime\tg1\ns1\tp1\t0\t1\ns2\tp1\tlate\t2\n"), "timecourse")
+    with pytest.raises(InputError, match="two samples at time 0"):
+        read_dataset(write(tmp_path / "c.tsv", "sample\tseries\ttime\tg1\ns1\tp1\t0\t1\ns2\tp1\t0\t2\n"), "timecourse")
+
+
+# --- dispatch ----------------------------------------------------------------------------------
+
+def test_format_from_name_and_dispatch_errors(tmp_path):
+    assert guess_format("x.fa.gz") == "fasta" and guess_format("x.tsv.gz") == "tsv"
+    assert guess_format("x.h5") == "10x-h5"
+    with pytest.raises(InputError, match="cannot tell the format"):
+        guess_format(tmp_path / "x.weird")
+    with pytest.raises(InputError, match="no such file"):
+        read_dataset(tmp_path / "absent.fa", "sequence")
+    with pytest.raises(InputError, match="unknown modality 'proteome'"):
+        read_dataset(write(tmp_path / "x.fa", ">a\nA\n"), "proteome")
+    with pytest.raises(InputError, match="format 'fasta' is not readable as expression"):
+        read_dataset(tmp_path / "x.fa", "expression")

@@ -1,0 +1,18 @@
+rule baselines:
+    input:
+        "results/{dataset}/masked.h5ad",
+    output:
+        report(
+            "results/{dataset}/baselines/scores.json",
+            caption="../report/baselines.rst",
+            category="{dataset}",
+            subcategory="baselines",
+        ),
+    params:
+        seed=config["seed"],
+    log:
+        "logs/{dataset}/baselines.log",
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "omicsgen baselines --input {input:q} --output {output:q} --seed {params.seed} > {log:q} 2>&1"

@@ -1,0 +1,61 @@
+import json
+import re
+import shlex
+
+import pandas as pd
+from snakemake.utils import validate
+
+from omicsgen.models.registry import FAMILIES
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATASETS = (
+    pd.read_csv(config["datasets"], sep="\t", dtype=str, comment="#")
+    .fillna("")
+    .set_index("dataset", drop=False)
+)
+for _, row in DATASETS.iterrows():
+    validate(row.to_frame().T.reset_index(drop=True), schema="../schemas/datasets.schema.yaml")
+if DATASETS.index.duplicated().any():
+    raise ValueError(f"{config['datasets']}: duplicate dataset ids: {sorted(set(DATASETS.index[DATASETS.index.duplicated()]))}")
+for name, spec in config["models"].items():
+    if spec["family"] not in FAMILIES:
+        raise ValueError(f"config models.{name}: unknown family '{spec['family']}' (known: {', '.join(FAMILIES)})")
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS.index)),
+    model="|".join(map(re.escape, config["models"])) or "^$",
+
+
+def modality(dataset):
+    return DATASETS.loc[dataset, "modality"]
+
+
+def sheet_option(dataset, column):
+    """An optional sheet column as a CLI option, or nothing when the cell is empty."""
+    value = DATASETS.loc[dataset].get(column, "")
+    return f"--{column} {shlex.quote(value)}" if value else ""
+
+
+def models_for(dataset):
+    """The configured models whose family accepts this dataset's modality."""
+    return [
+        name
+        for name, spec in config["models"].items()
+        if modality(dataset) in FAMILIES[spec["family"]].modalities
+    ]
+
+
+def model_params(wildcards):
+    spec = dict(config["models"][wildcards.model])
+    return spec.pop("family"), json.dumps(spec, sort_keys=True)
+
+
+def dataset_scores(wildcards):
+    return expand("results/{dataset}/{model}/scores.json", dataset=wildcards.dataset, model=models_for(wildcards.dataset))
+
+
+def get_final_output():
+    return ["results/report.html"] + [f"results/{d}/report.html" for d in DATASETS.index]

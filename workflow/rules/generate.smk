@@ -1,0 +1,22 @@
+rule generate:
+    input:
+        data="results/{dataset}/masked.h5ad",
+        model="results/{dataset}/{model}/model.ckpt",
+    output:
+        samples="results/{dataset}/{model}/samples.h5ad",
+    params:
+        n_samples=config["generate"]["n_samples"],
+        seed=config["seed"],
+        # sequences are also written as FASTA, for tools outside omicsgen
+        fasta=lambda wildcards: (
+            f"--fasta results/{wildcards.dataset}/{wildcards.model}/samples.fasta"
+            if modality(wildcards.dataset) == "sequence"
+            else ""
+        ),
+    log:
+        "logs/{dataset}/{model}/generate.log",
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
+        " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} > {log:q} 2>&1"

@@ -1,0 +1,15 @@
+rule impute:
+    input:
+        data="results/{dataset}/masked.h5ad",
+        model="results/{dataset}/{model}/model.ckpt",
+    output:
+        "results/{dataset}/{model}/imputed.h5ad",
+    params:
+        seed=config["seed"],
+    log:
+        "logs/{dataset}/{model}/impute.log",
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "omicsgen impute --input {input.data:q} --checkpoint {input.model:q} --output {output:q}"
+        " --seed {params.seed} > {log:q} 2>&1"

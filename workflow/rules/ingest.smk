@@ -1,0 +1,17 @@
+rule ingest:
+    input:
+        lambda wildcards: DATASETS.loc[wildcards.dataset, "path"],
+    output:
+        "results/{dataset}/ingested.h5ad",
+    params:
+        modality=lambda wildcards: modality(wildcards.dataset),
+        format=lambda wildcards: sheet_option(wildcards.dataset, "format"),
+        alphabet=lambda wildcards: sheet_option(wildcards.dataset, "alphabet"),
+        orientation=lambda wildcards: sheet_option(wildcards.dataset, "orientation"),
+    log:
+        "logs/{dataset}/ingest.log",
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "omicsgen ingest --input {input:q} --output {output:q} --dataset {wildcards.dataset}"
+        " --modality {params.modality} {params.format} {params.alphabet} {params.orientation} > {log:q} 2>&1"

@@ -1,0 +1,16 @@
+rule mask:
+    input:
+        "results/{dataset}/prepared.h5ad",
+    output:
+        "results/{dataset}/masked.h5ad",
+    params:
+        rate=config["mask"]["rate"],
+        mechanism=config["mask"]["mechanism"],
+        seed=config["seed"],
+    log:
+        "logs/{dataset}/mask.log",
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "omicsgen mask --input {input:q} --output {output:q} --rate {params.rate}"
+        " --mechanism {params.mechanism} --seed {params.seed} > {log:q} 2>&1"

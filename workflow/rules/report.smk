@@ -1,0 +1,39 @@
+rule report_dataset:
+    input:
+        data="results/{dataset}/masked.h5ad",
+        scores=dataset_scores,
+        metrics=lambda wildcards: expand(
+            "results/{dataset}/{model}/metrics.csv", dataset=wildcards.dataset, model=models_for(wildcards.dataset)
+        ),
+        imputed=lambda wildcards: expand(
+            "results/{dataset}/{model}/imputed.h5ad", dataset=wildcards.dataset, model=models_for(wildcards.dataset)
+        ),
+        samples=lambda wildcards: expand(
+            "results/{dataset}/{model}/samples.h5ad", dataset=wildcards.dataset, model=models_for(wildcards.dataset)
+        ),
+        baselines="results/{dataset}/baselines/scores.json",
+    output:
+        report("results/{dataset}/report.html", caption="../report/dataset_report.rst", category="{dataset}"),
+    log:
+        "logs/{dataset}/report.log",
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "omicsgen report --dataset {wildcards.dataset} --input {input.data:q} --scores {input.scores:q}"
+        " --baselines {input.baselines:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule report_leaderboard:
+    input:
+        scores=[f"results/{d}/{m}/scores.json" for d in DATASETS.index for m in models_for(d)],
+        baselines=expand("results/{dataset}/baselines/scores.json", dataset=DATASETS.index),
+        pages=expand("results/{dataset}/report.html", dataset=DATASETS.index),
+    output:
+        report("results/report.html", caption="../report/leaderboard.rst", category="Leaderboard"),
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "omicsgen report --leaderboard --scores {input.scores:q} --baselines {input.baselines:q}"
+        " --output {output:q} > {log:q} 2>&1"

@@ -1,0 +1,27 @@
+rule train:
+    input:
+        "results/{dataset}/masked.h5ad",
+    output:
+        model="results/{dataset}/{model}/model.ckpt",
+        metrics=report(
+            "results/{dataset}/{model}/metrics.csv",
+            caption="../report/metrics.rst",
+            category="{dataset}",
+            subcategory="{model}",
+        ),
+    params:
+        family=lambda wildcards: model_params(wildcards)[0],
+        hparams=lambda wildcards: model_params(wildcards)[1],
+        trainer=json.dumps(config["trainer"], sort_keys=True),
+        seed=config["seed"],
+    log:
+        "logs/{dataset}/{model}/train.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} omicsgen train --input {input:q} --outdir results/{wildcards.dataset}/{wildcards.model}"
+        " --family {params.family} --params {params.hparams:q} --trainer {params.trainer:q}"
+        " --seed {params.seed} > {log:q} 2>&1"
