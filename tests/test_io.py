@@ -105,6 +105,11 @@ def test_table_orientation_detected_and_missing_kept(tmp_path):
     assert adata.uns["omicsgen"]["input_scale"] == "counts"
 
 
+def test_r_style_header_without_row_name_column(tmp_path):
+    adata = read_dataset(write(tmp_path / "r.tsv", "g1\tg2\nc1\t1\t2\nc2\t3\t4\n"), "expression")
+    assert list(adata.var_names) == ["g1", "g2"] and adata.X[1, 0] == 3
+
+
 def test_normalised_input_flagged(tmp_path):
     adata = read_dataset(write(tmp_path / "n.csv", "cell,g1,g2\nc1,0.5,-1.2\nc2,2.25,0\n"), "expression")
     assert adata.uns["omicsgen"]["input_scale"] == "normalised"
@@ -116,7 +121,8 @@ def test_normalised_input_flagged(tmp_path):
     ("cell,g1,g1\nc1,1,2\nc2,3,4\n", "duplicate column name 'g1'"),
     ("cell;g1;g2\nc1;1;2\n", "single column"),
     ("cell,g1,g2\n", "header but no rows"),
-    ("cell,g1,g2\nc1,1,2,3,4\n", "rows of different lengths"),
+    ("cell,g1,g2\nc1,1,2,3,4\n", "line 2: rows of different lengths"),
+    ("cell,g1,g2\nc1,1,2\nc2,3\n", "line 3: rows of different lengths: 2 fields, the header has 3"),
 ])
 def test_malformed_tables(tmp_path, text, message):
     with pytest.raises(InputError, match=message):

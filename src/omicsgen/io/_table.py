@@ -20,12 +20,13 @@ def read_table(path: Path, fmt: str) -> pd.DataFrame:
     handle = read_text(path)
     if not handle.getvalue().strip():
         raise InputError(path, "the file is empty")
+    _require_unique_header(handle, sep, path)
+    _require_rectangular(handle.getvalue(), sep, path)
     try:
         table = pd.read_csv(handle, sep=sep, index_col=0, dtype=str, engine="c")
     except pd.errors.ParserError as err:
         raise InputError(path, f"rows of different lengths: {err}".rstrip(),
                          hint="every row needs one value per column") from None
-    _require_unique_header(handle, sep, path)
     if table.shape[1] == 0:
         other = "tab" if sep == "," else "comma"
         raise InputError(path, f"found a single column with the '{fmt}' delimiter",
@@ -40,6 +41,27 @@ def _require_unique_header(handle, sep: str, path: Path) -> None:
     """pandas renames a repeated column to 'name.1'; a repeated gene must be an error instead."""
     header = next(csv.reader([handle.getvalue().split("\n", 1)[0].rstrip("\r")], delimiter=sep))
     require_unique(pd.Index(header[1:]), path, "column name")
+
+
+def _require_rectangular(text: str, sep: str, path: Path) -> None:
+    """pandas fills a short row with NaN silently; a row with a value too few is an error here.
+
+    Quoted fields may hold the separator, so files with quotes are left to pandas' own check.
+    """
+    if '"' in text:
+        return
+    lines = text.rstrip("\n").split("\n")
+    counts = np.fromiter((line.count(sep) for line in lines), dtype=np.int64, count=len(lines))
+    blank = np.fromiter((not line.strip() for line in lines), dtype=bool, count=len(lines))
+    rows = counts[1:][~blank[1:]]
+    # R's write.table leaves the row-name column out of the header: every row one field longer.
+    expected = counts[0] + 1 if rows.size and (rows == counts[0] + 1).all() else counts[0]
+    wrong = np.flatnonzero((counts != expected) & ~blank)
+    wrong = wrong[wrong > 0]
+    if wrong.size:
+        number = int(wrong[0])
+        raise InputError(path, f"rows of different lengths: {counts[number] + 1} fields, the header has {counts[0] + 1}",
+                         where=f"line {number + 1}", hint="every row needs one value per column")
 
 
 def to_numeric(table: pd.DataFrame, path: Path, first_data_line: int = 2) -> np.ndarray:

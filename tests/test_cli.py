@@ -1,0 +1,42 @@
+"""The CLI: thin commands, one-line errors with a non-zero exit and no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anndata as ad
+
+
+def omicsgen(*args):
+    return subprocess.run([sys.executable, "-m", "omicsgen.cli", *args], capture_output=True, text=True)
+
+
+def test_ingest_writes_h5ad_with_provenance(tmp_path, tiny_data):
+    out = tmp_path / "ingested.h5ad"
+    result = omicsgen("ingest", "--input", str(tiny_data["peaks"]), "--output", str(out),
+                      "--dataset", "peaks", "--modality", "sequence")
+    assert result.returncode == 0, result.stderr
+    adata = ad.read_h5ad(out)
+    record = adata.uns["omicsgen"]["provenance"]["ingest"]
+    assert str(tiny_data["peaks"]) in record["inputs"] and "sha256:" in record["inputs"]
+    assert adata.uns["omicsgen"]["dataset"] == "peaks"
+
+
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path):
+    bad = tmp_path / "counts.csv"
+    bad.write_text("cell,g1,g2\nc1,1,2\nc2,3,x\n")
+    out = tmp_path / "ingested.h5ad"
+    result = omicsgen("ingest", "--input", str(bad), "--output", str(out), "--dataset", "d", "--modality", "expression")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "counts.csv: line 3, column 'g2'" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".ingested*"))
+
+
+def test_models_lists_the_registry():
+    result = omicsgen("models")
+    assert result.returncode == 0
+    for family in ("vae", "lstm", "gru"):
+        assert family in result.stdout

@@ -1,0 +1,82 @@
+"""Preprocessing: scanpy QC/normalisation/HVG, NaN kept, every removal counted, splits right."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from omicsgen.errors import InputError
+from omicsgen.ingest import ingest
+from omicsgen.preprocess import preprocess
+
+SPLIT = {"val": 0.2, "test": 0.2}
+
+
+def run(tmp_path, source, modality, params, name="d"):
+    ingest(source, tmp_path / f"{name}.ingested.h5ad", name, modality)
+    preprocess(tmp_path / f"{name}.ingested.h5ad", tmp_path / f"{name}.prepared.h5ad", params, SPLIT, seed=0)
+    return ad.read_h5ad(tmp_path / f"{name}.prepared.h5ad")
+
+
+def test_counts_normalised_logged_and_hvg(tmp_path, tiny_data):
+    adata = run(tmp_path, tiny_data["cells"], "expression",
+                {"min_genes": 10, "min_cells": 5, "target_sum": 1e4, "n_top_genes": 100})
+    assert adata.n_vars == 100
+    counts = adata.layers["counts"]
+    assert np.allclose(counts, np.round(counts)) and counts.max() > 10
+    # X = log1p(counts / library_size * 1e4), library size over all genes before selection
+    expected = np.log1p(counts / adata.obs["library_size"].to_numpy()[:, None] * 1e4)
+    np.testing.assert_allclose(adata.X, expected, rtol=1e-4, atol=1e-4)
+    filtered = json.loads(adata.uns["omicsgen"]["filtered"])
+    by_step = {r["step"]: r for r in filtered}
+    assert by_step["n_top_genes"]["removed_vars"] == 1000 - by_step["min_cells"]["removed_vars"] - 100
+    assert set(adata.obs["split"]) == {"train", "val", "test"}
+    assert "preprocess" in adata.uns["omicsgen"]["provenance"]
+
+
+def test_native_missing_values_survive(tmp_path):
+    table = tmp_path / "t.csv"
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5, size=(20, 8)).astype(float)
+    counts[3, 2] = np.nan
+    lines = ["cell," + ",".join(f"g{j}" for j in range(8))]
+    lines += [f"c{i}," + ",".join("NA" if np.isnan(v) else str(int(v)) for v in row) for i, row in enumerate(counts)]
+    table.write_text("\n".join(lines) + "\n")
+    adata = run(tmp_path, table, "expression", {"min_genes": 1, "min_cells": 1, "n_top_genes": None})
+    cell = list(adata.obs_names).index("c3")
+    assert np.isnan(adata.X[cell, list(adata.var_names).index("g2")])
+    assert np.isnan(adata.X).sum() == 1
+
+
+def test_filter_removing_everything_is_a_clear_error(tmp_path, tiny_data):
+    with pytest.raises(InputError, match="no samples pass the filters min_genes=100000"):
+        run(tmp_path, tiny_data["cells"], "expression", {"min_genes": 100000})
+    assert not (tmp_path / "d.prepared.h5ad").exists()
+
+
+def test_timecourse_split_by_series_and_genes_by_variance(tmp_path, tiny_data):
+    adata = run(tmp_path, tiny_data["flu"], "timecourse", {"n_top_genes": 50})
+    assert adata.n_vars == 50 and adata.uns["omicsgen"]["x_scale"] == "as_given"
+    assert (adata.obs.groupby("series", observed=True)["split"].nunique() == 1).all()
+    assert set(adata.obs["split"]) == {"train", "val", "test"}
+
+
+def test_sequence_length_filter_counted(tmp_path):
+    fasta = tmp_path / "s.fa"
+    fasta.write_text(">a\nACGTACGT\n>b\nACG\n>c\nACGTAC\n>d\nACGTAC\n>e\nTTTTTT\n")
+    adata = run(tmp_path, fasta, "sequence", {"min_length": 4, "max_length": 7})
+    assert list(adata.obs["id"]) == ["c", "d", "e"]
+    assert adata.obsm["tokens"].shape == (3, 6)
+    removed = json.loads(adata.uns["omicsgen"]["filtered"])[0]
+    assert removed["removed_obs"] == 2
+    assert adata.uns["omicsgen"]["duplicate_sequences"] == 1
+
+
+def test_split_is_reproducible(tmp_path, tiny_data):
+    first = run(tmp_path, tiny_data["peaks"], "sequence", {}, name="a")
+    second = run(tmp_path, tiny_data["peaks"], "sequence", {}, name="b")
+    assert (first.obs["split"] == second.obs["split"]).all()
+    assert (first.obs["split"] == "test").sum() == 24

@@ -1,0 +1,145 @@
+"""The real `snakemake` command on tiny real data: every stage, all three modalities."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import yaml
+
+from omicsgen import alphabet as alph
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def tiny_config(sheet: str = "config/datasets.tsv") -> dict:
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["datasets"] = sheet
+    config["preprocess"]["expression"].update(min_genes=10, min_cells=5, n_top_genes=64)
+    config["preprocess"]["timecourse"]["n_top_genes"] = 64
+    config["trainer"].update(max_epochs=3, batch_size=64)
+    config["generate"]["n_samples"] = 60
+    return config
+
+
+def make_project(folder: Path, tiny_data: dict, rows: list[tuple[str, str, str]], config: dict | None = None) -> Path:
+    (folder / "config").mkdir(parents=True, exist_ok=True)
+    sheet = "dataset\tmodality\tpath\n" + "".join(f"{d}\t{m}\t{p}\n" for d, m, p in rows)
+    (folder / "config" / "datasets.tsv").write_text(sheet)
+    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config or tiny_config()))
+    return folder
+
+
+def snakemake(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, "-s", str(SNAKEFILE), "--directory", str(folder), "--cores", "2",
+                           "--show-failed-logs", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_data):
+    folder = make_project(tmp_path_factory.mktemp("e2e"), tiny_data, [
+        ("cells", "expression", str(tiny_data["cells"])),
+        ("peaks", "sequence", str(tiny_data["peaks"])),
+        ("flu", "timecourse", str(tiny_data["flu"])),
+    ])
+    result = snakemake(folder)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return folder
+
+
+def test_every_stage_ran_for_every_modality(finished_run):
+    results = finished_run / "results"
+    for dataset, models in {"cells": ["vae"], "peaks": ["lstm"], "flu": ["vae", "gru"]}.items():
+        for name in ("ingested.h5ad", "prepared.h5ad", "masked.h5ad", "report.html", "baselines/scores.json"):
+            assert (results / dataset / name).is_file(), (dataset, name)
+        for model in models:
+            for name in ("model.ckpt", "metrics.csv", "samples.h5ad", "imputed.h5ad", "scores.json"):
+                assert (results / dataset / model / name).is_file(), (dataset, model, name)
+    assert not (results / "cells" / "lstm").exists()  # a model only runs where its modality fits
+    assert (results / "report.html").is_file()
+
+
+def test_expression_outputs_hold_what_they_say(finished_run):
+    results = finished_run / "results" / "cells"
+    masked = ad.read_h5ad(results / "masked.h5ad")
+    assert masked.n_vars == 64 and "counts" in masked.layers
+    samples = ad.read_h5ad(results / "vae" / "samples.h5ad")
+    assert samples.shape == (60, 64) and list(samples.var_names) == list(masked.var_names)
+    imputed = ad.read_h5ad(results / "vae" / "imputed.h5ad")
+    filled, held = imputed.layers["imputed"], masked.layers["heldout"]
+    np.testing.assert_array_equal(filled[~held], masked.X[~held])  # observed entries untouched
+    scores = json.loads((results / "vae" / "scores.json").read_text())
+    assert np.isfinite(scores["imputation"]["rmse"]) and scores["imputation"]["rmse"] > 0
+    assert np.isfinite(scores["generation"]["mmd"])
+    baselines = json.loads((results / "baselines" / "scores.json").read_text())
+    assert {"mean", "knn"} <= set(baselines["methods"])
+
+
+def test_sequence_outputs_include_fasta(finished_run):
+    results = finished_run / "results" / "peaks"
+    fasta = (results / "lstm" / "samples.fasta").read_text()
+    assert fasta.count(">") == 60
+    letters = set("".join(line for line in fasta.splitlines() if not line.startswith(">")))
+    assert letters <= set("ACGT-")
+    samples = ad.read_h5ad(results / "lstm" / "samples.h5ad")
+    assert set(np.unique(samples.obsm["tokens"])) <= {alph.PAD, alph.GAP, *range(alph.FIRST_RESIDUE, 7)}
+    scores = json.loads((results / "lstm" / "scores.json").read_text())
+    assert 0 <= scores["generation"]["kmer_js"]["k1"] <= 1
+
+
+def test_timecourse_forecast_scored_against_last_value(finished_run):
+    scores = json.loads((finished_run / "results" / "flu" / "gru" / "scores.json").read_text())
+    assert np.isfinite(scores["forecast"]["rmse"])
+    baselines = json.loads((finished_run / "results" / "flu" / "baselines" / "scores.json").read_text())
+    assert "last_value" in baselines["methods"]
+
+
+def test_reports_name_every_model(finished_run):
+    page = (finished_run / "results" / "flu" / "report.html").read_text()
+    assert "gru" in page and "vae" in page and "data:image/png;base64," in page
+    board = (finished_run / "results" / "report.html").read_text()
+    for dataset in ("cells", "peaks", "flu"):
+        assert f"{dataset}/report.html" in board
+
+
+def test_rerun_has_nothing_to_do(finished_run):
+    result = snakemake(finished_run, "--dry-run")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_bad_input_reaches_the_terminal_and_leaves_nothing(tmp_path, tiny_data):
+    bad = tmp_path / "bad.fa"
+    bad.write_text(">a\nACGT\n>a\nACGA\n")
+    folder = make_project(tmp_path / "run", tiny_data, [("bad", "sequence", str(bad))])
+    result = snakemake(folder)
+    assert result.returncode != 0
+    assert "duplicate record id 'a'" in result.stdout + result.stderr
+    assert not any((folder / "results").rglob("*.h5ad"))
+
+
+def test_wrong_config_key_is_named(tmp_path, tiny_data):
+    config = tiny_config()
+    config["trainer"]["max_epoch"] = 3
+    folder = make_project(tmp_path, tiny_data, [("cells", "expression", str(tiny_data["cells"]))], config)
+    result = snakemake(folder, "--dry-run")
+    assert result.returncode != 0 and "max_epoch" in result.stdout + result.stderr
+
+
+def test_unknown_modality_in_sheet_is_named(tmp_path, tiny_data):
+    folder = make_project(tmp_path, tiny_data, [("cells", "proteome", str(tiny_data["cells"]))])
+    result = snakemake(folder, "--dry-run")
+    assert result.returncode != 0 and "proteome" in result.stdout + result.stderr
+
+
+def test_lint_is_clean(tmp_path, tiny_data):
+    folder = make_project(tmp_path, tiny_data, [("cells", "expression", str(tiny_data["cells"]))])
+    result = snakemake(folder, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
