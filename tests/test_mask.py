@@ -54,3 +54,24 @@ def test_unknown_mechanism(tmp_path, prepared):
     with pytest.raises(InputError, match="unknown mask mechanism 'sometimes'"):
         mask(prepared["cells"], tmp_path / "m.h5ad", rate=0.1, mechanism="sometimes", seed=0)
     assert not (tmp_path / "m.h5ad").exists()
+
+
+def test_mnar_holds_out_low_values_and_mar_follows_another_gene(tmp_path, prepared):
+    truth = ad.read_h5ad(prepared["cells"]).X
+    mask(prepared["cells"], tmp_path / "mnar.h5ad", rate=0.2, mechanism="mnar", seed=0)
+    mnar = ad.read_h5ad(tmp_path / "mnar.h5ad").layers["heldout"]
+    mask(prepared["cells"], tmp_path / "mcar.h5ad", rate=0.2, mechanism="mcar", seed=0)
+    mcar = ad.read_h5ad(tmp_path / "mcar.h5ad").layers["heldout"]
+    assert 0.15 < mnar.mean() < 0.25
+    assert truth[mnar].mean() < 0.7 * truth[mcar].mean()
+    mask(prepared["cells"], tmp_path / "mar.h5ad", rate=0.2, mechanism="mar", seed=0)
+    assert 0.15 < ad.read_h5ad(tmp_path / "mar.h5ad").layers["heldout"].mean() < 0.25
+
+
+def test_spans_are_contiguous(tmp_path, prepared):
+    mask(prepared["ww"], tmp_path / "s.h5ad", rate=0.2, mechanism="span", seed=0, span_length=5)
+    held = ad.read_h5ad(tmp_path / "s.h5ad").obsm["heldout"].astype(int)
+    starts = (np.diff(held, axis=1, prepend=0) == 1).sum()
+    assert held.sum() > 2 * starts  # runs, not isolated positions
+    with pytest.raises(InputError, match="unknown mask mechanism 'mnar' for sequence data"):
+        mask(prepared["ww"], tmp_path / "x.h5ad", rate=0.2, mechanism="mnar", seed=0)

@@ -80,3 +80,19 @@ def test_split_is_reproducible(tmp_path, tiny_data):
     second = run(tmp_path, tiny_data["peaks"], "sequence", {}, name="b")
     assert (first.obs["split"] == second.obs["split"]).all()
     assert (first.obs["split"] == "test").sum() == 24
+
+
+def test_mitochondrial_filter_counted(tmp_path):
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(20, size=(30, 6))
+    counts[:5, 0] = 500  # five cells dominated by a mitochondrial gene
+    genes = ["mt-Co1", "g1", "g2", "g3", "g4", "g5"]
+    table = tmp_path / "m.csv"
+    table.write_text("cell," + ",".join(genes) + "\n" + "".join(
+        f"c{i}," + ",".join(map(str, row)) + "\n" for i, row in enumerate(counts)))
+    adata = run(tmp_path, table, "expression", {"max_pct_mito": 50, "n_top_genes": None})
+    assert adata.n_obs == 25 and not any(name in adata.obs_names for name in ("c0", "c4"))
+    removed = {r["step"]: r for r in json.loads(adata.uns["omicsgen"]["filtered"])}
+    assert removed["max_pct_mito"]["removed_obs"] == 5
+    with pytest.raises(InputError, match="no gene name starts with 'MT-X'"):
+        run(tmp_path, table, "expression", {"max_pct_mito": 50, "mito_prefix": "MT-X"}, name="e")

@@ -6,6 +6,7 @@ rule mask:
     params:
         rate=config["mask"]["rate"],
         mechanism=config["mask"]["mechanism"],
+        span_length=config["mask"].get("span_length", 10),
         seed=config["seed"],
     log:
         "logs/{dataset}/mask.log",
@@ -13,4 +14,4 @@ rule mask:
         "../../envs/omicsgen.yaml"
     shell:
         "omicsgen mask --input {input:q} --output {output:q} --rate {params.rate}"
-        " --mechanism {params.mechanism} --seed {params.seed} > {log:q} 2>&1"
+        " --mechanism {params.mechanism} --span-length {params.span_length} --seed {params.seed} > {log:q} 2>&1"
