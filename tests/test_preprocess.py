@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
+from omicsgen.alphabet import decode
 from omicsgen.errors import InputError
 from omicsgen.ingest import ingest
 from omicsgen.preprocess import preprocess
@@ -96,3 +97,25 @@ def test_mitochondrial_filter_counted(tmp_path):
     assert removed["max_pct_mito"]["removed_obs"] == 5
     with pytest.raises(InputError, match="no gene name starts with 'MT-X'"):
         run(tmp_path, table, "expression", {"max_pct_mito": 50, "mito_prefix": "MT-X"}, name="e")
+
+
+def test_crop_and_window_keep_every_position(tmp_path):
+    fasta = tmp_path / "w.fa"
+    fasta.write_text(">long\nACGTACGTAC\n>short\nGGG\n>four\nCCCC\n")
+    cropped = run(tmp_path, fasta, "sequence", {"length_mode": "crop", "fixed_length": 4}, name="c")
+    assert cropped.obsm["tokens"].shape == (3, 4) and list(cropped.obs["length"]) == [4, 3, 4]
+    windows = run(tmp_path, fasta, "sequence", {"length_mode": "window", "fixed_length": 4, "window_step": 3}, name="w")
+    assert list(windows.obs["id"]) == ["long:1-4", "long:4-7", "long:7-10", "short:1-3", "four:1-4"]
+    assert decode(windows.obsm["tokens"], windows.uns["alphabet"]["symbols"]) == ["ACGT", "TACG", "GTAC", "GGG", "CCCC"]
+    assert list(windows.obs["source_id"]) == ["long"] * 3 + ["short", "four"]
+    with pytest.raises(InputError, match="needs fixed_length"):
+        run(tmp_path, fasta, "sequence", {"length_mode": "window"}, name="x")
+
+
+def test_deduplicate_removes_and_counts(tmp_path):
+    fasta = tmp_path / "d.fa"
+    fasta.write_text(">a\nACGT\n>b\nACGT\n>c\nTTTT\n>d\nGGGG\n")
+    adata = run(tmp_path, fasta, "sequence", {"deduplicate": True})
+    assert list(adata.obs["id"]) == ["a", "c", "d"]
+    removed = {r["step"]: r for r in json.loads(adata.uns["omicsgen"]["filtered"])}
+    assert removed["deduplicate"]["removed_obs"] == 1

@@ -1,35 +1,109 @@
-"""Sequences: a length filter, duplicates counted, tokens trimmed to the longest kept record."""
+"""Sequences: length filter, fixed length by cropping or windowing, duplicates counted or removed.
+
+Records of different lengths are handled one of three ways (`length_mode`):
+- pad:    keep every record whole, padded to the longest kept one (the record length is in obs);
+- crop:   cut records longer than `fixed_length` to their first `fixed_length` positions;
+- window: cut records into overlapping windows of `fixed_length`, `window_step` apart (the last
+          window ends at the record's end, so no position is lost); obs keeps `source_id`, `start`.
+"""
 
 from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
+from .. import alphabet as alph
 from ..errors import InputError
 from ..provenance import meta
 from .expression import _record
 
+LENGTH_MODES = ("pad", "crop", "window")
+
 
 def prepare_sequences(adata: ad.AnnData, params: dict, removed: list[dict]) -> ad.AnnData:
+    source = meta(adata).get("source", "input")
+    adata = _filter_length(adata, params, removed, source)
+    mode = params.get("length_mode", "pad")
+    if mode not in LENGTH_MODES:
+        raise InputError(source, f"unknown length_mode '{mode}'", hint=f"use one of {', '.join(LENGTH_MODES)}")
+    if mode == "crop":
+        adata = _crop(adata, _fixed_length(params, source), removed)
+    elif mode == "window":
+        adata = _windows(adata, _fixed_length(params, source), int(params.get("window_step") or _fixed_length(params, source)), removed)
+    adata.obsm["tokens"] = adata.obsm["tokens"][:, : int(_content_length(adata.obsm["tokens"]).max())]
+    adata.obs["padded_length"] = adata.obsm["tokens"].shape[1]
+    return _duplicates(adata, bool(params.get("deduplicate", False)), removed)
+
+
+def _filter_length(adata, params, removed, source):
     lengths = adata.obs["length"].to_numpy()
     min_length, max_length = int(params.get("min_length", 1)), params.get("max_length")
     keep = lengths >= min_length
     if max_length:
         keep &= lengths <= int(max_length)
-    _record(removed, "length", int((~keep).sum()), 0,
-            f"length outside [{min_length}, {max_length or 'any'}]")
+    _record(removed, "length", int((~keep).sum()), 0, f"length outside [{min_length}, {max_length or 'any'}]")
     if not keep.any():
-        raise InputError(meta(adata).get("source", "input"), "no record passes the length filter",
+        raise InputError(source, "no record passes the length filter",
                          hint="change min_length / max_length in the config's preprocess section")
-    adata = adata[keep].copy()
-    tokens = adata.obsm["tokens"][:, : int(adata.obs["length"].max())]
-    adata.obsm["tokens"] = tokens
-    adata.obs["padded_length"] = tokens.shape[1]
-    meta(adata)["duplicate_sequences"] = count_duplicates(tokens)
+    return adata[keep].copy()
+
+
+def _fixed_length(params: dict, source) -> int:
+    if not params.get("fixed_length"):
+        raise InputError(source, f"length_mode '{params.get('length_mode')}' needs fixed_length",
+                         hint="set preprocess.sequence.fixed_length in the config")
+    return int(params["fixed_length"])
+
+
+def _content_length(tokens: np.ndarray) -> np.ndarray:
+    return (tokens != alph.PAD).sum(axis=1)
+
+
+def _crop(adata, length: int, removed):
+    cropped = int((adata.obs["length"] > length).sum())
+    _record(removed, "crop", 0, 0, f"{cropped} records cropped to their first {length} positions")
+    adata.obsm["tokens"] = adata.obsm["tokens"][:, :length]
+    adata.obs["length"] = np.minimum(adata.obs["length"].to_numpy(), length)
     return adata
 
 
-def count_duplicates(tokens: np.ndarray) -> int:
-    """Records identical to an earlier one (kept; reported so a user knows)."""
-    unique = np.unique(np.ascontiguousarray(tokens).view(f"V{tokens.shape[1]}"))
-    return int(tokens.shape[0] - unique.size)
+def _windows(adata, length: int, step: int, removed):
+    """All windows of all records in one fancy-indexing gather."""
+    lengths = adata.obs["length"].to_numpy()
+    starts = [_window_starts(n, length, step) for n in lengths]
+    rows = np.repeat(np.arange(adata.n_obs), [len(s) for s in starts])
+    offsets = np.concatenate(starts)
+    tokens = np.pad(adata.obsm["tokens"], ((0, 0), (0, length)))
+    windows = tokens[rows[:, None], offsets[:, None] + np.arange(length)]
+    source = adata.obs.iloc[rows].reset_index(drop=True)
+    obs = pd.DataFrame({"id": [f"{i}:{s + 1}-{s + min(length, n)}" for i, s, n in zip(source["id"], offsets, source["length"])],
+                        "source_id": source["id"].to_numpy(), "start": offsets + 1})
+    for column in source.columns.drop(["id", "length"], errors="ignore"):
+        obs[column] = source[column].to_numpy()
+    obs["length"] = _content_length(windows)
+    obs.index = pd.Index(obs["id"].to_numpy(), name="record")
+    _record(removed, "window", 0, 0, f"{adata.n_obs} records cut into {len(obs)} windows of {length}, step {step}")
+    out = ad.AnnData(obs=obs, obsm={"tokens": windows.astype(np.int8)}, uns=adata.uns)
+    return out
+
+
+def _window_starts(n: int, length: int, step: int) -> np.ndarray:
+    if n <= length:
+        return np.array([0])
+    starts = np.arange(0, n - length + 1, step)
+    return starts if starts[-1] == n - length else np.append(starts, n - length)
+
+
+def _duplicates(adata, remove: bool, removed):
+    """Records identical to an earlier one: always counted, removed when the config says so."""
+    tokens = np.ascontiguousarray(adata.obsm["tokens"])
+    _, first = np.unique(tokens.view(f"V{tokens.shape[1]}").ravel(), return_index=True)
+    n_duplicates = adata.n_obs - first.size
+    meta(adata)["duplicate_sequences"] = int(n_duplicates)
+    if not remove:
+        return adata
+    _record(removed, "deduplicate", n_duplicates, 0, "identical to an earlier record")
+    keep = np.zeros(adata.n_obs, dtype=bool)
+    keep[first] = True
+    return adata[keep].copy()
