@@ -119,3 +119,23 @@ def test_deduplicate_removes_and_counts(tmp_path):
     assert list(adata.obs["id"]) == ["a", "c", "d"]
     removed = {r["step"]: r for r in json.loads(adata.uns["omicsgen"]["filtered"])}
     assert removed["deduplicate"]["removed_obs"] == 1
+
+
+def test_labels_from_header_regex_stratify_the_split(tmp_path):
+    fasta = tmp_path / "l.fa"
+    records = [(f"r{i}", "kind=" + ("a" if i < 30 else "b"), "ACGT" * (1 + i % 3)) for i in range(40)]
+    fasta.write_text("".join(f">{r} {d}\n{s}\n" for r, d, s in records))
+    ingest(fasta, tmp_path / "i.h5ad", "l", "sequence", label=r"kind=(\w+)")
+    preprocess(tmp_path / "i.h5ad", tmp_path / "p.h5ad", {}, {"val": 0.1, "test": 0.2}, seed=0)
+    adata = ad.read_h5ad(tmp_path / "p.h5ad")
+    counts = adata.obs.groupby(["label", "split"], observed=False).size()
+    assert counts[("a", "test")] == 6 and counts[("b", "test")] == 2
+    with pytest.raises(InputError, match="record .r0.: label regex"):
+        ingest(fasta, tmp_path / "x.h5ad", "l", "sequence", label=r"type=(\w+)")
+
+
+def test_label_column_for_tables(tmp_path, tiny_data):
+    ingest(tiny_data["flu"], tmp_path / "f.h5ad", "flu", "timecourse", label="condition")
+    assert set(ad.read_h5ad(tmp_path / "f.h5ad").obs["label"]) == {"sx", "asx"}
+    with pytest.raises(InputError, match="no annotation column named 'sex'"):
+        ingest(tiny_data["flu"], tmp_path / "g.h5ad", "flu", "timecourse", label="sex")

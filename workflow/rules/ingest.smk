@@ -8,10 +8,11 @@ rule ingest:
         format=lambda wildcards: sheet_option(wildcards.dataset, "format"),
         alphabet=lambda wildcards: sheet_option(wildcards.dataset, "alphabet"),
         orientation=lambda wildcards: sheet_option(wildcards.dataset, "orientation"),
+        label=lambda wildcards: sheet_option(wildcards.dataset, "label"),
     log:
         "logs/{dataset}/ingest.log",
     conda:
         "../../envs/omicsgen.yaml"
     shell:
         "omicsgen ingest --input {input:q} --output {output:q} --dataset {wildcards.dataset}"
-        " --modality {params.modality} {params.format} {params.alphabet} {params.orientation} > {log:q} 2>&1"
+        " --modality {params.modality} {params.format} {params.alphabet} {params.orientation} {params.label} > {log:q} 2>&1"
