@@ -1,7 +1,8 @@
-"""Opening plain, gzip and bgzip files alike, with a clear error for a truncated one."""
+"""Opening plain, gzip and bgzip files alike, streaming, with clear errors for damaged ones."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import zlib
@@ -9,33 +10,32 @@ from pathlib import Path
 
 from ..errors import InputError
 
+DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error)
+
 
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
 
 
-def read_bytes(path: Path) -> bytes:
-    """The whole file, decompressed (bgzip is a gzip stream of blocks, so gzip reads it)."""
-    try:
-        if is_gzip(path):
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise InputError(path, f"the gzip file is damaged or truncated ({err})",
-                         hint="download or compress the file again") from None
+def _open_binary(path: Path):
+    # bgzip is a series of gzip members, which gzip reads as one stream
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
-def read_text(path: Path) -> io.StringIO:
-    data = read_bytes(path)
-    if b"\x00" in data[:65536]:
-        raise InputError(path, "the file holds binary data, not text",
-                         hint="check that the sheet points at the right file and format")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise InputError(path, "bytes that are not UTF-8 text", where=f"line {line}",
-                         hint="check that the sheet points at the right file and format") from None
-    return io.StringIO(text)
+@contextlib.contextmanager
+def open_text(path: Path):
+    """A text handle over the (decompressed) file; binary, non-UTF-8 or truncated input -> InputError."""
+    with _open_binary(path) as raw:
+        try:
+            head = raw.peek(65536)[:65536] if hasattr(raw, "peek") else b""
+            if b"\x00" in head:
+                raise InputError(path, "the file holds binary data, not text",
+                                 hint="check that the sheet points at the right file and format")
+            yield io.TextIOWrapper(raw, encoding="utf-8", newline=None)
+        except DAMAGED as err:
+            raise InputError(path, f"the gzip file is damaged or truncated ({err})",
+                             hint="download or compress the file again") from None
+        except UnicodeDecodeError:
+            raise InputError(path, "bytes that are not UTF-8 text",
+                             hint="check that the sheet points at the right file and format") from None

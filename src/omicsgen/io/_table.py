@@ -1,4 +1,9 @@
-"""Delimited text tables (CSV/TSV, gzip too) parsed with pandas, with errors that name the cell."""
+"""Delimited text tables (CSV/TSV, gzip too) parsed with pandas, with errors that name the cell.
+
+A first streaming pass checks the structure (unique header, one value per column on every line),
+which pandas would otherwise repair silently; pandas then parses the numbers in C. Only when a
+cell is not a number is the table re-read as text, to say which cell.
+"""
 
 from __future__ import annotations
 
@@ -9,59 +14,78 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ._open import read_text
+from ._open import DAMAGED, is_gzip, open_text
 
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 
 
-def read_table(path: Path, fmt: str) -> pd.DataFrame:
-    """All cells as text, first column as the row index; NA, NaN and empty cells become NaN."""
+def read_numeric_table(path: Path, fmt: str) -> tuple[np.ndarray, pd.Index, pd.Index]:
+    """Values (float32, NaN where NA/NaN/empty), row labels, column labels."""
     sep = SEPARATORS[fmt]
-    handle = read_text(path)
-    if not handle.getvalue().strip():
-        raise InputError(path, "the file is empty")
-    _require_unique_header(handle, sep, path)
-    _require_rectangular(handle.getvalue(), sep, path)
+    header = check_structure(path, sep, fmt)
+    dtypes = {name: np.float32 for name in header[1:]}
     try:
-        table = pd.read_csv(handle, sep=sep, index_col=0, dtype=str, engine="c")
-    except pd.errors.ParserError as err:
-        raise InputError(path, f"rows of different lengths: {err}".rstrip(),
-                         hint="every row needs one value per column") from None
-    if table.shape[1] == 0:
-        other = "tab" if sep == "," else "comma"
-        raise InputError(path, f"found a single column with the '{fmt}' delimiter",
-                         hint=f"is the file {other}-separated? set 'format' in the sheet")
-    if table.shape[0] == 0:
-        raise InputError(path, "the table has a header but no rows")
+        table = _read_csv(path, sep, dtype=dtypes)
+    except ValueError:
+        table = read_text_table(path, fmt)  # a cell is not a number: find it for the message
+        return to_numeric(table, path), table.index, table.columns
+    table.index = table.index.astype(str)
+    values = table.to_numpy(dtype=np.float32)
+    _require_finite(values, table, path)
+    return values, table.index, table.columns
+
+
+def read_text_table(path: Path, fmt: str) -> pd.DataFrame:
+    """All cells as text, first column as the row index; NA, NaN and empty cells become NaN."""
+    check_structure(path, SEPARATORS[fmt], fmt)
+    table = _read_csv(path, SEPARATORS[fmt], dtype=str)
     table.index = table.index.astype(str)
     return table
 
 
-def _require_unique_header(handle, sep: str, path: Path) -> None:
-    """pandas renames a repeated column to 'name.1'; a repeated gene must be an error instead."""
-    header = next(csv.reader([handle.getvalue().split("\n", 1)[0].rstrip("\r")], delimiter=sep))
-    require_unique(pd.Index(header[1:]), path, "column name")
+def _read_csv(path: Path, sep: str, dtype) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, index_col=0, dtype=dtype, engine="c",
+                           compression="gzip" if is_gzip(path) else None)
+    except pd.errors.ParserError as err:
+        raise InputError(path, f"rows of different lengths: {err}".rstrip(), hint="every row needs one value per column") from None
+    except DAMAGED as err:
+        raise InputError(path, f"the gzip file is damaged or truncated ({err})") from None
 
 
-def _require_rectangular(text: str, sep: str, path: Path) -> None:
-    """pandas fills a short row with NaN silently; a row with a value too few is an error here.
+def check_structure(path: Path, sep: str, fmt: str) -> list[str]:
+    """The header's fields, after checking the table is a rectangle with unique column names."""
+    with open_text(path) as handle:
+        first = handle.readline()
+        if not first.strip():
+            raise InputError(path, "the file is empty")
+        header = next(csv.reader([first.rstrip("\r\n")], delimiter=sep))
+        if len(header) == 1:
+            other = "tab" if sep == "," else "comma"
+            raise InputError(path, f"found a single column with the '{fmt}' delimiter",
+                             hint=f"is the file {other}-separated? set 'format' in the sheet")
+        require_unique(pd.Index(header[1:]), path, "column name")
+        counts = [line.count(sep) for line in handle if line.strip()]
+    if not counts:
+        raise InputError(path, "the table has a header but no rows")
+    _require_rectangular(np.array(counts), first.count(sep), path, quoted='"' in first)
+    return header
 
-    Quoted fields may hold the separator, so files with quotes are left to pandas' own check.
+
+def _require_rectangular(counts: np.ndarray, header_count: int, path: Path, quoted: bool) -> None:
+    """A short row would be padded with NaN by pandas; here it is an error naming the line.
+
+    R's write.table leaves the row-name column out of the header: every row one field longer.
+    Quoted fields may hold the separator, so files with quoted headers are left to pandas.
     """
-    if '"' in text:
+    if quoted:
         return
-    lines = text.rstrip("\n").split("\n")
-    counts = np.fromiter((line.count(sep) for line in lines), dtype=np.int64, count=len(lines))
-    blank = np.fromiter((not line.strip() for line in lines), dtype=bool, count=len(lines))
-    rows = counts[1:][~blank[1:]]
-    # R's write.table leaves the row-name column out of the header: every row one field longer.
-    expected = counts[0] + 1 if rows.size and (rows == counts[0] + 1).all() else counts[0]
-    wrong = np.flatnonzero((counts != expected) & ~blank)
-    wrong = wrong[wrong > 0]
+    expected = header_count + 1 if (counts == header_count + 1).all() else header_count
+    wrong = np.flatnonzero(counts != expected)
     if wrong.size:
-        number = int(wrong[0])
-        raise InputError(path, f"rows of different lengths: {counts[number] + 1} fields, the header has {counts[0] + 1}",
-                         where=f"line {number + 1}", hint="every row needs one value per column")
+        line = int(wrong[0]) + 2  # blank lines are skipped by pandas too, so this is the data line
+        raise InputError(path, f"rows of different lengths: {counts[wrong[0]] + 1} fields, the header has {header_count + 1}",
+                         where=f"line {line}", hint="every row needs one value per column")
 
 
 def to_numeric(table: pd.DataFrame, path: Path, first_data_line: int = 2) -> np.ndarray:
@@ -74,11 +98,16 @@ def to_numeric(table: pd.DataFrame, path: Path, first_data_line: int = 2) -> np.
                          where=f"line {row + first_data_line}, column '{table.columns[col]}'",
                          hint="leave the cell empty or write NA for a missing value")
     matrix = values.to_numpy(dtype=np.float32)
+    _require_finite(matrix, table, path, first_data_line)
+    return matrix
+
+
+def _require_finite(matrix: np.ndarray, table: pd.DataFrame, path: Path, first_data_line: int = 2) -> None:
     infinite = np.argwhere(np.isinf(matrix))
     if infinite.size:
         row, col = (int(i) for i in infinite[0])
-        raise InputError(path, "infinite value", where=f"line {row + first_data_line}, column '{table.columns[col]}'")
-    return matrix
+        raise InputError(path, "infinite value", where=f"line {row + first_data_line}, column '{table.columns[col]}'",
+                         hint="write NA for a missing value")
 
 
 def numeric_share(column: pd.Series) -> float:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
 from ..errors import InputError
 from ..provenance import meta
-from ._table import read_table, require_unique, to_numeric
+from ._table import read_numeric_table, require_unique
 
 EXPRESSION_FORMATS = ("csv", "tsv", "h5ad", "10x-h5", "10x-mtx", "zarr")
 ORIENTATIONS = ("auto", "samples_as_rows", "genes_as_rows")
@@ -33,12 +34,11 @@ def read_expression(path: Path, fmt: str, orientation: str = "auto") -> ad.AnnDa
 
 
 def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
-    table = read_table(path, fmt)
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
-    genes_as_rows = orientation == "genes_as_rows" or (orientation == "auto" and _genes_look_like_rows(table))
-    matrix = to_numeric(table, path)
-    samples, genes = (table.columns, table.index) if genes_as_rows else (table.index, table.columns)
+    matrix, rows, columns = read_numeric_table(path, fmt)
+    genes_as_rows = orientation == "genes_as_rows" or (orientation == "auto" and _genes_look_like_rows(rows, columns))
+    samples, genes = (columns, rows) if genes_as_rows else (rows, columns)
     require_unique(genes, path, "gene name")
     require_unique(samples, path, "sample name")
     adata = ad.AnnData(X=matrix.T if genes_as_rows else matrix)
@@ -47,12 +47,12 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     return adata
 
 
-def _genes_look_like_rows(table) -> bool:
+def _genes_look_like_rows(rows: pd.Index, columns: pd.Index) -> bool:
     """Genes are rows when the index is named like a gene column, or rows far outnumber columns
     (a bulk table: 20,000 genes x 12 samples). Otherwise one row a sample, as scanpy expects."""
-    if table.index.name and _GENE_INDEX_NAME.search(str(table.index.name)):
+    if rows.name and _GENE_INDEX_NAME.search(str(rows.name)):
         return True
-    return table.shape[0] > 5 * table.shape[1]
+    return len(rows) > 5 * len(columns)
 
 
 def _read_container(path: Path, fmt: str) -> ad.AnnData:

@@ -1,80 +1,94 @@
-"""Sequence files (FASTA and what else Biopython reads) -> AnnData with a token matrix."""
+"""Sequence files (FASTA and what else Biopython reads) -> AnnData with a token matrix.
+
+FASTA is streamed with Biopython's SimpleFastaParser and each record tokenised through a byte
+lookup table into a preallocated int8 matrix: memory stays near the sequence bytes plus the
+matrix, whatever the file's size.
+"""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 from Bio import SeqIO
+from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .. import alphabet as alph
 from ..errors import InputError
-from ._open import read_text
+from ._open import open_text
 
 SEQUENCE_FORMATS = ("fasta", "fasta-blast", "fastq", "genbank", "stockholm")
 _NUCLEOTIDE_LETTERS = set("ACGTUNRYSWKMBDHV")
+_COMMENT = ("#", ";", "!")
 
 
 def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad.AnnData:
-    ids, descriptions, sequences = _parse_records(path, fmt)
+    with open_text(path) as handle:
+        titles, sequences = _read_fasta(handle, path) if fmt in ("fasta", "fasta-blast") else _read_other(handle, path, fmt)
+    if not titles:
+        raise InputError(path, f"no {fmt} records found" if fmt not in ("fasta", "fasta-blast") else "the file is empty",
+                         hint="check the 'path' and 'format' columns of the dataset sheet")
+    ids, descriptions = _split_titles(titles, path)
     name = detect_alphabet(sequences) if alphabet == "auto" else alphabet
     if name not in alph.RESIDUES:
         raise InputError(path, f"unknown alphabet '{alphabet}'", hint="use dna, rna, protein or auto")
     tokens, lengths = tokenize(path, ids, sequences, name)
-    obs = pd.DataFrame({
-        "id": ids,
-        "description": descriptions,
-        "length": lengths,
-        "gc": gc_fraction(tokens, name),
-    }, index=pd.Index(ids, name="record"))
+    del sequences
+    obs = pd.DataFrame({"id": ids, "description": descriptions, "length": lengths, "gc": gc_fraction(tokens, name)},
+                       index=pd.Index(ids, name="record"))
     adata = ad.AnnData(obs=obs, obsm={"tokens": tokens})
     adata.uns["alphabet"] = {"name": name, "symbols": alph.symbols(name)}
     return adata
 
 
-def _parse_records(path: Path, fmt: str):
-    handle = read_text(path)
-    if fmt in ("fasta", "fasta-blast"):
-        handle, fmt = _skip_leading_comments(handle, path), "fasta"
-    elif not handle.getvalue().strip():
-        raise InputError(path, "the file is empty", hint="check the 'path' column of the dataset sheet")
-    ids, descriptions, sequences, seen = [], [], [], {}
+def _read_fasta(handle, path: Path) -> tuple[list[str], list[bytes]]:
+    titles, sequences = [], []
+    for title, sequence in SimpleFastaParser(_checked_lines(handle, path)):
+        titles.append(title)
+        sequences.append(sequence.encode("ascii", "replace"))
+    return titles, sequences
+
+
+def _checked_lines(handle, path: Path):
+    """Lines, after checking that only blank or comment lines ('#', ';', '!', as in Pfam and BLAST
+    exports) come before the first header; SimpleFastaParser would skip anything silently."""
+    for number, line in enumerate(handle, start=1):
+        if line.startswith(">"):
+            yield line
+            break
+        if line.strip() and not line.startswith(_COMMENT):
+            raise InputError(path, "does not start with a FASTA header ('>id')", where=f"line {number}",
+                             hint="is this a FASTA file? otherwise set 'format' in the sheet")
+    yield from handle
+
+
+def _read_other(handle, path: Path, fmt: str) -> tuple[list[str], list[bytes]]:
+    titles, sequences = [], []
     try:
-        for number, record in enumerate(SeqIO.parse(handle, fmt), start=1):
-            if record.id in seen:
-                raise InputError(path, f"duplicate record id '{record.id}'",
-                                 where=f"records {seen[record.id]} and {number}",
-                                 hint="record ids must be unique")
-            seen[record.id] = number
-            ids.append(record.id)
-            descriptions.append(record.description.removeprefix(record.id).strip())
+        for record in SeqIO.parse(handle, fmt):
+            titles.append(f"{record.id} {record.description.removeprefix(record.id).strip()}".strip())
             sequences.append(str(record.seq).encode("ascii", "replace"))
     except ValueError as err:
         raise InputError(path, f"not valid {fmt}: {str(err).splitlines()[0]}") from None
-    if not ids:
-        raise InputError(path, f"no {fmt} records found", hint="check the file and its 'format'")
-    return ids, descriptions, sequences
+    return titles, sequences
 
 
-def _skip_leading_comments(handle: io.StringIO, path: Path) -> io.StringIO:
-    """Drop '#', ';' or '!' comment lines before the first record (Pfam and BLAST exports have them).
-
-    Done here rather than with Biopython's 'fasta-blast' parser, which in 1.88 repeats the first
-    record's id for every record.
-    """
-    lines = handle.getvalue().splitlines(keepends=True)
-    start = 0
-    while start < len(lines) and (not lines[start].strip() or lines[start][:1] in "#;!"):
-        start += 1
-    if start == len(lines):
-        raise InputError(path, "the file is empty", hint="check the 'path' column of the dataset sheet")
-    if not lines[start].startswith(">"):
-        raise InputError(path, "does not start with a FASTA header ('>id')", where=f"line {start + 1}",
-                         hint="is this a FASTA file? otherwise set 'format' in the sheet")
-    return io.StringIO("".join(lines[start:]))
+def _split_titles(titles: list[str], path: Path) -> tuple[list[str], list[str]]:
+    """id = the title's first word, as Biopython and every aligner take it; ids must be unique."""
+    parts = [t.split(None, 1) for t in titles]
+    ids = [p[0] if p else "" for p in parts]
+    descriptions = [p[1] if len(p) > 1 else "" for p in parts]
+    first_seen: dict[str, int] = {}
+    for number, record_id in enumerate(ids, start=1):
+        if not record_id:
+            raise InputError(path, "a header with no id", where=f"record {number}")
+        if record_id in first_seen:
+            raise InputError(path, f"duplicate record id '{record_id}'", where=f"records {first_seen[record_id]} and {number}",
+                             hint="record ids must be unique")
+        first_seen[record_id] = number
+    return ids, descriptions
 
 
 def detect_alphabet(sequences: list[bytes]) -> str:
@@ -88,27 +102,26 @@ def detect_alphabet(sequences: list[bytes]) -> str:
     return "protein"
 
 
-def tokenize(path: Path, ids: list[str], sequences: list[bytes], name: str):
-    """Map all records at once through a byte lookup table into a padded int8 matrix."""
+def tokenize(path: Path, ids: list[str], sequences: list[bytes], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each record through a byte lookup table into one preallocated, zero-padded int8 matrix."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    empty = np.flatnonzero(lengths == 0)
-    if empty.size:
-        raise InputError(path, "the record has no sequence", where=f"record '{ids[empty[0]]}'")
-    flat = alph.lookup_table(name)[np.frombuffer(b"".join(sequences), dtype=np.uint8)]
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    bad = np.flatnonzero(flat < 0)
-    if bad.size:
-        record = int(np.searchsorted(starts, bad[0], side="right") - 1)
-        position = int(bad[0] - starts[record] + 1)
-        char = chr(sequences[record][position - 1])
-        raise InputError(path, f"character '{char}' is not in the {name} alphabet",
-                         where=f"record '{ids[record]}', position {position}",
-                         hint="set 'alphabet' in the sheet (dna, rna, protein) if it was detected wrongly")
-    rows = np.repeat(np.arange(len(sequences)), lengths)
-    cols = np.arange(flat.size) - np.repeat(starts, lengths)
+    if (lengths == 0).any():
+        raise InputError(path, "the record has no sequence", where=f"record '{ids[int(np.argmin(lengths))]}'")
+    table = alph.lookup_table(name).astype(np.int8)
     tokens = np.zeros((len(sequences), int(lengths.max())), dtype=np.int8)
-    tokens[rows, cols] = flat
+    for row, sequence in enumerate(sequences):
+        encoded = table[np.frombuffer(sequence, dtype=np.uint8)]
+        if encoded.min() < 0:
+            _raise_bad_character(path, ids[row], sequence, encoded, name)
+        tokens[row, : len(sequence)] = encoded
     return tokens, lengths
+
+
+def _raise_bad_character(path: Path, record_id: str, sequence: bytes, encoded: np.ndarray, name: str):
+    position = int(np.argmax(encoded < 0))
+    raise InputError(path, f"character '{chr(sequence[position])}' is not in the {name} alphabet",
+                     where=f"record '{record_id}', position {position + 1}",
+                     hint="set 'alphabet' in the sheet (dna, rna, protein) if it was detected wrongly")
 
 
 def gc_fraction(tokens: np.ndarray, name: str) -> np.ndarray:
@@ -116,7 +129,7 @@ def gc_fraction(tokens: np.ndarray, name: str) -> np.ndarray:
     if name == "protein":
         return np.full(tokens.shape[0], np.nan)
     symbols = alph.symbols(name)
-    gc = np.isin(tokens, [symbols.index("G"), symbols.index("C")]).sum(1)
-    known = (tokens >= alph.FIRST_RESIDUE).sum(1)
+    gc = ((tokens == symbols.index("G")) | (tokens == symbols.index("C"))).sum(axis=1)
+    known = (tokens >= alph.FIRST_RESIDUE).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(known > 0, gc / np.maximum(known, 1), np.nan)

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ._table import numeric_share, read_table, require_unique, to_numeric
+from ._table import numeric_share, read_text_table, require_unique, to_numeric
 
 TIMECOURSE_FORMATS = ("csv", "tsv")
 REQUIRED = ("series", "time")
 
 
 def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
-    table = read_table(path, fmt)
+    table = read_text_table(path, fmt)
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise InputError(path, f"no column named {' or '.join(repr(c) for c in missing)}",
