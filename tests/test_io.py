@@ -186,3 +186,40 @@ def test_format_from_name_and_dispatch_errors(tmp_path):
         read_dataset(write(tmp_path / "x.fa", ">a\nA\n"), "proteome")
     with pytest.raises(InputError, match="format 'fasta' is not readable as expression"):
         read_dataset(tmp_path / "x.fa", "expression")
+
+
+def test_fastq_genbank_stockholm(tmp_path):
+    fastq = write(tmp_path / "r.fastq", "@read1\nACGTN\n+\nIIIII\n@read2\nGGCA\n+\nIIII\n")
+    assert list(read_dataset(fastq, "sequence").obs["length"]) == [5, 4]
+    stockholm = write(tmp_path / "a.sto", "# STOCKHOLM 1.0\nseq1 AC-DE\nseq2 ACGD.\n//\n")
+    adata = read_dataset(stockholm, "sequence", alphabet="protein")
+    assert alph.decode(adata.obsm["tokens"], adata.uns["alphabet"]["symbols"]) == ["AC-DE", "ACGD-"]
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqRecord import SeqRecord
+    record = SeqRecord(Seq("ATGAAATTTGGG"), id="gene1", description="a gene", annotations={"molecule_type": "DNA"})
+    SeqIO.write([record], tmp_path / "g.gb", "genbank")
+    genbank = read_dataset(tmp_path / "g.gb", "sequence")
+    assert genbank.obs["id"].tolist() == ["gene1"] and genbank.uns["alphabet"]["name"] == "dna"
+
+
+def test_matrix_market_folder_and_zarr(tmp_path, tiny_data):
+    import anndata as ad
+    import scipy.io
+
+    folder = tmp_path / "filtered_feature_bc_matrix"
+    folder.mkdir()
+    genes_by_cells = sp.coo_matrix(np.array([[1, 0, 2], [0, 3, 0]]))
+    scipy.io.mmwrite(folder / "matrix.mtx", genes_by_cells)
+    for name, text in [("barcodes.tsv", "AAAC-1\nAAAG-1\nAAAT-1\n"),
+                       ("features.tsv", "ENSG1\tGeneA\tGene Expression\nENSG2\tGeneB\tGene Expression\n")]:
+        write(folder / name, text)
+    for name in ("matrix.mtx", "barcodes.tsv", "features.tsv"):
+        (folder / f"{name}.gz").write_bytes(gzip.compress((folder / name).read_bytes()))
+        (folder / name).unlink()
+    adata = read_dataset(folder, "expression")
+    assert list(adata.var_names) == ["GeneA", "GeneB"] and adata.X[2, 0] == 2
+    cells = ad.read_h5ad(tiny_data["cells"])[:20, :50].copy()
+    cells.write_zarr(tmp_path / "cells.zarr")
+    zarr_read = read_dataset(tmp_path / "cells.zarr", "expression")
+    np.testing.assert_array_equal(zarr_read.X.toarray(), cells.X.toarray())
