@@ -76,9 +76,12 @@ def _read_container(path: Path, fmt: str) -> ad.AnnData:
 
 
 def _as_float32(matrix):
-    if sp.issparse(matrix):
-        return sp.csr_matrix(matrix, dtype=np.float32)
-    return np.asarray(matrix, dtype=np.float32)
+    """Sparse CSR when at most a third of the entries are nonzero (count data), dense otherwise."""
+    if not sp.issparse(matrix):
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if np.count_nonzero(matrix) > matrix.size / 3 or np.isnan(matrix).any():
+            return matrix
+    return sp.csr_matrix(matrix, dtype=np.float32)
 
 
 def _check_finite(adata: ad.AnnData, path: Path) -> None:

@@ -34,9 +34,9 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
     name = detect_alphabet(sequences) if alphabet == "auto" else alphabet
     if name not in alph.RESIDUES:
         raise InputError(path, f"unknown alphabet '{alphabet}'", hint="use dna, rna, protein or auto")
-    tokens, lengths = tokenize(path, ids, sequences, name)
+    tokens, lengths, gc = tokenize(path, ids, sequences, name)
     del sequences
-    obs = pd.DataFrame({"id": ids, "description": descriptions, "length": lengths, "gc": gc_fraction(tokens, name)},
+    obs = pd.DataFrame({"id": ids, "description": descriptions, "length": lengths, "gc": gc},
                        index=pd.Index(ids, name="record"))
     adata = ad.AnnData(obs=obs, obsm={"tokens": tokens})
     adata.uns["alphabet"] = {"name": name, "symbols": alph.symbols(name)}
@@ -102,19 +102,30 @@ def detect_alphabet(sequences: list[bytes]) -> str:
     return "protein"
 
 
-def tokenize(path: Path, ids: list[str], sequences: list[bytes], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each record through a byte lookup table into one preallocated, zero-padded int8 matrix."""
+def tokenize(path: Path, ids: list[str], sequences: list[bytes], name: str):
+    """Each record through a byte lookup table into one preallocated, zero-padded int8 matrix.
+
+    Returns the matrix, the record lengths and their GC fractions (over known bases; NaN for
+    protein), the latter counted per record so no matrix-sized temporary is ever made.
+    """
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     if (lengths == 0).any():
         raise InputError(path, "the record has no sequence", where=f"record '{ids[int(np.argmin(lengths))]}'")
     table = alph.lookup_table(name).astype(np.int8)
+    symbols = alph.symbols(name)
+    gc_tokens = [symbols.index("G"), symbols.index("C")] if name != "protein" else []
     tokens = np.zeros((len(sequences), int(lengths.max())), dtype=np.int8)
+    gc = np.full(len(sequences), np.nan)
     for row, sequence in enumerate(sequences):
         encoded = table[np.frombuffer(sequence, dtype=np.uint8)]
         if encoded.min() < 0:
             _raise_bad_character(path, ids[row], sequence, encoded, name)
         tokens[row, : len(sequence)] = encoded
-    return tokens, lengths
+        if gc_tokens:
+            counts = np.bincount(encoded, minlength=len(symbols))
+            known = counts[alph.FIRST_RESIDUE :].sum()
+            gc[row] = counts[gc_tokens].sum() / known if known else np.nan
+    return tokens, lengths, gc
 
 
 def _raise_bad_character(path: Path, record_id: str, sequence: bytes, encoded: np.ndarray, name: str):
@@ -122,14 +133,3 @@ def _raise_bad_character(path: Path, record_id: str, sequence: bytes, encoded: n
     raise InputError(path, f"character '{chr(sequence[position])}' is not in the {name} alphabet",
                      where=f"record '{record_id}', position {position + 1}",
                      hint="set 'alphabet' in the sheet (dna, rna, protein) if it was detected wrongly")
-
-
-def gc_fraction(tokens: np.ndarray, name: str) -> np.ndarray:
-    """GC over known bases (ambiguity codes and gaps excluded); NaN for protein."""
-    if name == "protein":
-        return np.full(tokens.shape[0], np.nan)
-    symbols = alph.symbols(name)
-    gc = ((tokens == symbols.index("G")) | (tokens == symbols.index("C"))).sum(axis=1)
-    known = (tokens >= alph.FIRST_RESIDUE).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(known > 0, gc / np.maximum(known, 1), np.nan)
