@@ -7,6 +7,9 @@ from scipy.spatial.distance import cdist, pdist
 
 from ..alphabet import FIRST_RESIDUE, MISSING, PAD
 
+# Two points always correlate at +-1, so a gene's r says something only from three entries on.
+MIN_ENTRIES_PER_GENE_R = 3
+
 # ---------------------------------------------------------------------------- imputation
 
 
@@ -78,8 +81,14 @@ def _per_gene_errors(truth, filled, scored) -> dict[str, np.ndarray]:
         p_centred = np.where(scored, p - p.sum(axis=0) / n, 0.0)
         covariance = (t_centred * p_centred).sum(axis=0)
         scale = np.sqrt((t_centred**2).sum(axis=0) * (p_centred**2).sum(axis=0))
-        pearson = np.where((n >= 2) & (scale > 0), covariance / scale, np.nan)
+        # Exact constancy, not a small variance: rounding would turn a constant fill's r = NaN into noise.
+        defined = (n >= MIN_ENTRIES_PER_GENE_R) & ~_constant_columns(t, scored) & ~_constant_columns(p, scored)
+        pearson = np.where(defined, covariance / scale, np.nan)
     return {"rmse": rmse, "mae": mae, "pearson_r": pearson}
+
+
+def _constant_columns(matrix, scored) -> np.ndarray:
+    return np.where(scored, matrix, -np.inf).max(axis=0) == np.where(scored, matrix, np.inf).min(axis=0)
 
 
 def _nanmedian(values: np.ndarray) -> float:

@@ -13,9 +13,8 @@ import anndata as ad
 import numpy as np
 
 from ..provenance import write_json
-from . import baselines as baseline_methods
-from . import data, scoring
-from .baselines import Forecaster
+from . import baseline_methods, data, metrics, scoring
+from .baseline_methods import Forecaster
 
 SCORED_SPLIT = "test"
 
@@ -34,7 +33,8 @@ def evaluate(
     """Score a model's imputation, samples and (time course) forecasts; write and return scores.json.
 
     `data_path` is masked.h5ad (truth, mask, split). `model` defaults to the name of the folder
-    holding `imputed_path`. Time courses need `forecast_fn` or the model `checkpoint` to forecast.
+    holding `imputed_path`. Time courses are forecast with `forecast_fn`, else with the model in
+    `checkpoint`; a model that cannot forecast (no `forecast` method) gets no forecast section.
     """
     adata = data.read(data_path)
     modality = data.modality(adata)
@@ -51,7 +51,9 @@ def evaluate(
         "protocol": protocol(adata, seed),
     }
     if modality == "timecourse":
-        scores["forecast"] = scoring.ForecastTask(adata, SCORED_SPLIT).score(forecast_fn or _model_forecaster(checkpoint))
+        forecaster = forecast_fn or _model_forecaster(checkpoint)
+        if forecaster is not None:
+            scores["forecast"] = scoring.ForecastTask(adata, SCORED_SPLIT).score(forecaster)
     return _write(scores, out_path)
 
 
@@ -94,7 +96,7 @@ def _score_numeric_model(adata, imputed, samples, samples_path, seed) -> tuple[d
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     filled = data.dense(imputed.layers["imputed"]).astype(np.float64)
-    imputation = scoring.numeric_imputation(truth[test], filled[test], heldout[test])
+    imputation = metrics.numeric_imputation_metrics(truth[test], filled[test], heldout[test])
     scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
     generation = scorer.score(_samples_in_gene_order(samples, adata, samples_path))
     return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
@@ -104,7 +106,7 @@ def _score_sequence_model(adata, imputed, samples, samples_path, seed) -> tuple[
     truth, heldout = data.tokens(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     filled = data.tokens(imputed, "tokens_imputed")
-    imputation = scoring.sequence_imputation(truth[test], filled[test], heldout[test])
+    imputation = metrics.sequence_imputation_accuracy(truth[test], filled[test], heldout[test])
     if data.alphabet(samples) != data.alphabet(adata):
         raise ValueError(f"{samples_path}: alphabet {data.alphabet(samples)[0]!r} differs from the data's")
     scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata))
@@ -124,16 +126,19 @@ def _check_same_rows(adata: ad.AnnData, imputed: ad.AnnData, imputed_path) -> No
         raise ValueError(f"{imputed_path}: rows or columns differ from the masked data it should copy")
 
 
-def _model_forecaster(checkpoint) -> Forecaster:
+def _model_forecaster(checkpoint) -> Forecaster | None:
+    """The checkpoint's model as a Forecaster, or None if the model has no `forecast` method."""
     if checkpoint is None:
         raise ValueError("time course scoring needs the model checkpoint (or forecast_fn) to forecast")
     # Imported here so that scoring other modalities (and the tests) never need the models package.
     from ..models.registry import load_model
 
     model = load_model(checkpoint)
+    if not callable(getattr(model, "forecast", None)):
+        return None
 
     def forecast(history: np.ndarray, times: np.ndarray) -> np.ndarray:
-        return np.asarray(model.forecast(history, times))
+        return np.asarray(model.forecast(history, times[:-1], next_time=float(times[-1])), dtype=np.float64)
 
     return forecast
 
@@ -146,7 +151,7 @@ def _numeric_baselines(adata: ad.AnnData, seed: int) -> dict:
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
     for name, filled in baseline_methods.numeric_fills(adata).items():
-        methods.setdefault(name, {})["imputation"] = scoring.numeric_imputation(truth[test], filled, heldout[test])
+        methods.setdefault(name, {})["imputation"] = metrics.numeric_imputation_metrics(truth[test], filled, heldout[test])
     scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
     for name, generated in baseline_methods.numeric_samples(adata, seed).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)
@@ -162,7 +167,7 @@ def _sequence_baselines(adata: ad.AnnData, seed: int) -> dict:
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
     for name, filled in baseline_methods.sequence_fills(adata).items():
-        methods.setdefault(name, {})["imputation"] = scoring.sequence_imputation(truth[test], filled, heldout[test])
+        methods.setdefault(name, {})["imputation"] = metrics.sequence_imputation_accuracy(truth[test], filled, heldout[test])
     scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata))
     for name, generated in baseline_methods.sequence_samples(adata, seed).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)

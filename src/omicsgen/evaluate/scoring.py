@@ -1,4 +1,6 @@
-"""The score dictionaries, built the same way for models and baselines so their keys always match.
+"""Generation and forecast scores, built the same way for models and baselines so their keys match.
+
+Imputation needs no more than `metrics` (numeric_imputation_metrics, sequence_imputation_accuracy).
 
 Generation is scored against the real test split in a frame fixed by the real data alone (PCA
 fit on train, kernel bandwidth from test), so every model and baseline of a dataset is measured
@@ -16,7 +18,7 @@ from sklearn.decomposition import PCA
 
 from ..alphabet import decode
 from . import data, metrics
-from .baselines import Forecaster, forecasters
+from .baseline_methods import Forecaster, forecasters
 
 KMER_SIZES = (1, 2, 3, 4)
 N_PCA_COMPONENTS = 20
@@ -37,17 +39,6 @@ def direction(metric: str) -> str | None:
     if metric in LOWER_IS_BETTER:
         return "lower"
     return "higher" if metric in HIGHER_IS_BETTER else None
-
-
-# ---------------------------------------------------------------------------- imputation
-
-
-def numeric_imputation(truth: np.ndarray, filled: np.ndarray, heldout: np.ndarray) -> dict:
-    return metrics.numeric_imputation_metrics(truth, filled, heldout)
-
-
-def sequence_imputation(truth: np.ndarray, filled: np.ndarray, heldout: np.ndarray) -> dict:
-    return metrics.sequence_imputation_accuracy(truth, filled, heldout)
 
 
 # ---------------------------------------------------------------------------- generation
@@ -96,10 +87,9 @@ class SequenceGenerationScorer:
         self.name, self.symbols = alphabet
         self.n_residues = len(self.symbols) - 3
         self.gc_ids = [self.symbols.index(s) for s in "GC"] if self.name in ("dna", "rna") else []
+        self.train, self.test = train, test
         self.train_strings = decode(train, self.symbols)
-        self.test = test
         self.test_spectra = self._spectra(test)
-        self.train = train
 
     def score(self, generated: np.ndarray) -> dict:
         strings = decode(generated, self.symbols)

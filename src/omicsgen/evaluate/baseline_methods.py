@@ -214,11 +214,9 @@ def numeric_fills(adata: ad.AnnData) -> dict[str, np.ndarray]:
 
 
 def numeric_samples(adata: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
-    """As many generated rows as the test split has, per generation baseline."""
-    observed = data.observed_values(adata)
-    n_test = int(data.split_rows(adata, "test").sum())
-    rng = np.random.default_rng(seed)
-    return {"mean": sample_marginals(observed[data.split_rows(adata, "train")], n_test, rng)}
+    """As many generated rows as the train split has, per generation baseline."""
+    train = data.observed_values(adata)[data.split_rows(adata, "train")]
+    return {"mean": sample_marginals(train, len(train), np.random.default_rng(seed))}
 
 
 def forecasters(adata: ad.AnnData) -> dict[str, Forecaster]:
@@ -239,8 +237,9 @@ def sequence_fills(adata: ad.AnnData) -> dict[str, np.ndarray]:
 
 
 def sequence_samples(adata: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
-    n_test = int(data.split_rows(adata, "test").sum())
-    return {"markov": _markov_chain(adata).sample(n_test, np.random.default_rng(seed))}
+    """As many generated records as the train split has, per generation baseline."""
+    n_train = int(data.split_rows(adata, "train").sum())
+    return {"markov": _markov_chain(adata).sample(n_train, np.random.default_rng(seed))}
 
 
 def _markov_chain(adata: ad.AnnData) -> MarkovChain:

@@ -1,0 +1,353 @@
+"""Self-contained HTML reports: one page per dataset and a leaderboard over all datasets.
+
+Pages carry their own stylesheet and embed figures as data URIs; they have no scripts and no
+external links, so a page can be mailed or archived as one file. Numbers show 4 significant
+digits; in every score column the best model or baseline is bold (the real-data reference row
+is context, never ranked).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..evaluate import data, metrics
+from ..evaluate.scoring import NumericGenerationScorer, direction
+from ..provenance import write_text
+from . import plots
+
+SECTIONS = ("imputation", "generation", "forecast")
+# The one number per section the leaderboard shows, by modality-specific key (first present wins).
+HEADLINE = {"imputation": ("rmse", "accuracy"), "generation": ("mmd2", "kmer_js_mean"), "forecast": ("rmse",)}
+# Table columns: headline scores first, context after, counts (any other key) last.
+COLUMN_ORDER = [
+    "rmse", "mae", "pearson_r", "median_gene_rmse", "median_gene_mae", "median_gene_pearson_r", "accuracy",
+    "mmd2", "kmer_js_mean", "kmer_js_1", "kmer_js_2", "kmer_js_3", "kmer_js_4", "gc_mean_abs_diff", "gc_mean",
+    "uniqueness", "novelty", "rmse_ratio_to_last_value", "last_value_rmse",
+]  # fmt: skip
+REFERENCE = "reference_train_vs_test"
+REFERENCE_LABEL = "real data (train vs test)"
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; max-width: 1200px;
+       margin: 2em auto; padding: 0 1em; line-height: 1.45; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
+th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f4f6f8; }
+tr.reference td { font-style: italic; color: #555; background: #fafafa; }
+tr.baseline td:first-child { color: #555; }
+td.best { font-weight: bold; background: #e8f5e9; }
+td.text { text-align: left; font-family: ui-monospace, monospace; font-size: .85em; word-break: break-all; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption, .note { color: #555; font-size: .9em; }
+code { font-size: .9em; }
+"""
+
+
+@dataclass
+class Row:
+    """One line of a score table; `kind` is model, baseline or reference (never ranked)."""
+
+    label: str
+    kind: str
+    scores: dict
+
+
+# ---------------------------------------------------------------------------- dataset page
+
+
+def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, out_html) -> None:
+    """Write one page for a dataset: score tables, figures, provenance and preprocessing filters.
+
+    `data_path` is the dataset's masked.h5ad; each model dir holds scores.json, metrics.csv,
+    imputed.h5ad and samples.h5ad (missing files leave out that model's figure, with a note).
+    """
+    adata = data.read(data_path)
+    model_dirs = {name: Path(folder) for name, folder in model_dirs.items()}
+    model_scores = {name: _read_json(folder / "scores.json") for name, folder in model_dirs.items()}
+    baseline_methods = _read_json(baselines_path)["methods"]
+    body = [
+        f"<h1>{_e(dataset)}</h1>",
+        _data_summary(adata),
+        _score_sections(model_scores, baseline_methods),
+        _figures(adata, model_dirs, model_scores, baseline_methods),
+        _provenance(adata),
+        _filtered(adata),
+    ]
+    write_text(_page(f"omicsgen report: {dataset}", body), out_html)
+
+
+def _data_summary(adata) -> str:
+    splits = adata.obs["split"].astype(str).value_counts()
+    split_text = ", ".join(f"{name} {splits.get(name, 0)}" for name in ("train", "val", "test"))
+    shape = f"{adata.n_obs} records" if data.modality(adata) == "sequence" else f"{adata.n_obs} × {adata.n_vars}"
+    mask = data.mask_info(adata)
+    return (
+        f"<p>Modality <b>{_e(data.modality(adata))}</b>, {shape}; split: {split_text}. "
+        f"Held-out mask: {_e(mask['mechanism'])} at rate {_e(format_value(float(mask['rate'])))}. "
+        "Scores are on the test split; bold marks the best value in each column "
+        "(↓ lower is better, ↑ higher is better).</p>"
+    )
+
+
+def _score_sections(model_scores: dict, baseline_methods: dict) -> str:
+    parts = []
+    for section in SECTIONS:
+        rows = _rows(section, model_scores, baseline_methods)
+        if rows:
+            parts.append(f"<h2>{section.capitalize()}</h2>" + _score_table(rows))
+    return "\n".join(parts)
+
+
+def _rows(section: str, model_scores: dict, baseline_methods: dict) -> list[Row]:
+    """Models, then baselines, then (generation only) the real-data reference."""
+    rows = [Row(name, "model", s[section]) for name, s in model_scores.items() if section in s]
+    rows += [Row(f"baseline: {name}", "baseline", m[section]) for name, m in baseline_methods.items() if section in m]
+    references = [s[section][REFERENCE] for s in model_scores.values() if REFERENCE in s.get(section, {})]
+    if references:
+        rows.append(Row(REFERENCE_LABEL, "reference", references[0]))
+    return rows
+
+
+def _score_table(rows: list[Row]) -> str:
+    columns = _scalar_columns(rows)
+    best = {column: _best_labels({r.label: r.scores.get(column) for r in rows if r.kind != "reference"}, column) for column in columns}
+    header = "".join(f"<th>{_e(column)}{_arrow(column)}</th>" for column in columns)
+    body = []
+    for row in rows:
+        cells = "".join(_cell(row.scores.get(column), row.label in best[column]) for column in columns)
+        body.append(f'<tr class="{row.kind}"><td>{_e(row.label)}</td>{cells}</tr>')
+    return f"<table><thead><tr><th>method</th>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _scalar_columns(rows: list[Row]) -> list[str]:
+    """Numeric keys in COLUMN_ORDER; nested values (reference, example) are not columns."""
+    columns = {k for row in rows for k, v in row.scores.items() if v is None or isinstance(v, (int, float))}
+    rank = {key: i for i, key in enumerate(COLUMN_ORDER)}
+    return sorted(columns, key=lambda key: (rank.get(key, len(rank)), key))
+
+
+def _best_labels(values: dict, metric: str) -> set[str]:
+    """Labels holding the best value of `metric` (ties all marked); empty if the metric is not ranked."""
+    way = direction(metric)
+    numbers = {label: v for label, v in values.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    if way is None or not numbers:
+        return set()
+    target = (min if way == "lower" else max)(numbers.values())
+    return {label for label, v in numbers.items() if v == target}
+
+
+def _figures(adata, model_dirs: dict, model_scores: dict, baseline_methods: dict) -> str:
+    figures = [_loss_figure(model_dirs)]
+    if data.modality(adata) == "sequence":
+        figures += _sequence_figures(adata, model_dirs)
+    else:
+        figures += _numeric_figures(adata, model_dirs)
+    if data.modality(adata) == "timecourse":
+        figures.append(_forecast_figure(model_scores, baseline_methods))
+    return "<h2>Figures</h2>" + "\n".join(f for f in figures if f)
+
+
+def _loss_figure(model_dirs: dict) -> str:
+    histories = {name: pd.read_csv(d / "metrics.csv") for name, d in model_dirs.items() if (d / "metrics.csv").exists()}
+    missing = _missing_note(model_dirs, "metrics.csv")
+    if not histories:
+        return missing
+    return _figure(plots.loss_curves(histories), "Training and validation loss per epoch.") + missing
+
+
+def _numeric_figures(adata, model_dirs: dict) -> list[str]:
+    truth, heldout = data.values(adata), data.heldout_mask(adata)
+    train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
+    space = NumericGenerationScorer(truth[train], truth[test])
+    generated = {
+        name: space.project(data.values(data.read(d / "samples.h5ad")[:, adata.var_names]))
+        for name, d in model_dirs.items()
+        if (d / "samples.h5ad").exists()
+    }
+    scored = heldout & np.isfinite(truth) & test[:, None]
+    pairs = {
+        name: (truth[scored], data.dense(data.read(d / "imputed.h5ad").layers["imputed"])[scored])
+        for name, d in model_dirs.items()
+        if (d / "imputed.h5ad").exists()
+    }
+    figures = []
+    if generated:
+        caption = "Real test rows and generated rows in the PCA space of the real train split (where MMD is computed)."
+        figures.append(_figure(plots.pca_real_vs_generated(space.project(truth[test]), generated), caption))
+    if pairs:
+        figures.append(_figure(plots.imputed_vs_true(pairs), "True against imputed values on held-out test entries."))
+    return figures + [_missing_note(model_dirs, "samples.h5ad"), _missing_note(model_dirs, "imputed.h5ad")]
+
+
+def _sequence_figures(adata, model_dirs: dict) -> list[str]:
+    name, symbols = data.alphabet(adata)
+    test = data.tokens(adata)[data.split_rows(adata, "test")]
+    generated = {m: data.tokens(data.read(d / "samples.h5ad")) for m, d in model_dirs.items() if (d / "samples.h5ad").exists()}
+    if not generated:
+        return [_missing_note(model_dirs, "samples.h5ad")]
+    k = 2 if name == "protein" else 3  # protein 3-mers (8000) would be an unreadable cloud
+    n_residues = len(symbols) - 3
+    spectra = {m: metrics.kmer_spectrum(t, k, n_residues) for m, t in generated.items()}
+    caption = f"{k}-mer frequencies: real test records against generated ones (identity line = same spectrum)."
+    figures = [_figure(plots.kmer_spectra(metrics.kmer_spectrum(test, k, n_residues), spectra, k), caption)]
+    if name in ("dna", "rna"):
+        gc_ids = [symbols.index(s) for s in "GC"]
+        gc = {m: metrics.gc_fractions(t, gc_ids) for m, t in generated.items()}
+        figures.append(_figure(plots.gc_histograms(metrics.gc_fractions(test, gc_ids), gc), "GC fraction per record."))
+    return figures + [_missing_note(model_dirs, "samples.h5ad")]
+
+
+def _forecast_figure(model_scores: dict, baseline_methods: dict) -> str:
+    """Every method forecasts the same example series (chosen by the scorer), so one plot shows them all."""
+    candidates = {name: s.get("forecast", {}).get("example") for name, s in model_scores.items()}
+    candidates |= {f"baseline: {name}": m.get("forecast", {}).get("example") for name, m in baseline_methods.items()}
+    examples = {name: ex for name, ex in candidates.items() if ex}
+    if not examples:
+        return ""
+    example = next(iter(examples.values()))
+    forecasts = {name: ex["forecast"] for name, ex in examples.items() if ex["series"] == example["series"]}
+    caption = f"Test series {example['series']}: true values and each method's forecast of the last time point."
+    return _figure(plots.forecast_example(example, forecasts), caption)
+
+
+def _missing_note(model_dirs: dict, filename: str) -> str:
+    missing = [name for name, d in model_dirs.items() if not (d / filename).exists()]
+    return f'<p class="note">No {filename} for: {_e(", ".join(missing))}.</p>' if missing else ""
+
+
+def _provenance(adata) -> str:
+    """Per step: when, with which seed and from which inputs (checksums); versions of the last step."""
+    records = data.info(adata).get("provenance", {})
+    if not records:
+        return "<h2>Provenance</h2><p class='note'>No provenance recorded.</p>"
+    rows = []
+    for step, record in records.items():
+        inputs = "<br>".join(f"{_e(path)}: {_e(digest)}" for path, digest in json.loads(str(record["inputs"])).items())
+        params = f"<details><summary>params</summary><code>{_e(record['params'])}</code></details>"
+        rows.append(
+            f"<tr><td>{_e(step)}</td><td>{_e(record['time'])}</td><td>{_e(record['seed'])}</td>"
+            f'<td class="text">{inputs or "–"}{params}</td></tr>'
+        )
+    last = max(records.values(), key=lambda r: str(r["time"]))
+    versions = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in json.loads(str(last["versions"])).items())
+    return (
+        "<h2>Provenance</h2><table><thead><tr><th>step</th><th>time</th><th>seed</th><th>inputs (sha256)</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<table><thead><tr><th>package</th><th>version</th></tr></thead><tbody>{versions}</tbody></table>"
+    )
+
+
+def _filtered(adata) -> str:
+    steps = data.filtered_steps(adata)
+    if not steps:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(s.get('step'))}</td><td>{_e(_removed(s.get('removed_obs')))}</td>"
+        f"<td>{_e(_removed(s.get('removed_vars')))}</td><td class='text'>{_e(s.get('reason'))}</td></tr>"
+        for s in steps
+    )
+    return (
+        "<h2>Preprocessing filters</h2><table><thead><tr><th>step</th><th>removed records</th>"
+        f"<th>removed features</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _removed(value) -> str:
+    """A count, or for a list of names its length and the first few."""
+    if isinstance(value, list):
+        shown = ", ".join(map(str, value[:5]))
+        return f"{len(value)} ({shown}{', …' if len(value) > 5 else ''})" if value else "0"
+    return "–" if value is None else str(value)
+
+
+# ---------------------------------------------------------------------------- leaderboard
+
+
+def leaderboard(score_paths: list, baseline_paths: list, out_html) -> None:
+    """One page over all datasets: per section, a dataset × method table of its headline metric."""
+    models: dict[str, dict] = {}
+    baselines: dict[str, dict] = {}
+    for path in score_paths:
+        scores = _read_json(path)
+        models.setdefault(scores["dataset"], {})[scores["model"]] = scores
+    for path in baseline_paths:
+        result = _read_json(path)
+        baselines[result["dataset"]] = result["methods"]
+    datasets = sorted(set(models) | set(baselines))
+    body = [
+        "<h1>omicsgen leaderboard</h1>",
+        "<p>Test-split scores per dataset; bold marks the best model or baseline in each row "
+        "(↓ lower is better, ↑ higher is better). Follow a dataset's name for its full report.</p>",
+    ]
+    for section in SECTIONS:
+        rows = {d: _rows(section, models.get(d, {}), baselines.get(d, {})) for d in datasets}
+        rows = {d: r for d, r in rows.items() if r}
+        if rows:
+            body.append(f"<h2>{section.capitalize()}</h2>" + _leaderboard_table(section, rows))
+    write_text(_page("omicsgen leaderboard", body), out_html)
+
+
+def _leaderboard_table(section: str, rows_by_dataset: dict[str, list[Row]]) -> str:
+    labels: list[str] = []
+    for kind in ("model", "baseline", "reference"):
+        for rows in rows_by_dataset.values():
+            labels += [r.label for r in rows if r.kind == kind and r.label not in labels]
+    header = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    body = []
+    for dataset, rows in rows_by_dataset.items():
+        metric = next((m for m in HEADLINE[section] if any(m in r.scores for r in rows)), HEADLINE[section][0])
+        values = {r.label: r.scores.get(metric) for r in rows}
+        best = _best_labels({r.label: values[r.label] for r in rows if r.kind != "reference"}, metric)
+        link = f'<a href="{_e(dataset)}/report.html">{_e(dataset)}</a>'
+        cells = "".join(_cell(values.get(label), label in best) for label in labels)
+        body.append(f"<tr><td>{link}</td><td>{_e(metric)}{_arrow(metric)}</td>{cells}</tr>")
+    return f"<table><thead><tr><th>dataset</th><th>metric</th>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# ---------------------------------------------------------------------------- shared
+
+
+def format_value(value) -> str:
+    """How every number appears on a page: 4 significant digits, counts whole, missing as a dash."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _cell(value, is_best: bool) -> str:
+    return f'<td class="best">{format_value(value)}</td>' if is_best else f"<td>{format_value(value)}</td>"
+
+
+def _arrow(metric: str) -> str:
+    return {"lower": " ↓", "higher": " ↑"}.get(direction(metric), "")
+
+
+def _figure(uri: str, caption: str) -> str:
+    return f'<figure><img src="{uri}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def _read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)

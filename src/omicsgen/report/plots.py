@@ -1,0 +1,125 @@
+"""Report figures, each returned as a PNG data URI so the HTML page needs no other file.
+
+Figures are drawn on the Agg canvas directly (no pyplot), so nothing here touches global
+matplotlib state or needs a display.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+MAX_POINTS = 4000  # per scatter panel: enough to see the shape, small enough to keep pages light
+REAL_COLOUR, GENERATED_COLOUR = "#7f7f7f", "#1f77b4"
+
+
+def loss_curves(histories: dict[str, pd.DataFrame]) -> str:
+    """Train and validation loss per epoch, one panel per model."""
+    fig, axes = _panels(len(histories))
+    for ax, (name, history) in zip(axes, histories.items()):
+        for column, style in (("train_loss", "-"), ("val_loss", "--")):
+            if column in history:
+                curve = history[["epoch", column]].dropna()
+                ax.plot(curve["epoch"], curve[column], style, label=column.replace("_", " "))
+        ax.set(title=name, xlabel="epoch", ylabel="loss")
+        ax.legend(fontsize="small")
+    return _data_uri(fig)
+
+
+def pca_real_vs_generated(real_test: np.ndarray, generated: dict[str, np.ndarray]) -> str:
+    """Real test rows and each model's samples on the first two PCs of the real train split."""
+    fig, axes = _panels(len(generated))
+    for ax, (name, points) in zip(axes, generated.items()):
+        for label, xy, colour in (("real test", real_test, REAL_COLOUR), (name, points, GENERATED_COLOUR)):
+            xy = _thin(xy)
+            ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.5, color=colour, label=label)
+        ax.set(title=name, xlabel="PC1", ylabel="PC2")
+        ax.legend(fontsize="small", markerscale=2)
+    return _data_uri(fig)
+
+
+def imputed_vs_true(pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """Held-out truth against the model's fill, with the identity line a perfect model lies on."""
+    fig, axes = _panels(len(pairs))
+    for ax, (name, (truth, filled)) in zip(axes, pairs.items()):
+        points = _thin(np.column_stack([truth, filled]))
+        ax.scatter(points[:, 0], points[:, 1], s=5, alpha=0.4, color=GENERATED_COLOUR)
+        finite = points[np.isfinite(points).all(axis=1)]
+        if finite.size:
+            low, high = finite.min(), finite.max()
+            ax.plot([low, high], [low, high], color="black", linewidth=0.8)
+        ax.set(title=name, xlabel="true (held out)", ylabel="imputed")
+    return _data_uri(fig)
+
+
+def kmer_spectra(real_test: np.ndarray, generated: dict[str, np.ndarray], k: int) -> str:
+    """Frequency of each k-mer in the real test records against the generated ones."""
+    fig, axes = _panels(len(generated))
+    for ax, (name, spectrum) in zip(axes, generated.items()):
+        ax.scatter(real_test, spectrum, s=10, alpha=0.6, color=GENERATED_COLOUR)
+        high = max(real_test.max(initial=0), spectrum.max(initial=0)) or 1.0
+        ax.plot([0, high], [0, high], color="black", linewidth=0.8)
+        ax.set(title=f"{name}: {k}-mer frequencies", xlabel="real test", ylabel="generated")
+    return _data_uri(fig)
+
+
+def gc_histograms(real_test: np.ndarray, generated: dict[str, np.ndarray]) -> str:
+    """GC fraction per record, real test against generated."""
+    fig, axes = _panels(len(generated))
+    bins = np.linspace(0, 1, 26)
+    for ax, (name, values) in zip(axes, generated.items()):
+        ax.hist(real_test, bins=bins, density=True, alpha=0.5, color=REAL_COLOUR, label="real test")
+        ax.hist(values, bins=bins, density=True, alpha=0.5, color=GENERATED_COLOUR, label=name)
+        ax.set(title=name, xlabel="GC fraction", ylabel="density")
+        ax.legend(fontsize="small")
+    return _data_uri(fig)
+
+
+def forecast_example(example: dict, forecasts: dict[str, list]) -> str:
+    """One test series per gene: the true trajectory and each method's forecast of the last point."""
+    genes = example["genes"]
+    fig, axes = _panels(len(genes))
+    times = np.asarray(example["times"], dtype=float)
+    truth = np.asarray(example["truth"], dtype=float)
+    for g, (ax, gene) in enumerate(zip(axes, genes)):
+        ax.plot(times, truth[:, g], "o-", color=REAL_COLOUR, label="truth")
+        for name, forecast in forecasts.items():
+            ax.plot(times[-1], _float(forecast[g]), "x", markersize=9, mew=2, label=name)
+        ax.set(title=f"{example['series']}: {gene}", xlabel="time", ylabel="value")
+        ax.legend(fontsize="small")
+    return _data_uri(fig)
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _panels(n: int):
+    """A grid of up to 3 columns; returns the figure and its n axes (spare ones hidden)."""
+    columns = max(1, min(3, n))
+    rows = max(1, math.ceil(n / columns))
+    fig = Figure(figsize=(4.2 * columns, 3.4 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(rows, columns, squeeze=False).ravel())
+    for spare in axes[n:]:
+        spare.set_visible(False)
+    return fig, axes[:n]
+
+
+def _thin(points: np.ndarray) -> np.ndarray:
+    """A fixed, evenly spaced subset, so the same page is drawn every time."""
+    if len(points) <= MAX_POINTS:
+        return points
+    return points[np.linspace(0, len(points) - 1, MAX_POINTS).astype(int)]
+
+
+def _data_uri(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,368 @@
+"""Scoring and baselines on tiny synthetic data built here, following docs/data-format.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from omicsgen.alphabet import GAP, MISSING, PAD, symbols
+from omicsgen.evaluate import baselines, data, evaluate, metrics
+from omicsgen.evaluate import baseline_methods as methods
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "scores.md"
+PERIOD = "ACGGT"  # every 3-mer context has one successor, so an order-3 chain can learn it exactly
+
+# ---------------------------------------------------------------------------- synthetic data
+
+
+def _splits(n: int, rng) -> pd.Categorical:
+    labels = np.array(["train"] * n, dtype=object)
+    order = rng.permutation(n)
+    labels[order[: n // 5]], labels[order[n // 5 : 2 * n // 5]] = "val", "test"
+    return pd.Categorical(labels, categories=["train", "val", "test"])
+
+
+def _omicsgen_uns(modality, dataset, slot, rate, n_heldout) -> dict:
+    record = {
+        "params": json.dumps({"rate": rate}),
+        "inputs": json.dumps({"raw/input.tsv": "sha256:" + "ab" * 32}),
+        "versions": json.dumps({"omicsgen": "0.1.0", "numpy": np.__version__}),
+        "seed": 0,
+        "time": "2024-01-01T00:00:00+00:00",
+    }
+    filtered = [{"step": "min_cells", "removed_obs": 0, "removed_vars": ["geneX", "geneY"], "reason": "expressed in < 3 cells"}]
+    return {
+        "modality": modality,
+        "dataset": dataset,
+        "mask": {"key": "heldout", "slot": slot, "mechanism": "mcar", "rate": rate, "seed": 0, "n_heldout": n_heldout},
+        "provenance": {"mask": record},
+        "filtered": json.dumps(filtered),
+    }
+
+
+def make_expression(n_obs=150, n_genes=24, rank=2, rate=0.15, seed=0, dataset="toy_expression") -> ad.AnnData:
+    """Low-rank non-negative data (clipping leaves real zeros) with a few natively missing values.
+
+    The gene loadings are fixed, so different seeds draw different cells of one distribution.
+    """
+    rng = np.random.default_rng(seed)
+    loadings = np.random.default_rng(1234).normal(size=(rank, n_genes))
+    x = rng.normal(size=(n_obs, rank)) @ loadings + 1.0
+    x = np.clip(x + 0.1 * rng.normal(size=x.shape), 0, None).astype(np.float32)
+    x[rng.random(x.shape) < 0.01] = np.nan
+    heldout = (rng.random(x.shape) < rate) & ~np.isnan(x)
+    obs = pd.DataFrame({"split": _splits(n_obs, rng)}, index=[f"cell{i}" for i in range(n_obs)])
+    adata = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]))
+    adata.layers["heldout"] = heldout
+    adata.uns["omicsgen"] = _omicsgen_uns("expression", dataset, "layers", rate, int(heldout.sum()))
+    return adata
+
+
+def make_timecourse(n_series=15, n_times=6, n_genes=6, rate=0.1, seed=0, dataset="toy_timecourse") -> ad.AnnData:
+    """Each series: genes drifting linearly from their own level, irregular times, split by series."""
+    rng = np.random.default_rng(seed)
+    split_of_series = np.asarray(_splits(n_series, rng))
+    rows, obs = [], []
+    for s in range(n_series):
+        times = np.sort(rng.choice(np.arange(20), n_times, replace=False)).astype(float)
+        level, slope = rng.normal(3, 1, n_genes), rng.normal(0, 0.2, n_genes)
+        rows.append(level + slope * times[:, None] + 0.05 * rng.normal(size=(n_times, n_genes)))
+        obs += [{"series": f"s{s}", "time": t, "split": split_of_series[s]} for t in times]
+    x = np.vstack(rows).astype(np.float32)
+    heldout = rng.random(x.shape) < rate
+    obs = pd.DataFrame(obs, index=[f"row{i}" for i in range(len(obs))])
+    obs["split"] = pd.Categorical(obs["split"], categories=["train", "val", "test"])
+    adata = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]))
+    adata.layers["heldout"] = heldout
+    adata.uns["omicsgen"] = _omicsgen_uns("timecourse", dataset, "layers", rate, int(heldout.sum()))
+    return adata
+
+
+def make_sequence(n=80, length=30, rate=0.15, seed=0, dataset="toy_dna") -> ad.AnnData:
+    """Periodic DNA records of varying length (padded), a few natively missing (N) positions."""
+    rng = np.random.default_rng(seed)
+    table = {c: symbols("dna").index(c) for c in "ACGT"}
+    tokens = np.zeros((n, length), dtype=np.int8)
+    for i in range(n):
+        size = rng.integers(length - 8, length + 1)
+        phase = rng.integers(len(PERIOD))
+        tokens[i, :size] = [table[PERIOD[(phase + j) % len(PERIOD)]] for j in range(size)]
+    tokens[(rng.random(tokens.shape) < 0.02) & (tokens != PAD)] = MISSING
+    heldout = (rng.random(tokens.shape) < rate) & (tokens >= GAP)
+    obs = pd.DataFrame({"split": _splits(n, rng)}, index=[f"rec{i}" for i in range(n)])
+    adata = ad.AnnData(X=np.zeros((n, 0), dtype=np.float32), obs=obs)
+    adata.obsm["tokens"], adata.obsm["heldout"] = tokens, heldout
+    adata.uns["alphabet"] = {"name": "dna", "symbols": symbols("dna")}
+    adata.uns["omicsgen"] = _omicsgen_uns("sequence", dataset, "obsm", rate, int(heldout.sum()))
+    return adata
+
+
+def with_imputed(adata: ad.AnnData, filled: np.ndarray) -> ad.AnnData:
+    """imputed.h5ad: a copy of the masked data plus the model's fill."""
+    imputed = adata.copy()
+    if data.modality(adata) == "sequence":
+        imputed.obsm["tokens_imputed"] = filled.astype(np.int8)
+    else:
+        imputed.layers["imputed"] = filled.astype(np.float32)
+    return imputed
+
+
+def numeric_samples(x: np.ndarray, var_names) -> ad.AnnData:
+    """samples.h5ad from real-like rows; a generator emits complete rows, so gaps get the gene mean."""
+    x = np.where(np.isnan(x), np.nanmean(x, axis=0), x)
+    return ad.AnnData(X=x.astype(np.float32), var=pd.DataFrame(index=list(var_names)))
+
+
+def sequence_samples(tokens: np.ndarray) -> ad.AnnData:
+    samples = ad.AnnData(X=np.zeros((len(tokens), 0), dtype=np.float32))
+    samples.obsm["tokens"] = tokens.astype(np.int8)
+    samples.uns["alphabet"] = {"name": "dna", "symbols": symbols("dna")}
+    return samples
+
+
+def write_model_outputs(folder: Path, adata: ad.AnnData, filled: np.ndarray, samples: ad.AnnData) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with_imputed(adata, filled).write_h5ad(folder / "imputed.h5ad")
+    samples.write_h5ad(folder / "samples.h5ad")
+    return folder / "imputed.h5ad", folder / "samples.h5ad"
+
+
+def noisy_truth(adata: ad.AnnData, seed: int = 1, noise: float = 0.3) -> np.ndarray:
+    """A plausible model fill: the truth plus noise (natively missing stays missing)."""
+    truth = data.values(adata)
+    return truth + noise * np.random.default_rng(seed).normal(size=truth.shape)
+
+
+def documented_keys() -> set[str]:
+    return set(re.findall(r"`([a-z_0-9]+)`", DOCS.read_text()))
+
+
+def all_keys(value) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | set().union(*(all_keys(v) for v in value.values()))
+    return set()
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def test_identical_fill_has_zero_error_and_perfect_correlation():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(40, 5))
+    scores = metrics.numeric_imputation_metrics(truth, truth.copy(), rng.random(truth.shape) < 0.5)
+    assert scores["rmse"] == 0 and scores["mae"] == 0 and scores["median_gene_rmse"] == 0
+    assert scores["pearson_r"] == pytest.approx(1) and scores["median_gene_pearson_r"] == pytest.approx(1)
+
+
+def test_imputation_error_counts_zeros_but_not_natively_missing_truth():
+    truth = np.array([[0.0, np.nan], [2.0, 1.0]])
+    filled = np.array([[1.0, 100.0], [2.0, 1.0]])
+    scores = metrics.numeric_imputation_metrics(truth, filled, np.ones_like(truth, dtype=bool))
+    assert scores["n_scored"] == 3
+    assert scores["rmse"] == pytest.approx(np.sqrt(1 / 3))
+
+
+def test_per_gene_correlation_is_undefined_for_a_constant_fill():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(30, 4))
+    constant = np.broadcast_to(truth.mean(axis=0), truth.shape).copy()
+    scores = metrics.numeric_imputation_metrics(truth, constant, np.ones_like(truth, dtype=bool))
+    assert np.isnan(scores["median_gene_pearson_r"]) and np.isfinite(scores["median_gene_rmse"])
+
+
+def test_sequence_accuracy_never_counts_missing_or_pad_positions():
+    truth = np.array([[3, 4, MISSING, 5, PAD]])
+    filled = np.array([[3, 4, 6, 5, 6]])
+    scores = metrics.sequence_imputation_accuracy(truth, filled, np.ones_like(truth, dtype=bool))
+    assert scores == {"accuracy": 1.0, "n_scored": 3}
+
+
+def test_mmd_of_same_distribution_is_far_below_shifted():
+    rng = np.random.default_rng(0)
+    real, same, shifted = rng.normal(size=(200, 3)), rng.normal(size=(200, 3)), rng.normal(1.0, 1.0, size=(200, 3))
+    bandwidth = metrics.median_bandwidth(real)
+    same_score, shifted_score = metrics.mmd2_unbiased(same, real, bandwidth), metrics.mmd2_unbiased(shifted, real, bandwidth)
+    assert abs(same_score) < 0.02 and shifted_score > 0.1
+    assert shifted_score > 10 * abs(same_score)
+
+
+def test_js_divergence_is_zero_for_identical_and_one_for_disjoint_spectra():
+    p = np.array([0.2, 0.3, 0.5, 0.0])
+    assert metrics.js_divergence(p, p.copy()) == pytest.approx(0)
+    assert metrics.js_divergence(np.array([1.0, 0, 0]), np.array([0, 0, 1.0])) == pytest.approx(1)
+
+
+def test_kmer_spectrum_ignores_pad_missing_and_gap():
+    # A C - G N T T <pad> A : the only residue-only 2-mer windows before the end are AC and TT.
+    tokens = np.array([[3, 4, GAP, 5, MISSING, 6, 6, PAD, 3]])
+    spectrum = metrics.kmer_spectrum(tokens, 2, n_residues=4)
+    expected = np.zeros(16)
+    expected[0 * 4 + 1] = expected[3 * 4 + 3] = 0.5
+    np.testing.assert_allclose(spectrum, expected)
+
+
+def test_gc_uniqueness_and_novelty():
+    gc_ids = [symbols("dna").index(c) for c in "GC"]
+    tokens = np.array([[3, 4, 5, 6], [4, 4, MISSING, PAD]])  # ACGT -> 0.5, CC -> 1.0
+    np.testing.assert_allclose(metrics.gc_fractions(tokens, gc_ids), [0.5, 1.0])
+    assert metrics.uniqueness(["AC", "AC", "GT", "TT"]) == 0.75
+    assert metrics.novelty(["AC", "GT"], ["AC", "CC"]) == 0.5
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+def test_knn_beats_mean_on_low_rank_data():
+    adata = make_expression(n_obs=300, rank=2)
+    fills = methods.numeric_fills(adata)
+    test = data.split_rows(adata, "test")
+    truth, heldout = data.values(adata)[test], data.heldout_mask(adata)[test]
+    rmse = {name: metrics.numeric_imputation_metrics(truth, filled, heldout)["rmse"] for name, filled in fills.items()}
+    assert rmse["knn"] < 0.7 * rmse["mean"]
+
+
+def _poisoned(adata: ad.AnnData) -> ad.AnnData:
+    """Held-out truth replaced by absurd values: a baseline that reads it would change."""
+    poisoned = adata.copy()
+    if data.modality(adata) == "sequence":
+        tokens = poisoned.obsm["tokens"].copy()
+        tokens[data.heldout_mask(adata)] = GAP
+        poisoned.obsm["tokens"] = tokens
+    else:
+        poisoned.X[data.heldout_mask(adata)] = 1e6
+    return poisoned
+
+
+@pytest.mark.parametrize("make", [make_expression, make_timecourse])
+def test_numeric_baselines_never_read_heldout_values(make):
+    clean, poisoned = make(), _poisoned(make())
+    for name, filled in methods.numeric_fills(clean).items():
+        np.testing.assert_array_equal(filled, methods.numeric_fills(poisoned)[name])
+    for name, samples in methods.numeric_samples(clean, seed=0).items():
+        np.testing.assert_array_equal(samples, methods.numeric_samples(poisoned, seed=0)[name])
+    history, times = data.observed_values(clean)[:3], np.array([0.0, 1.0, 2.0, 3.0])
+    poisoned_history = data.observed_values(poisoned)[:3]
+    for name, forecast in methods.forecasters(clean).items():
+        poisoned_forecast = methods.forecasters(poisoned)[name]
+        np.testing.assert_array_equal(forecast(history, times), poisoned_forecast(poisoned_history, times))
+
+
+def test_sequence_baselines_never_read_heldout_tokens():
+    clean, poisoned = make_sequence(), _poisoned(make_sequence())
+    for name, filled in methods.sequence_fills(clean).items():
+        np.testing.assert_array_equal(filled, methods.sequence_fills(poisoned)[name])
+    np.testing.assert_array_equal(methods.sequence_samples(clean, 0)["markov"], methods.sequence_samples(poisoned, 0)["markov"])
+
+
+def test_markov_chain_learns_a_periodic_sequence_and_generates_it():
+    adata = make_sequence(n=120)
+    test = data.split_rows(adata, "test")
+    truth, heldout = data.tokens(adata)[test], data.heldout_mask(adata)[test]
+    filled = methods.sequence_fills(adata)["markov"]
+    assert metrics.sequence_imputation_accuracy(truth, filled, heldout)["accuracy"] > 0.9
+    generated = methods.sequence_samples(adata, seed=0)["markov"]
+    spectrum = metrics.kmer_spectrum(generated, 3, 4)
+    assert metrics.js_divergence(spectrum, metrics.kmer_spectrum(truth, 3, 4)) < 0.05
+
+
+def test_forecasters_carry_forward_and_extrapolate_a_line():
+    history = np.array([[1.0, np.nan, 5.0], [2.0, np.nan, np.nan], [np.nan, 7.0, np.nan]])
+    times = np.array([0.0, 1.0, 2.0, 4.0])  # the last time is the one to forecast
+    fallback = np.array([-1.0, -2.0, -3.0])
+    np.testing.assert_allclose(methods.last_value_forecaster(fallback)(history, times), [2.0, 7.0, 5.0])
+    np.testing.assert_allclose(methods.linear_forecaster(fallback)(history, times), [5.0, 7.0, 5.0])
+    np.testing.assert_allclose(methods.last_value_forecaster(fallback)(np.full((2, 3), np.nan), times[:3]), fallback)
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+TOP_LEVEL = {"dataset", "model", "modality", "imputation", "generation", "protocol"}
+
+
+def test_evaluate_expression_scores_a_perfect_fill_and_real_like_samples(tmp_path):
+    adata = make_expression()
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    real_like = data.values(make_expression(seed=5))  # same distribution, other cells
+    imputed, samples = write_model_outputs(tmp_path / "vae", adata, data.values(adata), numeric_samples(real_like, adata.var_names))
+    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "vae" / "scores.json")
+    _, shifted = write_model_outputs(tmp_path / "bad", adata, data.values(adata), numeric_samples(real_like + 1.0, adata.var_names))
+    shifted_mmd2 = evaluate(tmp_path / "masked.h5ad", imputed, shifted, tmp_path / "bad" / "scores.json")["generation"]["mmd2"]
+    assert set(scores) == TOP_LEVEL
+    assert json.loads((tmp_path / "vae" / "scores.json").read_text()) == scores
+    assert scores["model"] == "vae" and scores["dataset"] == "toy_expression"
+    assert scores["imputation"]["rmse"] == 0 and scores["imputation"]["n_scored"] == scores["protocol"]["n_heldout_in_split"]
+    assert scores["protocol"]["heldout_includes_zeros"] is True and scores["protocol"]["heldout_zero_fraction"] > 0
+    reference = scores["generation"]["reference_train_vs_test"]["mmd2"]
+    assert abs(scores["generation"]["mmd2"]) < 0.05 and abs(reference) < 0.05
+    assert shifted_mmd2 > 0.1 and shifted_mmd2 > 3 * max(abs(scores["generation"]["mmd2"]), abs(reference))
+    assert all_keys(scores) <= documented_keys()
+
+
+def test_evaluate_sequence_scores_accuracy_and_spectra(tmp_path):
+    adata = make_sequence()
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    generated = data.tokens(make_sequence(seed=3))
+    imputed, samples = write_model_outputs(tmp_path / "lm", adata, data.tokens(adata), sequence_samples(generated))
+    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "lm" / "scores.json")
+    assert set(scores) == TOP_LEVEL and scores["modality"] == "sequence"
+    assert scores["imputation"]["accuracy"] == 1.0
+    assert scores["generation"]["kmer_js_mean"] < 0.05 and 0 <= scores["generation"]["novelty"] <= 1
+    assert "gc_mean_abs_diff" in scores["generation"]["reference_train_vs_test"]
+    assert all_keys(scores) <= documented_keys()
+
+
+def test_evaluate_timecourse_forecasts_with_the_given_forecaster(tmp_path):
+    adata = make_timecourse()
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    imputed, samples = write_model_outputs(tmp_path / "ode", adata, noisy_truth(adata), numeric_samples(noisy_truth(adata), adata.var_names))
+    calls = []
+
+    def carry_last_observed(history, times):
+        calls.append(len(times) - len(history))
+        return methods.last_value_forecaster(np.zeros(history.shape[1]))(history, times)
+
+    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "ode" / "scores.json", forecast_fn=carry_last_observed)
+    assert set(scores) == TOP_LEVEL | {"forecast"}
+    forecast = scores["forecast"]
+    assert set(calls) == {1} and forecast["n_series"] == len(calls)
+    assert forecast["rmse"] == pytest.approx(forecast["last_value_rmse"]) and forecast["rmse_ratio_to_last_value"] == pytest.approx(1)
+    assert len(forecast["example"]["forecast"]) == len(forecast["example"]["genes"])
+    assert all_keys(scores) <= documented_keys()
+
+
+def test_evaluate_refuses_imputed_rows_that_do_not_match(tmp_path):
+    adata = make_expression()
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    shuffled = adata[::-1].copy()
+    imputed, samples = write_model_outputs(tmp_path / "vae", shuffled, data.values(shuffled), numeric_samples(data.values(adata), adata.var_names))
+    with pytest.raises(ValueError, match="differ"):
+        evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "scores.json")
+    assert not (tmp_path / "scores.json").exists()
+
+
+@pytest.mark.parametrize("make", [make_expression, make_timecourse, make_sequence])
+def test_baselines_use_the_model_metric_keys(tmp_path, make):
+    adata = make()
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    fill, samples = (
+        (data.tokens(adata), sequence_samples(data.tokens(adata)))
+        if data.modality(adata) == "sequence"
+        else (noisy_truth(adata), numeric_samples(noisy_truth(adata), adata.var_names))
+    )
+    imputed, samples_path = write_model_outputs(tmp_path / "model", adata, fill, samples)
+    model = evaluate(tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / "model.json", forecast_fn=lambda h, t: h[-1])
+    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines" / "scores.json")
+    assert set(result) == {"dataset", "modality", "methods"}
+    generation_keys = set(model["generation"]) - {"reference_train_vs_test"}
+    for scores in result["methods"].values():
+        assert set(scores) <= {"imputation", "generation", "forecast"}
+        for section, keys in scores.items():
+            assert set(keys) == (generation_keys if section == "generation" else set(model[section]))
+    assert all_keys(result) <= documented_keys()

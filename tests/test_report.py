@@ -1,0 +1,116 @@
+"""Report pages from real evaluate()/baselines() output on tiny synthetic datasets."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_evaluate import (
+    make_expression,
+    make_sequence,
+    make_timecourse,
+    noisy_truth,
+    numeric_samples,
+    sequence_samples,
+    write_model_outputs,
+)
+
+from omicsgen.evaluate import baseline_methods, baselines, data, evaluate
+from omicsgen.report import dataset_report, leaderboard
+from omicsgen.report.html import format_value
+
+MODELS = {"vae": 0.2, "flow": 0.6}  # name -> how noisy its outputs are
+
+
+def _model_outputs(adata, noise: float, seed: int):
+    """A fill and samples of the given quality, in the modality's format."""
+    if data.modality(adata) != "sequence":
+        return noisy_truth(adata, seed, noise), numeric_samples(noisy_truth(adata, seed + 10, noise), adata.var_names)
+    fill = data.tokens(adata)
+    wrong = data.heldout_mask(adata) & (np.random.default_rng(seed).random(fill.shape) < noise)
+    fill[wrong] = 3 + (fill[wrong] - 2) % 4  # another residue
+    return fill, sequence_samples(baseline_methods.sequence_samples(adata, seed)["markov"])
+
+
+def build_dataset(folder, make):
+    """masked.h5ad, two evaluated models (with loss curves) and the baselines, as the pipeline lays them out."""
+    adata = make()
+    folder.mkdir(parents=True)
+    adata.write_h5ad(folder / "masked.h5ad")
+    model_dirs = {}
+    for seed, (name, noise) in enumerate(MODELS.items()):
+        model_dir = folder / name
+        imputed, samples = write_model_outputs(model_dir, adata, *_model_outputs(adata, noise, seed))
+        losses = np.linspace(2, 1, 5) + noise
+        pd.DataFrame({"epoch": range(5), "train_loss": losses, "val_loss": losses + 0.1}).to_csv(model_dir / "metrics.csv", index=False)
+        last_value = baseline_methods.last_value_forecaster(np.zeros(adata.n_vars))
+        evaluate(folder / "masked.h5ad", imputed, samples, model_dir / "scores.json", forecast_fn=last_value)
+        model_dirs[name] = model_dir
+    baselines(folder / "masked.h5ad", folder / "baselines" / "scores.json")
+    return model_dirs, folder / "baselines" / "scores.json"
+
+
+def scalar_numbers(section: dict) -> list:
+    return [v for v in section.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def assert_self_contained(page: str):
+    assert "http" not in page and "<script" not in page.lower() and "<link" not in page.lower()
+    sources = re.findall(r'<img src="([^"]*)"', page)
+    assert sources and all(src.startswith("data:image/png;base64,") for src in sources)
+
+
+@pytest.mark.parametrize("make", [make_expression, make_timecourse, make_sequence])
+def test_dataset_report_is_self_contained_and_shows_every_score(tmp_path, make):
+    model_dirs, baselines_path = build_dataset(tmp_path / "toy", make)
+    out = tmp_path / "toy" / "report.html"
+    dataset_report("toy", tmp_path / "toy" / "masked.h5ad", model_dirs, baselines_path, out)
+    page = out.read_text()
+    assert_self_contained(page)
+    for name, model_dir in model_dirs.items():
+        scores = json.loads((model_dir / "scores.json").read_text())
+        assert f"<td>{name}</td>" in page
+        sections = [scores["imputation"], scores["generation"], scores["generation"]["reference_train_vs_test"], scores.get("forecast", {})]
+        for value in (v for section in sections for v in scalar_numbers(section)):
+            assert format_value(value) in page
+    for name, method in json.loads(baselines_path.read_text())["methods"].items():
+        assert f"baseline: {name}" in page
+        for value in (v for section in method.values() for v in scalar_numbers(section)):
+            assert format_value(value) in page
+    assert "sha256:abab" in page and "expressed in &lt; 3 cells" in page  # provenance and filters
+    assert page.count("<img") >= (3 if make is make_timecourse else 2)
+
+
+def test_dataset_report_marks_the_best_value_and_notes_missing_files(tmp_path):
+    model_dirs, baselines_path = build_dataset(tmp_path / "toy", make_expression)
+    (model_dirs["flow"] / "metrics.csv").unlink()
+    out = tmp_path / "report.html"
+    dataset_report("toy", tmp_path / "toy" / "masked.h5ad", model_dirs, baselines_path, out)
+    page = out.read_text()
+    vae = json.loads((model_dirs["vae"] / "scores.json").read_text())
+    vae_row = re.search(r'<tr class="model"><td>vae</td>(.*?)</tr>', page).group(1)
+    assert f'<td class="best">{format_value(vae["imputation"]["rmse"])}</td>' in vae_row  # least noisy fill
+    assert "No metrics.csv for: flow" in page
+    assert "real data (train vs test)" in page
+
+
+def test_leaderboard_links_every_dataset_and_marks_the_best(tmp_path):
+    score_paths, baseline_paths = [], []
+    for dataset, make in (("toy_expression", make_expression), ("toy_dna", make_sequence)):
+        model_dirs, baselines_path = build_dataset(tmp_path / dataset, make)
+        score_paths += [d / "scores.json" for d in model_dirs.values()]
+        baseline_paths.append(baselines_path)
+    out = tmp_path / "leaderboard.html"
+    leaderboard(score_paths, baseline_paths, out)
+    page = out.read_text()
+    assert "http" not in page and "<script" not in page.lower()
+    assert 'href="toy_expression/report.html"' in page and 'href="toy_dna/report.html"' in page
+    for path in score_paths:
+        scores = json.loads(path.read_text())
+        assert f"<th>{scores['model']}</th>" in page
+        headline = scores["imputation"].get("rmse", scores["imputation"].get("accuracy"))
+        assert format_value(headline) in page
+    assert page.count('class="best"') >= 4  # at least one per dataset and section
