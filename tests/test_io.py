@@ -110,6 +110,16 @@ def test_r_style_header_without_row_name_column(tmp_path):
     assert list(adata.var_names) == ["g1", "g2"] and adata.X[1, 0] == 3
 
 
+def test_declared_counts_are_checked(tmp_path):
+    path = write(tmp_path / "c.csv", "cell,g1,g2\nc1,1,2\nc2,-3,4\n")
+    with pytest.raises(InputError, match="sample 'c2', gene 'g1': declared counts, but -3 is negative"):
+        read_dataset(path, "expression", values="counts")
+    assert read_dataset(path, "expression").uns["omicsgen"]["input_scale"] == "normalised"
+    fractional = write(tmp_path / "f.csv", "cell,g1,g2\nc1,1,2.5\nc2,0,4\n")
+    with pytest.raises(InputError, match="2.5 is not a whole number"):
+        read_dataset(fractional, "expression", values="counts")
+
+
 def test_normalised_input_flagged(tmp_path):
     adata = read_dataset(write(tmp_path / "n.csv", "cell,g1,g2\nc1,0.5,-1.2\nc2,2.25,0\n"), "expression")
     assert adata.uns["omicsgen"]["input_scale"] == "normalised"

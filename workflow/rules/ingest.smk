@@ -9,10 +9,11 @@ rule ingest:
         alphabet=lambda wildcards: sheet_option(wildcards.dataset, "alphabet"),
         orientation=lambda wildcards: sheet_option(wildcards.dataset, "orientation"),
         label=lambda wildcards: sheet_option(wildcards.dataset, "label"),
+        values=lambda wildcards: sheet_option(wildcards.dataset, "values"),
     log:
         "logs/{dataset}/ingest.log",
     conda:
         "../../envs/omicsgen.yaml"
     shell:
         "omicsgen ingest --input {input:q} --output {output:q} --dataset {wildcards.dataset}"
-        " --modality {params.modality} {params.format} {params.alphabet} {params.orientation} {params.label} > {log:q} 2>&1"
+        " --modality {params.modality} {params.format} {params.alphabet} {params.orientation} {params.label} {params.values} > {log:q} 2>&1"

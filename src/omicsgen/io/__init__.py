@@ -34,7 +34,7 @@ def guess_format(path: str | Path) -> str:
 
 
 def read_dataset(path, modality: str, fmt: str | None = None, alphabet: str = "auto",
-                 orientation: str = "auto") -> ad.AnnData:
+                 orientation: str = "auto", values: str = "auto") -> ad.AnnData:
     """Read one dataset of the sheet into AnnData; raises InputError on anything malformed."""
     path = Path(path)
     if modality not in MODALITIES:
@@ -49,5 +49,5 @@ def read_dataset(path, modality: str, fmt: str | None = None, alphabet: str = "a
     if modality == "sequence":
         return read_sequences(path, fmt, alphabet)
     if modality == "expression":
-        return read_expression(path, fmt, orientation)
+        return read_expression(path, fmt, orientation, values)
     return read_timecourse(path, fmt)

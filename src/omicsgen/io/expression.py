@@ -20,7 +20,10 @@ ORIENTATIONS = ("auto", "samples_as_rows", "genes_as_rows")
 _GENE_INDEX_NAME = re.compile(r"gene|symbol|ensembl|feature|probe|transcript", re.IGNORECASE)
 
 
-def read_expression(path: Path, fmt: str, orientation: str = "auto") -> ad.AnnData:
+VALUES = ("auto", "counts", "normalised")
+
+
+def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str = "auto") -> ad.AnnData:
     if fmt in ("csv", "tsv"):
         adata = _read_delimited(path, fmt, orientation)
     else:
@@ -29,8 +32,37 @@ def read_expression(path: Path, fmt: str, orientation: str = "auto") -> ad.AnnDa
         raise InputError(path, f"the matrix is empty ({adata.n_obs} samples x {adata.n_vars} genes)")
     adata.X = _as_float32(adata.X)
     _check_finite(adata, path)
-    meta(adata)["input_scale"] = "counts" if looks_like_counts(adata.X) else "normalised"
+    meta(adata)["input_scale"] = _input_scale(adata, values, path)
     return adata
+
+
+def _input_scale(adata: ad.AnnData, values: str, path: Path) -> str:
+    """Counts when declared (then checked) or when every value is a non-negative integer."""
+    if values not in VALUES:
+        raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
+    if values == "counts":
+        _require_counts(adata, path)
+        return "counts"
+    if values == "normalised":
+        return "normalised"
+    return "counts" if looks_like_counts(adata.X) else "normalised"
+
+
+def _require_counts(adata: ad.AnnData, path: Path) -> None:
+    matrix = adata.X.tocoo() if sp.issparse(adata.X) else adata.X
+    values = matrix.data if sp.issparse(adata.X) else matrix
+    bad = (values < 0) | (values != np.round(values))
+    if bad.any():
+        if sp.issparse(adata.X):
+            index = int(np.argmax(bad))
+            row, col = int(matrix.row[index]), int(matrix.col[index])
+        else:
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+        value = float(values[index] if sp.issparse(adata.X) else values[row, col])
+        what = "negative" if value < 0 else "not a whole number"
+        raise InputError(path, f"declared counts, but {value:g} is {what}",
+                         where=f"sample '{adata.obs_names[row]}', gene '{adata.var_names[col]}'",
+                         hint="set values to 'normalised' in the sheet if the data are not raw counts")
 
 
 def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
