@@ -49,8 +49,15 @@ def models_for(dataset):
 
 
 def model_params(wildcards):
-    spec = dict(config["models"][wildcards.model])
+    """(family, hyper-parameters as JSON) of a configured model, its trainer overrides left out."""
+    spec = {k: v for k, v in config["models"][wildcards.model].items() if k != "trainer"}
     return spec.pop("family"), json.dumps(spec, sort_keys=True)
+
+
+def model_trainer(wildcards):
+    """The trainer settings for one model: the global ones, updated by the model's own `trainer:`."""
+    overrides = config["models"][wildcards.model].get("trainer", {})
+    return json.dumps({**config["trainer"], **overrides}, sort_keys=True)
 
 
 def dataset_scores(wildcards):

@@ -12,7 +12,7 @@ rule train:
     params:
         family=lambda wildcards: model_params(wildcards)[0],
         hparams=lambda wildcards: model_params(wildcards)[1],
-        trainer=json.dumps(config["trainer"], sort_keys=True),
+        trainer=model_trainer,
         seed=config["seed"],
     log:
         "logs/{dataset}/{model}/train.log",
