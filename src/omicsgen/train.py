@@ -61,7 +61,7 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     checkpoint_path = out_dir / "model.ckpt"
     try:
         best = _fit(model, train_tensors, val_tensors, settings, seed, work_dir)
-        record = _provenance(data_path, family, model_hparams, settings, seed)
+        record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed)
         # Post-hoc statistics (e.g. residual noise) use every row training was allowed to see.
         calibration = cls.tensors(adata, ["train", "val"])
         _write_checkpoint(model, best, calibration, record, checkpoint_path)
@@ -104,7 +104,8 @@ def model_settings(cls: type[GenerativeModel], hparams: dict, settings: dict, da
 def _reject_unknown(given: dict, valid: dict, kind: str, data_path: Path) -> None:
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise InputError(data_path, f"unknown {kind} {', '.join(map(repr, unknown))}", hint=f"valid: {', '.join(valid)}")
+        names = ", ".join(map(repr, unknown))
+        raise InputError(data_path, f"unknown {kind} {names}", hint=f"valid: {', '.join(valid)}")
 
 
 # ---- fitting -------------------------------------------------------------------------------

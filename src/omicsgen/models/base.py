@@ -30,9 +30,8 @@ def modality(adata: ad.AnnData) -> str:
 def heldout_mask(adata: ad.AnnData) -> np.ndarray:
     """The held-out entries from `uns['omicsgen']['mask']`; all False when the file has no mask."""
     mask_info = meta(adata).get("mask")
-    values = data_matrix(adata)
     if not mask_info:
-        return np.zeros(values.shape, dtype=bool)
+        return np.zeros(data_matrix(adata).shape, dtype=bool)
     slot = getattr(adata, str(mask_info["slot"]))
     return np.asarray(slot[str(mask_info["key"])], dtype=bool)
 
@@ -63,7 +62,7 @@ def keep_observed(values: np.ndarray, observed: np.ndarray, predicted: np.ndarra
 
 
 def row_chunks(n_rows: int) -> list[slice]:
-    return [slice(start, start + INFERENCE_CHUNK) for start in range(0, n_rows, INFERENCE_CHUNK)]
+    return [slice(start, min(start + INFERENCE_CHUNK, n_rows)) for start in range(0, n_rows, INFERENCE_CHUNK)]
 
 
 def stack_rows(parts: list[torch.Tensor], width: int) -> np.ndarray:
@@ -102,6 +101,8 @@ class GenerativeModel(lightning.LightningModule):
     modalities: ClassVar[tuple[str, ...]]
     defaults: ClassVar[dict]
     has_latent: ClassVar[bool] = False
+    # Hyper-parameters read from the data that any data given to the trained model must match.
+    shape_hparams: ClassVar[tuple[str, ...]] = ()
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -128,6 +129,19 @@ class GenerativeModel(lightning.LightningModule):
 
     def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
         """Fit statistics that need the final weights; `train` calls it on the best weights."""
+
+    def data_mismatch(self, adata: ad.AnnData) -> str | None:
+        """Why this trained model cannot read `adata`, or None when it can."""
+        data_modality = modality(adata)
+        if data_modality not in self.modalities:
+            return f"a {self.family} model takes {' or '.join(self.modalities)} data, not {data_modality}"
+        sizes = self.data_sizes(adata)
+        wrong = [
+            f"{key} {sizes[key]} (model: {self.hparams[key]})"
+            for key in self.shape_hparams
+            if sizes[key] != self.hparams[key]
+        ]
+        return f"data and model differ: {', '.join(wrong)}" if wrong else None
 
     # ---- training -----------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

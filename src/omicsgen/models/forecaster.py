@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .base import GenerativeModel, inference, keep_observed, observed_mask, split_rows
 
@@ -26,6 +27,7 @@ class GRUForecaster(GenerativeModel):
 
     family = "gru"
     modalities = ("timecourse",)
+    shape_hparams = ("n_genes",)
     defaults = {"hidden_dim": 64, "learning_rate": 1e-3}
 
     def __init__(self, n_genes, n_start_series, max_steps, time_scale, hidden_dim, learning_rate):
@@ -35,6 +37,8 @@ class GRUForecaster(GenerativeModel):
         self.rate = nn.Linear(hidden_dim, n_genes)
         nn.init.zeros_(self.rate.weight)
         nn.init.zeros_(self.rate.bias)
+        # Per-gene pull toward the train mean per unit time, softplus(.) >= 0; starts near 0.
+        self.reversion = nn.Parameter(torch.full((n_genes,), -4.0))
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("residual_sd", torch.zeros(n_genes))
         self.register_buffer("start_points", torch.zeros(n_start_series, n_genes))
@@ -74,23 +78,32 @@ class GRUForecaster(GenerativeModel):
             self.start_lengths.copy_(train["lengths"])
 
     # ---- network ------------------------------------------------------------------------
-    def step(self, hidden, x, observed, time_since, time_to):
-        """One GRU step; returns the new hidden state and the predicted change to the next point."""
+    def step(self, hidden, state, observed, level, time_since, time_to):
+        """One GRU step from the current state (observed values, else predictions) to the
+        prediction of the next point; returns (hidden, prediction)."""
         scale = self.hparams.time_scale
-        inputs = torch.cat([x * observed, observed.float(), time_since[:, None] / scale, time_to[:, None] / scale], 1)
-        hidden = self.cell(inputs, hidden)
-        return hidden, self.rate(hidden) * (time_to[:, None] / scale)
+        since, to = time_since[:, None] / scale, time_to[:, None] / scale
+        hidden = self.cell(torch.cat([state * observed, observed.float(), since, to], 1), hidden)
+        # Exact decay toward the series' own level (Ornstein-Uhlenbeck drift): stable for any gap.
+        pull = 1 - torch.exp(-F.softplus(self.reversion) * to)
+        return hidden, state + pull * (level - state) + self.rate(hidden) * to
+
+    def series_level(self, total, count):
+        """Mean of a series' values seen so far per gene; the train mean before any."""
+        return torch.where(count > 0, total / count.clamp_min(1), self.gene_mean)
 
     def one_step_predictions(self, x, observed, time) -> torch.Tensor:
         """Prediction of every point from the points before it (the first: the gene means)."""
         n_series, n_steps, _ = x.shape
         hidden = torch.zeros(n_series, self.hparams.hidden_dim, device=x.device)
         prediction = self.gene_mean.expand(n_series, -1)
-        predictions = [prediction]
+        predictions, total, count = [prediction], torch.zeros_like(x[:, 0]), torch.zeros_like(x[:, 0])
         for t in range(n_steps - 1):
+            total, count = total + x[:, t] * observed[:, t], count + observed[:, t]
             time_since = time[:, t] - time[:, t - 1] if t else torch.zeros_like(time[:, 0])
-            hidden, change = self.step(hidden, x[:, t], observed[:, t], time_since, time[:, t + 1] - time[:, t])
-            prediction = torch.where(observed[:, t], x[:, t], prediction) + change
+            state = torch.where(observed[:, t], x[:, t], prediction)
+            level = self.series_level(total, count)
+            hidden, prediction = self.step(hidden, state, observed[:, t], level, time_since, time[:, t + 1] - time[:, t])
             predictions.append(prediction)
         return torch.stack(predictions, 1)
 
@@ -155,16 +168,18 @@ class GRUForecaster(GenerativeModel):
         noise = noise * self.residual_sd
         point = self.start_points[picks] + noise[:, 0]
         points, hidden = [point], torch.zeros(n, self.hparams.hidden_dim, device=self.device)
-        all_observed = torch.ones_like(point, dtype=torch.bool)
+        all_observed, total = torch.ones_like(point, dtype=torch.bool), torch.zeros_like(point)
         for t in range(times.shape[1] - 1):
+            total = total + point
             time_since = times[:, t] - times[:, t - 1] if t else torch.zeros_like(times[:, 0])
-            hidden, change = self.step(hidden, point, all_observed, time_since, times[:, t + 1] - times[:, t])
-            point = point + change + noise[:, t + 1]
+            level = total / (t + 1)
+            hidden, prediction = self.step(hidden, point, all_observed, level, time_since, times[:, t + 1] - times[:, t])
+            point = prediction + noise[:, t + 1]
             points.append(point)
         return _flatten_series(torch.stack(points, 1).cpu().numpy(), times.cpu().numpy(), lengths.cpu().numpy())
 
 
-def pad_series(values: np.ndarray, observed: np.ndarray, obs: pd.DataFrame) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+def pad_series(values: np.ndarray, observed: np.ndarray, obs: pd.DataFrame) -> tuple[dict, np.ndarray]:
     """Rows -> one padded block per series, ordered by time.
 
     Returns tensors `x` (series x steps x genes, unobserved and padding -> 0), `observed`
@@ -193,7 +208,8 @@ def pad_series(values: np.ndarray, observed: np.ndarray, obs: pd.DataFrame) -> t
 def series_rows(obs: pd.DataFrame) -> list[np.ndarray]:
     """Row positions of each series (in order of first appearance), sorted by time."""
     table = pd.DataFrame({"series": obs["series"].astype(str).to_numpy(), "time": obs["time"].to_numpy(float)})
-    return [group.sort_values("time", kind="stable").index.to_numpy() for _, group in table.groupby("series", sort=False)]
+    groups = table.groupby("series", sort=False)
+    return [group.sort_values("time", kind="stable").index.to_numpy() for _, group in groups]
 
 
 def _flatten_series(points: np.ndarray, times: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:

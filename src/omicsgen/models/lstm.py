@@ -11,6 +11,8 @@ from torch.nn import functional as F
 from ..alphabet import GAP, MISSING, PAD
 from .base import GenerativeModel, inference, keep_observed, observed_mask, row_chunks, split_rows
 
+IGNORED = -100  # target id that cross_entropy skips
+
 
 class LSTMLanguageModel(GenerativeModel):
     """Predicts each token from BOS and the tokens to its left; pad (0) doubles as end-of-sequence.
@@ -22,6 +24,7 @@ class LSTMLanguageModel(GenerativeModel):
 
     family = "lstm"
     modalities = ("sequence",)
+    shape_hparams = ("vocab_size", "max_length")
     defaults = {
         "embed_dim": 32,
         "hidden_dim": 128,
@@ -64,8 +67,9 @@ class LSTMLanguageModel(GenerativeModel):
 
     def loss(self, batch):
         logits, targets = self._next_token_logits(batch["tokens"])
-        scored = scored_targets(targets)
-        return F.cross_entropy(logits[scored], targets[scored])
+        # ignore_index rather than boolean selection: no gather/scatter of the logits in backward.
+        targets = targets.masked_fill(~scored_targets(targets), IGNORED)
+        return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORED)
 
     # ---- use ----------------------------------------------------------------------------
     @inference

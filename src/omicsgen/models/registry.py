@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anndata as ad
 import torch
 
 from ..errors import InputError
@@ -36,3 +37,17 @@ def load_model(checkpoint: str | Path) -> GenerativeModel:
                          hint=f"expected one of {sorted(FAMILIES)}, written by `omicsgen train`")
     model = FAMILIES[family].load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     return model.eval()
+
+
+def load_model_for(checkpoint: str | Path, adata: ad.AnnData, data_path: str | Path) -> GenerativeModel:
+    """`load_model`, refusing data the model cannot read (other modality, other sizes)."""
+    model = load_model(checkpoint)
+    problem = model.data_mismatch(adata)
+    if problem:
+        raise InputError(data_path, problem, hint=f"model {checkpoint} was trained on other data")
+    return model
+
+
+def training_record(checkpoint: str | Path) -> dict | None:
+    """The `train` provenance record that `train` stored in the checkpoint."""
+    return torch.load(checkpoint, map_location="cpu", weights_only=True).get("omicsgen")

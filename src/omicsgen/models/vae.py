@@ -32,6 +32,7 @@ class VAE(GenerativeModel):
 
     family = "vae"
     modalities = ("expression", "timecourse")
+    shape_hparams = ("n_genes",)
     defaults = {
         "hidden_dim": 128,
         "latent_dim": 10,

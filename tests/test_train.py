@@ -1,0 +1,254 @@
+"""train -> generate / impute end to end on tiny data; each family must beat a simple baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_models import make_expression, make_sequences, make_timecourse
+
+from omicsgen.alphabet import GAP, MISSING, PAD, decode
+from omicsgen.errors import InputError
+from omicsgen.generate import generate
+from omicsgen.impute import impute
+from omicsgen.models import get_family, load_model
+from omicsgen.models.base import observed_mask
+from omicsgen.train import train
+
+# Per family: the data, the model's hyper-parameters and the trainer settings of its test run.
+SETUPS = {
+    "vae": (
+        lambda: make_expression(n_cells=600),
+        {"hidden_dim": 64, "latent_dim": 4},
+        {"batch_size": 32, "max_epochs": 40, "learning_rate": 3e-3},
+    ),
+    "lstm": (make_sequences, {"hidden_dim": 64}, {"batch_size": 32, "max_epochs": 15}),
+    "gru": (lambda: make_timecourse(n_series=24), {}, {"batch_size": 4, "max_epochs": 60, "learning_rate": 1e-2}),
+}
+
+
+@dataclass
+class Run:
+    data: Path
+    checkpoint: Path
+    root: Path
+
+    @property
+    def adata(self) -> ad.AnnData:
+        return ad.read_h5ad(self.data)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return pd.read_csv(self.checkpoint.parent / "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """family -> its trained Run, trained once per module on first use."""
+    runs = {}
+
+    def get(family: str) -> Run:
+        if family not in runs:
+            make, hparams, trainer = SETUPS[family]
+            root = tmp_path_factory.mktemp(family)
+            make().write_h5ad(root / "masked.h5ad")
+            checkpoint = train(root / "masked.h5ad", root / "model", family, hparams, trainer, seed=0)
+            runs[family] = Run(root / "masked.h5ad", checkpoint, root)
+        return runs[family]
+
+    return get
+
+
+# ---- training ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["vae", "lstm", "gru"])
+def test_training_writes_a_falling_loss_and_nothing_else(trained, family):
+    run = trained(family)
+    metrics = run.metrics
+    assert list(metrics.columns) == ["epoch", "train_loss", "val_loss"]
+    assert metrics["epoch"].is_unique and metrics[["train_loss", "val_loss"]].notna().all().all()
+    assert metrics["train_loss"].iloc[-1] < 0.9 * metrics["train_loss"].iloc[0]
+    assert metrics["val_loss"].min() < metrics["val_loss"].iloc[0]
+    assert sorted(p.name for p in run.checkpoint.parent.iterdir()) == ["metrics.csv", "model.ckpt"]
+
+
+@pytest.mark.parametrize("family", ["vae", "lstm", "gru"])
+def test_checkpoint_loads_without_the_data(trained, family):
+    run = trained(family)
+    model = load_model(run.checkpoint)
+    assert model.family == family and not model.training
+    direct = get_family(family).load_from_checkpoint(run.checkpoint, map_location="cpu")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, direct.state_dict()[name])
+
+
+@pytest.mark.parametrize("family", ["vae", "lstm", "gru"])
+def test_same_seed_gives_identical_weights(tmp_path, monkeypatch, family):
+    monkeypatch.chdir(tmp_path)  # Lightning must not leave lightning_logs/ in the working directory
+    make, hparams, trainer = SETUPS[family]
+    make().write_h5ad(tmp_path / "masked.h5ad")
+    trainer = {**trainer, "max_epochs": 2}
+    first, second = (
+        load_model(train(tmp_path / "masked.h5ad", tmp_path / name, family, hparams, trainer, seed=7))
+        for name in ("a", "b")
+    )
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, second.state_dict()[name]), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "masked.h5ad"]
+
+
+def test_train_rejects_a_family_for_another_modality(tmp_path):
+    make_expression().write_h5ad(tmp_path / "masked.h5ad")
+    with pytest.raises(InputError, match="takes sequence data, not expression.*families for expression: vae"):
+        train(tmp_path / "masked.h5ad", tmp_path / "out", "lstm", {}, {}, seed=0)
+    with pytest.raises(InputError, match="unknown model family 'gan'"):
+        train(tmp_path / "masked.h5ad", tmp_path / "out", "gan", {}, {}, seed=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_rejects_unknown_settings_and_lists_the_valid_ones(tmp_path):
+    make_expression().write_h5ad(tmp_path / "masked.h5ad")
+    with pytest.raises(InputError, match="unknown vae hyper-parameter 'hiden_dim'.*valid: hidden_dim, latent_dim"):
+        train(tmp_path / "masked.h5ad", tmp_path / "out", "vae", {"hiden_dim": 8}, {}, seed=0)
+    with pytest.raises(InputError, match="unknown trainer setting 'epochs'.*max_epochs"):
+        train(tmp_path / "masked.h5ad", tmp_path / "out", "vae", {}, {"epochs": 3}, seed=0)
+
+
+# ---- each family beats a simple baseline ---------------------------------------------------
+def test_vae_imputes_heldout_entries_better_than_gene_means(trained):
+    run = trained("vae")
+    impute(run.data, run.checkpoint, run.root / "imputed.h5ad", seed=0)
+    imputed, adata = ad.read_h5ad(run.root / "imputed.h5ad"), run.adata
+    heldout = adata.layers["heldout"]
+    train_rows = (adata.obs["split"] == "train").to_numpy()
+    visible = np.where(observed_mask(adata), adata.X, np.nan)
+    gene_means = np.broadcast_to(np.nanmean(visible[train_rows], axis=0), adata.shape)
+    model_mse = np.mean((imputed.layers["imputed"][heldout] - adata.X[heldout]) ** 2)
+    baseline_mse = np.mean((gene_means[heldout] - adata.X[heldout]) ** 2)
+    assert model_mse < 0.5 * baseline_mse
+
+
+def test_lstm_per_token_nll_beats_position_frequencies(trained):
+    run = trained("lstm")
+    adata, model = run.adata, load_model(run.checkpoint)
+    tokens, observed = adata.obsm["tokens"], observed_mask(adata)
+    test_rows = (adata.obs["split"] == "test").to_numpy()
+    scored = _scored(tokens) & observed
+    log_p = model.log_likelihood(tokens[test_rows], observed[test_rows])
+    model_nll = -log_p[scored[test_rows]].mean()
+    baseline_nll = _position_frequency_nll(tokens, scored, (adata.obs["split"] == "train").to_numpy(), test_rows)
+    assert model_nll < baseline_nll - 0.1
+
+
+def test_gru_forecasts_better_than_the_last_value(trained):
+    run = trained("gru")
+    adata, model = run.adata, load_model(run.checkpoint)
+    series = get_family("gru").tensors(adata, "test")
+    with torch.no_grad():
+        predicted = model.one_step_predictions(series["x"], series["observed"], series["time"]).numpy()
+    x, observed = series["x"].numpy(), series["observed"].numpy()
+    last_value = _carry_forward(x, observed, model.gene_mean.numpy())
+    target = observed[:, 1:]
+    model_mse = np.mean((predicted[:, 1:] - x[:, 1:])[target] ** 2)
+    baseline_mse = np.mean((last_value[:, 1:] - x[:, 1:])[target] ** 2)
+    assert model_mse < 0.5 * baseline_mse
+
+
+# ---- impute and generate outputs --------------------------------------------------------------
+@pytest.mark.parametrize("family", ["vae", "lstm", "gru"])
+def test_impute_file_keeps_observed_entries_and_fills_the_rest(trained, family):
+    run = trained(family)
+    out = impute(run.data, run.checkpoint, run.root / f"imputed_{family}.h5ad", seed=0)
+    imputed, adata = ad.read_h5ad(out), run.adata
+    observed = observed_mask(adata)
+    if family == "lstm":
+        filled, truth = imputed.obsm["tokens_imputed"], imputed.obsm["tokens"]
+        assert filled.dtype == np.int8 and (filled[~observed] >= GAP).all()
+    else:
+        filled, truth = imputed.layers["imputed"], imputed.X
+        assert np.isfinite(filled).all()
+    assert np.array_equal(truth, adata.obsm["tokens"] if family == "lstm" else adata.X, equal_nan=family != "lstm")
+    assert np.array_equal(filled[observed], truth[observed])
+    assert ("X_vae" in imputed.obsm) == (family == "vae")
+    assert {"impute", "train"} <= set(imputed.uns["omicsgen"]["provenance"])
+
+
+def test_generate_expression(trained):
+    run = trained("vae")
+    out = generate(run.data, run.checkpoint, run.root / "samples.h5ad", n_samples=25, seed=3)
+    samples = ad.read_h5ad(out)
+    assert samples.shape == (25, run.adata.n_vars) and samples.X.dtype == np.float32
+    assert list(samples.var_names) == list(run.adata.var_names)
+    assert (samples.obs["origin"] == "generated").all()
+    assert samples.uns["omicsgen"]["modality"] == "expression"
+    again = ad.read_h5ad(generate(run.data, run.checkpoint, run.root / "again.h5ad", n_samples=25, seed=3))
+    assert np.array_equal(samples.X, again.X)
+
+
+def test_generate_sequences_and_fasta(trained):
+    run = trained("lstm")
+    fasta = run.root / "samples.fasta"
+    samples = ad.read_h5ad(generate(run.data, run.checkpoint, run.root / "samples.h5ad", 30, seed=3, fasta_path=fasta))
+    tokens = samples.obsm["tokens"]
+    assert tokens.shape == (30, run.adata.obsm["tokens"].shape[1]) and tokens.dtype == np.int8
+    assert not (tokens == MISSING).any()
+    assert samples.obs["id"].tolist()[:2] == ["sample_1", "sample_2"]
+    assert samples.uns["alphabet"]["name"] == "dna"
+    records = decode(tokens, list(samples.uns["alphabet"]["symbols"]))
+    assert (samples.obs["length"].to_numpy() == [len(r) for r in records]).all()
+    assert fasta.read_text().replace("\n", "").count(">") == 30
+    assert "".join(line for line in fasta.read_text().splitlines() if not line.startswith(">")) == "".join(records)
+
+
+def test_generate_timecourse(trained):
+    run = trained("gru")
+    samples = ad.read_h5ad(generate(run.data, run.checkpoint, run.root / "samples.h5ad", 4, seed=3))
+    assert samples.obs["series"].nunique() == 4 and samples.n_vars == run.adata.n_vars
+    assert np.isfinite(samples.X).all() and samples.obs["time"].notna().all()
+
+
+def test_vae_takes_time_courses_as_independent_rows(tmp_path):
+    make_timecourse().write_h5ad(tmp_path / "masked.h5ad")
+    checkpoint = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {}, {"max_epochs": 2}, seed=0)
+    samples = ad.read_h5ad(generate(tmp_path / "masked.h5ad", checkpoint, tmp_path / "samples.h5ad", 5, seed=0))
+    assert samples.uns["omicsgen"]["modality"] == "timecourse"
+    assert samples.obs["series"].nunique() == 5 and samples.obs["time"].isna().all()
+    imputed = ad.read_h5ad(impute(tmp_path / "masked.h5ad", checkpoint, tmp_path / "imputed.h5ad", seed=0))
+    assert np.isfinite(imputed.layers["imputed"]).all() and "X_vae" in imputed.obsm
+
+
+def test_generate_refuses_fasta_for_expression(trained):
+    run = trained("vae")
+    with pytest.raises(InputError, match="FASTA"):
+        generate(run.data, run.checkpoint, run.root / "x.h5ad", 3, seed=0, fasta_path=run.root / "x.fasta")
+
+
+# ---- baselines ----------------------------------------------------------------------------------
+def _scored(tokens: np.ndarray) -> np.ndarray:
+    """Positions up to and including the first pad (the end), as the language model scores them."""
+    is_pad = (tokens == PAD).astype(int)
+    return (np.cumsum(is_pad, axis=1) - is_pad) == 0
+
+
+def _position_frequency_nll(tokens, scored, train_rows, test_rows, vocab=7) -> float:
+    """Per-token NLL of a model that knows only each position's token frequencies (add-one)."""
+    counts = np.ones((tokens.shape[1], vocab))
+    rows, positions = np.nonzero(scored & train_rows[:, None])
+    np.add.at(counts, (positions, tokens[rows, positions]), 1)
+    log_freq = np.log(counts / counts.sum(1, keepdims=True))
+    rows, positions = np.nonzero(scored & test_rows[:, None])
+    return float(-log_freq[positions, tokens[rows, positions]].mean())
+
+
+def _carry_forward(x, observed, gene_mean):
+    """Each point predicted by the last observed value of each gene (the mean before any)."""
+    predicted = np.empty_like(x)
+    last = np.broadcast_to(gene_mean, x[:, 0].shape).copy()
+    for t in range(x.shape[1]):
+        predicted[:, t] = last
+        last = np.where(observed[:, t], x[:, t], last)
+    return predicted
