@@ -244,8 +244,8 @@ def test_numeric_baselines_never_read_heldout_values(make):
     clean, poisoned = make(), _poisoned(make())
     for name, filled in methods.numeric_fills(clean).items():
         np.testing.assert_array_equal(filled, methods.numeric_fills(poisoned)[name])
-    for name, samples in methods.numeric_samples(clean, seed=0).items():
-        np.testing.assert_array_equal(samples, methods.numeric_samples(poisoned, seed=0)[name])
+    for name, samples in methods.numeric_samples(clean, seed=0, n=50).items():
+        np.testing.assert_array_equal(samples, methods.numeric_samples(poisoned, seed=0, n=50)[name])
     history, times = data.observed_values(clean)[:3], np.array([0.0, 1.0, 2.0, 3.0])
     poisoned_history = data.observed_values(poisoned)[:3]
     for name, forecast in methods.forecasters(clean).items():
@@ -257,7 +257,7 @@ def test_sequence_baselines_never_read_heldout_tokens():
     clean, poisoned = make_sequence(), _poisoned(make_sequence())
     for name, filled in methods.sequence_fills(clean).items():
         np.testing.assert_array_equal(filled, methods.sequence_fills(poisoned)[name])
-    np.testing.assert_array_equal(methods.sequence_samples(clean, 0)["markov"], methods.sequence_samples(poisoned, 0)["markov"])
+    np.testing.assert_array_equal(methods.sequence_samples(clean, 0, 50)["markov"], methods.sequence_samples(poisoned, 0, 50)["markov"])
 
 
 def test_markov_chain_learns_a_periodic_sequence_and_generates_it():
@@ -266,7 +266,7 @@ def test_markov_chain_learns_a_periodic_sequence_and_generates_it():
     truth, heldout = data.tokens(adata)[test], data.heldout_mask(adata)[test]
     filled = methods.sequence_fills(adata)["markov"]
     assert metrics.sequence_imputation_accuracy(truth, filled, heldout)["accuracy"] > 0.9
-    generated = methods.sequence_samples(adata, seed=0)["markov"]
+    generated = methods.sequence_samples(adata, seed=0, n=50)["markov"]
     spectrum = metrics.kmer_spectrum(generated, 3, 4)
     assert metrics.js_divergence(spectrum, metrics.kmer_spectrum(truth, 3, 4)) < 0.05
 
@@ -323,15 +323,16 @@ def test_evaluate_timecourse_forecasts_with_the_given_forecaster(tmp_path):
     adata.write_h5ad(tmp_path / "masked.h5ad")
     imputed, samples = write_model_outputs(tmp_path / "ode", adata, noisy_truth(adata), numeric_samples(noisy_truth(adata), adata.var_names))
     calls = []
+    last_value = methods.forecasters(adata)["last_value"]
 
     def carry_last_observed(history, times):
         calls.append(len(times) - len(history))
-        return methods.last_value_forecaster(np.zeros(history.shape[1]))(history, times)
+        return last_value(history, times)
 
     scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "ode" / "scores.json", forecast_fn=carry_last_observed)
     assert set(scores) == TOP_LEVEL | {"forecast"}
     forecast = scores["forecast"]
-    assert set(calls) == {1} and forecast["n_series"] == len(calls)
+    assert set(calls) == {1} and forecast["n_steps"] == len(calls) > forecast["n_series"]
     assert forecast["rmse"] == pytest.approx(forecast["last_value_rmse"]) and forecast["rmse_ratio_to_last_value"] == pytest.approx(1)
     assert len(forecast["example"]["forecast"]) == len(forecast["example"]["genes"])
     assert all_keys(scores) <= documented_keys()

@@ -32,7 +32,7 @@ def _model_outputs(adata, noise: float, seed: int):
     fill = data.tokens(adata)
     wrong = data.heldout_mask(adata) & (np.random.default_rng(seed).random(fill.shape) < noise)
     fill[wrong] = 3 + (fill[wrong] - 2) % 4  # another residue
-    return fill, sequence_samples(baseline_methods.sequence_samples(adata, seed)["markov"])
+    return fill, sequence_samples(baseline_methods.sequence_samples(adata, seed, 50)["markov"])
 
 
 def build_dataset(folder, make):

@@ -67,7 +67,7 @@ def _evaluate(a):
 def _baselines(a):
     from .evaluate import baselines
 
-    baselines(a.input, a.output, seed=a.seed)
+    baselines(a.input, a.output, seed=a.seed, n_samples=a.n_samples)
 
 
 def _report(a):
@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True)
     p.add_argument("--checkpoint", default=None)
 
-    stage("baselines", _baselines, "score the classical baselines", seed=True)
+    p = stage("baselines", _baselines, "score the classical baselines", seed=True)
+    p.add_argument("--n-samples", type=int, default=1000, help="rows each generation baseline draws")
 
     p = stage("report", _report, "write an HTML report", inputs=False)
     p.add_argument("--input", default=None, help="masked.h5ad of the dataset")

@@ -62,6 +62,10 @@ def stamp(adata: ad.AnnData, step: str, params: dict | None = None, inputs=(), s
     meta(adata).setdefault("provenance", {})[step] = record
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
@@ -69,6 +73,7 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; outputs follow the user's umask
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -9,10 +9,11 @@ rule baselines:
             subcategory="baselines",
         ),
     params:
+        n_samples=config["generate"]["n_samples"],
         seed=config["seed"],
     log:
         "logs/{dataset}/baselines.log",
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "omicsgen baselines --input {input:q} --output {output:q} --seed {params.seed} > {log:q} 2>&1"
+        "omicsgen baselines --input {input:q} --output {output:q} --n-samples {params.n_samples} --seed {params.seed} > {log:q} 2>&1"

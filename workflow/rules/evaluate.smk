@@ -15,8 +15,9 @@ rule evaluate:
         seed=config["seed"],
     log:
         "logs/{dataset}/{model}/evaluate.log",
+    threads: 2
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "omicsgen evaluate --input {input.data:q} --imputed {input.imputed:q} --samples {input.samples:q}"
+        "OMP_NUM_THREADS={threads} omicsgen evaluate --input {input.data:q} --imputed {input.imputed:q} --samples {input.samples:q}"
         " --checkpoint {input.model:q} --output {output:q} --seed {params.seed} > {log:q} 2>&1"

@@ -15,8 +15,9 @@ rule generate:
         ),
     log:
         "logs/{dataset}/{model}/generate.log",
+    threads: 2
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
+        "OMP_NUM_THREADS={threads} omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
         " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} > {log:q} 2>&1"

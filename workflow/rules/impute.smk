@@ -8,8 +8,9 @@ rule impute:
         seed=config["seed"],
     log:
         "logs/{dataset}/{model}/impute.log",
+    threads: 2
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "omicsgen impute --input {input.data:q} --checkpoint {input.model:q} --output {output:q}"
+        "OMP_NUM_THREADS={threads} omicsgen impute --input {input.data:q} --checkpoint {input.model:q} --output {output:q}"
         " --seed {params.seed} > {log:q} 2>&1"

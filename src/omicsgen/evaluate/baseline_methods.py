@@ -213,10 +213,10 @@ def numeric_fills(adata: ad.AnnData) -> dict[str, np.ndarray]:
     return {"mean": mean_impute(train, test), "knn": knn_impute(train, test)}
 
 
-def numeric_samples(adata: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
-    """As many generated rows as the train split has, per generation baseline."""
+def numeric_samples(adata: ad.AnnData, seed: int, n: int) -> dict[str, np.ndarray]:
+    """n generated rows per generation baseline."""
     train = data.observed_values(adata)[data.split_rows(adata, "train")]
-    return {"mean": sample_marginals(train, len(train), np.random.default_rng(seed))}
+    return {"mean": sample_marginals(train, n, np.random.default_rng(seed))}
 
 
 def forecasters(adata: ad.AnnData) -> dict[str, Forecaster]:
@@ -236,10 +236,9 @@ def sequence_fills(adata: ad.AnnData) -> dict[str, np.ndarray]:
     }
 
 
-def sequence_samples(adata: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
-    """As many generated records as the train split has, per generation baseline."""
-    n_train = int(data.split_rows(adata, "train").sum())
-    return {"markov": _markov_chain(adata).sample(n_train, np.random.default_rng(seed))}
+def sequence_samples(adata: ad.AnnData, seed: int, n: int) -> dict[str, np.ndarray]:
+    """n generated records per generation baseline."""
+    return {"markov": _markov_chain(adata).sample(n, np.random.default_rng(seed))}
 
 
 def _markov_chain(adata: ad.AnnData) -> MarkovChain:

@@ -57,11 +57,14 @@ def evaluate(
     return _write(scores, out_path)
 
 
-def baselines(data_path, out_path, seed: int = 0) -> dict:
-    """Score every baseline with the same keys as a model; write and return baselines/scores.json."""
+def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPARE_ROWS) -> dict:
+    """Score every baseline with the same keys as a model; write and return baselines/scores.json.
+
+    Generation baselines draw `n_samples` rows, as many as the models generate."""
     adata = data.read(data_path)
     modality = data.modality(adata)
-    methods = _sequence_baselines(adata, seed) if modality == "sequence" else _numeric_baselines(adata, seed)
+    score = _sequence_baselines if modality == "sequence" else _numeric_baselines
+    methods = score(adata, seed, n_samples)
     result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods}
     return _write(result, out_path)
 
@@ -109,7 +112,7 @@ def _score_sequence_model(adata, imputed, samples, samples_path, seed) -> tuple[
     imputation = metrics.sequence_imputation_accuracy(truth[test], filled[test], heldout[test])
     if data.alphabet(samples) != data.alphabet(adata):
         raise ValueError(f"{samples_path}: alphabet {data.alphabet(samples)[0]!r} differs from the data's")
-    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata))
+    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed)
     generation = scorer.score(data.tokens(samples))
     return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
 
@@ -146,14 +149,14 @@ def _model_forecaster(checkpoint) -> Forecaster | None:
 # ---------------------------------------------------------------------------- baselines
 
 
-def _numeric_baselines(adata: ad.AnnData, seed: int) -> dict:
+def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int) -> dict:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
     for name, filled in baseline_methods.numeric_fills(adata).items():
         methods.setdefault(name, {})["imputation"] = metrics.numeric_imputation_metrics(truth[test], filled, heldout[test])
     scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
-    for name, generated in baseline_methods.numeric_samples(adata, seed).items():
+    for name, generated in baseline_methods.numeric_samples(adata, seed, n_samples).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)
     if data.modality(adata) == "timecourse":
         task = scoring.ForecastTask(adata, SCORED_SPLIT)
@@ -162,14 +165,14 @@ def _numeric_baselines(adata: ad.AnnData, seed: int) -> dict:
     return methods
 
 
-def _sequence_baselines(adata: ad.AnnData, seed: int) -> dict:
+def _sequence_baselines(adata: ad.AnnData, seed: int, n_samples: int) -> dict:
     truth, heldout = data.tokens(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
     for name, filled in baseline_methods.sequence_fills(adata).items():
         methods.setdefault(name, {})["imputation"] = metrics.sequence_imputation_accuracy(truth[test], filled, heldout[test])
-    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata))
-    for name, generated in baseline_methods.sequence_samples(adata, seed).items():
+    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed)
+    for name, generated in baseline_methods.sequence_samples(adata, seed, n_samples).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)
     return methods
 
