@@ -208,9 +208,8 @@ def test_kmer_spectrum_ignores_pad_missing_and_gap():
 
 
 def test_gc_uniqueness_and_novelty():
-    gc_ids = [symbols("dna").index(c) for c in "GC"]
-    tokens = np.array([[3, 4, 5, 6], [4, 4, MISSING, PAD]])  # ACGT -> 0.5, CC -> 1.0
-    np.testing.assert_allclose(metrics.gc_fractions(tokens, gc_ids), [0.5, 1.0])
+    tokens = np.array([[3, 4, 5, 6], [4, 4, MISSING, PAD], [MISSING, PAD, PAD, PAD]])  # ACGT, CCN, N
+    np.testing.assert_allclose(metrics.gc_fractions(tokens, "dna"), [0.5, 1.0])
     assert metrics.uniqueness(["AC", "AC", "GT", "TT"]) == 0.75
     assert metrics.novelty(["AC", "GT"], ["AC", "CC"]) == 0.5
 

@@ -42,3 +42,14 @@ def decode(tokens: np.ndarray, symbol_list: list[str]) -> list[str]:
         row = row[: end[0]] if end.size else row
         out.append("".join(chars[row]))
     return out
+
+
+def gc_fraction(tokens: np.ndarray, name: str) -> np.ndarray:
+    """G+C over the known bases of each record (gaps, pads, ambiguity codes excluded); NaN for
+    protein and for records without a known base."""
+    if name == "protein":
+        return np.full(len(tokens), np.nan)
+    table = symbols(name)
+    known = (tokens >= FIRST_RESIDUE).sum(axis=1)
+    gc = ((tokens == table.index("G")) | (tokens == table.index("C"))).sum(axis=1)
+    return np.divide(gc, known, out=np.full(len(tokens), np.nan), where=known > 0)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .alphabet import FIRST_RESIDUE, PAD, decode
+from .alphabet import PAD, decode, gc_fraction
 from .errors import InputError
 from .models.base import modality
 from .models.registry import load_model_for, training_record
@@ -93,7 +93,7 @@ def sequence_samples(tokens: np.ndarray, reference: ad.AnnData) -> ad.AnnData:
             "id": ids,
             "description": "",
             "length": _record_lengths(tokens),
-            "gc": _gc_fraction(tokens, alphabet),
+            "gc": gc_fraction(tokens, alphabet["name"]),
             "padded_length": tokens.shape[1],
         },
         index=ids,
@@ -117,13 +117,3 @@ def _record_lengths(tokens: np.ndarray) -> np.ndarray:
     """Tokens before the first pad (a generated record never has a pad inside it)."""
     is_pad = tokens == PAD
     return np.where(is_pad.any(1), is_pad.argmax(1), tokens.shape[1])
-
-
-def _gc_fraction(tokens: np.ndarray, alphabet: dict) -> np.ndarray:
-    """G+C over residues (gaps excluded) for DNA/RNA; NaN for protein or records without residues."""
-    n_residues = (tokens >= FIRST_RESIDUE).sum(1)
-    if alphabet["name"] == "protein":
-        return np.full(len(tokens), np.nan)
-    symbols = list(alphabet["symbols"])
-    gc = np.isin(tokens, [symbols.index("G"), symbols.index("C")]).sum(1)
-    return np.divide(gc, n_residues, out=np.full(len(tokens), np.nan), where=n_residues > 0)

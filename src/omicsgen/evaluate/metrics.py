@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist, pdist
 
-from ..alphabet import FIRST_RESIDUE, MISSING, PAD
+from ..alphabet import FIRST_RESIDUE, MISSING, PAD, gc_fraction
 
 # Two points always correlate at +-1, so a gene's r says something only from three entries on.
 MIN_ENTRIES_PER_GENE_R = 3
@@ -159,12 +159,10 @@ def _kl_bits(p, q) -> float:
     return float(np.sum(p[present] * np.log2(p[present] / q[present])))
 
 
-def gc_fractions(tokens: np.ndarray, gc_ids: list[int]) -> np.ndarray:
-    """GC fraction of the residues of each record (records without residues are left out)."""
-    inside = content_mask(tokens)
-    residues = ((tokens >= FIRST_RESIDUE) & inside).sum(axis=1)
-    gc = (np.isin(tokens, gc_ids) & inside).sum(axis=1)
-    return gc[residues > 0] / residues[residues > 0]
+def gc_fractions(tokens: np.ndarray, name: str) -> np.ndarray:
+    """GC fraction of each record with known bases (records without any are left out)."""
+    fractions = gc_fraction(tokens, name)
+    return fractions[np.isfinite(fractions)]
 
 
 def uniqueness(sequences: list[str]) -> float:

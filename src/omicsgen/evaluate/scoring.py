@@ -85,7 +85,7 @@ class SequenceGenerationScorer:
         self.name, self.symbols = alphabet
         self.seed = seed
         self.n_residues = len(self.symbols) - 3
-        self.gc_ids = [self.symbols.index(s) for s in "GC"] if self.name in ("dna", "rna") else []
+        self.has_gc = self.name in ("dna", "rna")
         self.train, self.test = train, test
         self.train_strings = decode(train, self.symbols)
         self.test_spectra = self._spectra(test)
@@ -118,10 +118,10 @@ class SequenceGenerationScorer:
         spectra = self._spectra(tokens)
         divergences = {f"kmer_js_{k}": metrics.js_divergence(spectra[k], self.test_spectra[k]) for k in KMER_SIZES}
         scores = {**divergences, "kmer_js_mean": float(np.mean(list(divergences.values())))}
-        if self.gc_ids:
-            gc_mean = _mean(metrics.gc_fractions(tokens, self.gc_ids))
+        if self.has_gc:
+            gc_mean = _mean(metrics.gc_fractions(tokens, self.name))
             scores["gc_mean"] = gc_mean
-            scores["gc_mean_abs_diff"] = abs(gc_mean - _mean(metrics.gc_fractions(self.test, self.gc_ids)))
+            scores["gc_mean_abs_diff"] = abs(gc_mean - _mean(metrics.gc_fractions(self.test, self.name)))
         return scores
 
 

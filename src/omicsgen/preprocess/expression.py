@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 from ..provenance import meta
+from .removed import record_removed
 
 
 def prepare_expression(adata: ad.AnnData, params: dict, removed: list[dict]) -> ad.AnnData:
@@ -46,10 +47,10 @@ def _filter(adata: ad.AnnData, params: dict, removed: list[dict], source: str) -
     min_genes, min_cells = int(params.get("min_genes", 0)), int(params.get("min_cells", 0))
     detected = adata.X > 0
     keep_obs = detected.sum(axis=1) >= min_genes
-    _record(removed, "min_genes", int((~keep_obs).sum()), 0, f"fewer than {min_genes} detected genes")
+    record_removed(removed, "min_genes", int((~keep_obs).sum()), 0, f"fewer than {min_genes} detected genes")
     adata = adata[keep_obs].copy()
     keep_vars = (adata.X > 0).sum(axis=0) >= min_cells
-    _record(removed, "min_cells", 0, int((~keep_vars).sum()), f"detected in fewer than {min_cells} samples")
+    record_removed(removed, "min_cells", 0, int((~keep_vars).sum()), f"detected in fewer than {min_cells} samples")
     adata = adata[:, keep_vars].copy()
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(source, f"no {'samples' if adata.n_obs == 0 else 'genes'} pass the filters "
@@ -69,7 +70,7 @@ def _filter_mito(adata: ad.AnnData, params: dict, removed: list[dict], source: s
                          hint="set mito_prefix (e.g. 'MT-' for human) or remove max_pct_mito")
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mito"], percent_top=None, log1p=False, inplace=True)
     keep = adata.obs["pct_counts_mito"].to_numpy() <= float(limit)
-    _record(removed, "max_pct_mito", int((~keep).sum()), 0, f"more than {limit}% mitochondrial counts")
+    record_removed(removed, "max_pct_mito", int((~keep).sum()), 0, f"more than {limit}% mitochondrial counts")
     return adata[keep].copy()
 
 
@@ -91,9 +92,5 @@ def _select_genes(adata: ad.AnnData, params: dict, removed: list[dict], is_count
         keep = np.zeros(adata.n_vars, dtype=bool)
         keep[order[: int(n_top)]] = True
         reason = f"not among the {n_top} most variable genes"
-    _record(removed, "n_top_genes", 0, int((~keep).sum()), reason)
+    record_removed(removed, "n_top_genes", 0, int((~keep).sum()), reason)
     return adata[:, keep].copy()
-
-
-def _record(removed: list[dict], step: str, n_obs: int, n_vars: int, reason: str) -> None:
-    removed.append({"step": step, "removed_obs": n_obs, "removed_vars": n_vars, "reason": reason})

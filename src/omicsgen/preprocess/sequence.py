@@ -16,7 +16,7 @@ import pandas as pd
 from .. import alphabet as alph
 from ..errors import InputError
 from ..provenance import meta
-from .expression import _record
+from .removed import record_removed
 
 LENGTH_MODES = ("pad", "crop", "window")
 
@@ -42,7 +42,7 @@ def _filter_length(adata, params, removed, source):
     keep = lengths >= min_length
     if max_length:
         keep &= lengths <= int(max_length)
-    _record(removed, "length", int((~keep).sum()), 0, f"length outside [{min_length}, {max_length or 'any'}]")
+    record_removed(removed, "length", int((~keep).sum()), 0, f"length outside [{min_length}, {max_length or 'any'}]")
     if not keep.any():
         raise InputError(source, "no record passes the length filter",
                          hint="change min_length / max_length in the config's preprocess section")
@@ -62,7 +62,7 @@ def _content_length(tokens: np.ndarray) -> np.ndarray:
 
 def _crop(adata, length: int, removed):
     cropped = int((adata.obs["length"] > length).sum())
-    _record(removed, "crop", 0, 0, f"{cropped} records cropped to their first {length} positions")
+    record_removed(removed, "crop", 0, 0, f"{cropped} records cropped to their first {length} positions")
     adata.obsm["tokens"] = adata.obsm["tokens"][:, :length]
     adata.obs["length"] = np.minimum(adata.obs["length"].to_numpy(), length)
     return adata
@@ -83,7 +83,7 @@ def _windows(adata, length: int, step: int, removed):
         obs[column] = source[column].to_numpy()
     obs["length"] = _content_length(windows)
     obs.index = pd.Index(obs["id"].to_numpy(), name="record")
-    _record(removed, "window", 0, 0, f"{adata.n_obs} records cut into {len(obs)} windows of {length}, step {step}")
+    record_removed(removed, "window", 0, 0, f"{adata.n_obs} records cut into {len(obs)} windows of {length}, step {step}")
     out = ad.AnnData(obs=obs, obsm={"tokens": windows.astype(np.int8)}, uns=adata.uns)
     return out
 
@@ -103,7 +103,7 @@ def _duplicates(adata, remove: bool, removed):
     meta(adata)["duplicate_sequences"] = int(n_duplicates)
     if not remove:
         return adata
-    _record(removed, "deduplicate", n_duplicates, 0, "identical to an earlier record")
+    record_removed(removed, "deduplicate", n_duplicates, 0, "identical to an earlier record")
     keep = np.zeros(adata.n_obs, dtype=bool)
     keep[first] = True
     return adata[keep].copy()

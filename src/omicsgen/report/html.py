@@ -201,9 +201,8 @@ def _sequence_figures(adata, model_dirs: dict) -> list[str]:
     caption = f"{k}-mer frequencies: real test records against generated ones (identity line = same spectrum)."
     figures = [_figure(plots.kmer_spectra(metrics.kmer_spectrum(test, k, n_residues), spectra, k), caption)]
     if name in ("dna", "rna"):
-        gc_ids = [symbols.index(s) for s in "GC"]
-        gc = {m: metrics.gc_fractions(t, gc_ids) for m, t in generated.items()}
-        figures.append(_figure(plots.gc_histograms(metrics.gc_fractions(test, gc_ids), gc), "GC fraction per record."))
+        gc = {m: metrics.gc_fractions(t, name) for m, t in generated.items()}
+        figures.append(_figure(plots.gc_histograms(metrics.gc_fractions(test, name), gc), "GC fraction per record."))
     return figures + [_missing_note(model_dirs, "samples.h5ad")]
 
 
