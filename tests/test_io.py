@@ -233,3 +233,26 @@ def test_matrix_market_folder_and_zarr(tmp_path, tiny_data):
     cells.write_zarr(tmp_path / "cells.zarr")
     zarr_read = read_dataset(tmp_path / "cells.zarr", "expression")
     np.testing.assert_array_equal(zarr_read.X.toarray(), cells.X.toarray())
+
+
+def test_wide_timecourse_matches_long(tmp_path, tiny_data):
+    long = read_dataset(tiny_data["flu"], "timecourse")
+    import pandas as pd
+    table = pd.read_csv(tiny_data["flu"], sep="\t", index_col=0)
+    table.T.to_csv(tmp_path / "wide.tsv", sep="\t")
+    wide = read_dataset(tmp_path / "wide.tsv", "timecourse")
+    np.testing.assert_array_equal(wide.X, long.X)
+    assert (wide.obs[["series", "time", "condition"]] == long.obs[["series", "time", "condition"]]).all().all()
+    bad = table.T.copy()
+    bad.iloc[1, 3] = "late"  # the 'time' row, fourth sample
+    bad.to_csv(tmp_path / "bad.tsv", sep="\t")
+    with pytest.raises(InputError, match=f"line 3, column '{bad.columns[3]}': time 'late' is not a number"):
+        read_dataset(tmp_path / "bad.tsv", "timecourse")
+
+
+def test_irregular_times_and_missing_samples_kept(tmp_path):
+    path = write(tmp_path / "t.tsv", "sample\tseries\ttime\tg1\n"
+                 "a3\tA\t12.5\t3\na1\tA\t0\t1\nb1\tB\t0\t5\nb2\tB\t36\tNA\na2\tA\t2\t2\n")
+    adata = read_dataset(path, "timecourse")
+    assert list(adata.obs_names) == ["a1", "a2", "a3", "b1", "b2"]
+    assert list(adata.obs["time"]) == [0, 2, 12.5, 0, 36] and np.isnan(adata.X[4, 0])

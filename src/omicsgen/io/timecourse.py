@@ -1,4 +1,11 @@
-"""Expression time courses: one row a sample with `series` and `time` columns, genes the others."""
+"""Expression time courses -> AnnData, one row a sample, ordered by series then time.
+
+Two layouts are read:
+- long: one row a sample, with `series` and `time` columns, genes the other columns;
+- wide: the same table transposed, one column a sample, with rows named `series` and `time`
+  and one row a gene (as expression tables from arrays often come).
+Other text columns (rows, when wide), such as condition or sex, are kept as sample annotations.
+"""
 
 from __future__ import annotations
 
@@ -17,34 +24,53 @@ REQUIRED = ("series", "time")
 
 def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     table = read_text_table(path, fmt)
-    missing = [c for c in REQUIRED if c not in table.columns]
+    wide = set(REQUIRED) <= set(table.index) and not set(REQUIRED) <= set(table.columns)
+    samples = table.T if wide else table
+    where = _locator(table, wide)
+    missing = [c for c in REQUIRED if c not in samples.columns]
     if missing:
         raise InputError(path, f"no column named {' or '.join(repr(c) for c in missing)}",
-                         hint="a time course needs one row a sample with 'series' and 'time' columns")
-    require_unique(table.index, path, "sample name")
-    times = pd.to_numeric(table["time"], errors="coerce")
-    if times.isna().any():
-        row = int(np.flatnonzero(times.isna())[0])
-        raise InputError(path, f"time '{table['time'].iat[row]}' is not a number", where=f"line {row + 2}, column 'time'",
-                         hint="give times as numbers in one unit (e.g. hours)")
-    if table["series"].isna().any():
-        row = int(np.flatnonzero(table["series"].isna())[0])
-        raise InputError(path, "empty series", where=f"line {row + 2}, column 'series'")
-    # Other text columns (condition, sex, ...) are sample annotations; mostly-numeric ones are genes.
-    annotation = [c for c in table.columns if c not in REQUIRED and numeric_share(table[c]) < 0.5]
-    genes = table.drop(columns=[*REQUIRED, *annotation])
+                         hint="a time course needs one row a sample with 'series' and 'time' columns "
+                              "(or, transposed, rows named 'series' and 'time')")
+    require_unique(samples.index, path, "sample name")
+    obs = _annotations(samples, path, where)
+    # Mostly-text columns are annotations; mostly-numeric ones are genes.
+    annotation = [c for c in samples.columns if c not in REQUIRED and numeric_share(samples[c]) < 0.5]
+    genes = samples.drop(columns=[*REQUIRED, *annotation])
     if genes.shape[1] == 0:
         raise InputError(path, "no gene columns besides the annotations")
     require_unique(genes.columns, path, "gene name")
-    obs = table[annotation].copy()
-    obs.insert(0, "time", times.astype(float))
-    obs.insert(0, "series", table["series"].astype(str))
+    for column in annotation:
+        obs[column] = samples[column].to_numpy()
+    values = to_numeric(genes.T, path).T if wide else to_numeric(genes, path)
+    adata = ad.AnnData(X=values, obs=obs)
+    adata.var_names = genes.columns.astype(str)
+    order = np.lexsort((adata.obs["time"].to_numpy(), adata.obs["series"].to_numpy()))
+    return adata[order].copy()
+
+
+def _annotations(samples: pd.DataFrame, path: Path, where) -> pd.DataFrame:
+    times = pd.to_numeric(samples["time"], errors="coerce")
+    if times.isna().any():
+        row = int(np.flatnonzero(times.isna())[0])
+        raise InputError(path, f"time '{samples['time'].iat[row]}' is not a number", where=where(row, "time"),
+                         hint="give times as numbers in one unit (e.g. hours)")
+    if samples["series"].isna().any():
+        row = int(np.flatnonzero(samples["series"].isna())[0])
+        raise InputError(path, "empty series", where=where(row, "series"))
+    obs = pd.DataFrame({"series": samples["series"].astype(str), "time": times.astype(float)}, index=samples.index)
     duplicated = obs.duplicated(["series", "time"])
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
         raise InputError(path, f"series '{obs['series'].iat[row]}' has two samples at time {obs['time'].iat[row]}",
-                         where=f"line {row + 2}")
-    adata = ad.AnnData(X=to_numeric(genes, path), obs=obs)
-    adata.var_names = genes.columns.astype(str)
-    order = np.lexsort((adata.obs["time"].to_numpy(), adata.obs["series"].to_numpy()))
-    return adata[order].copy()
+                         where=where(row, "time"))
+    return obs
+
+
+def _locator(table: pd.DataFrame, wide: bool):
+    """Where sample `row`'s `field` stands in the file, for error messages."""
+    def where(row: int, field: str) -> str:
+        if wide:
+            return f"line {table.index.get_loc(field) + 2}, column '{table.columns[row]}'"
+        return f"line {row + 2}, column '{field}'"
+    return where
