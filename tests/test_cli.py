@@ -40,3 +40,16 @@ def test_models_lists_the_registry():
     assert result.returncode == 0
     for family in ("vae", "lstm", "gru"):
         assert family in result.stdout
+
+
+def test_provenance_prints_the_steps_in_order(tmp_path, tiny_data):
+    out = tmp_path / "ingested.h5ad"
+    omicsgen("ingest", "--input", str(tiny_data["peaks"]), "--output", str(out), "--dataset", "p", "--modality", "sequence")
+    prepared = tmp_path / "prepared.h5ad"
+    omicsgen("preprocess", "--input", str(out), "--output", str(prepared), "--seed", "3")
+    result = omicsgen("provenance", str(prepared))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    steps = [line.split(":")[0] for line in lines if not line.startswith(" ")][1:]
+    assert steps == ["ingest", "preprocess"]
+    assert "seed 3" in result.stdout and "sha256:" in result.stdout and '"torch"' in result.stdout

@@ -80,6 +80,13 @@ def _report(a):
         dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output)
 
 
+def _provenance(a):
+    from .provenance import describe
+
+    for path in a.files:
+        print(describe(path))
+
+
 def _models(a):
     from .models.registry import FAMILIES
 
@@ -149,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", nargs="*", default=[], help="scores.json of each model")
     p.add_argument("--baselines", nargs="*", default=[], help="baselines/scores.json")
     p.add_argument("--leaderboard", action="store_true", help="the summary page over all datasets")
+
+    p = sub.add_parser("provenance", help="print how an output was made (config slice, input checksums, versions, seed)")
+    p.add_argument("files", nargs="+", help=".h5ad outputs or model.ckpt files")
+    p.set_defaults(func=_provenance)
 
     p = sub.add_parser("models", help="list the model families, their modalities and defaults")
     p.set_defaults(func=_models)

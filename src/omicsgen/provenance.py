@@ -105,3 +105,25 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def describe(path: str | Path) -> str:
+    """Human-readable provenance of an omicsgen output (.h5ad or model checkpoint)."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        from .models.registry import training_record
+
+        records = {"train": training_record(path) or {}}
+    else:
+        adata = ad.read_h5ad(path, backed="r")
+        records = dict(adata.uns.get("omicsgen", {}).get("provenance", {}))
+        adata.file.close()
+    lines = [str(path)]
+    for step, record in sorted(records.items(), key=lambda item: str(item[1].get("time", ""))):
+        lines.append(f"{step}: seed {record.get('seed')}, at {record.get('time')}")
+        for key in ("params", "inputs", "versions"):
+            value = record.get(key)
+            if value:
+                parsed = json.loads(value) if isinstance(value, str) else value
+                lines.append(f"  {key}: {json.dumps(parsed, sort_keys=True)}")
+    return "\n".join(lines)
