@@ -131,12 +131,21 @@ def test_normalised_input_flagged(tmp_path):
     ("cell,g1,g1\nc1,1,2\nc2,3,4\n", "duplicate column name 'g1'"),
     ("cell;g1;g2\nc1;1;2\n", "single column"),
     ("cell,g1,g2\n", "header but no rows"),
+    ("", "the file is empty"),
     ("cell,g1,g2\nc1,1,2,3,4\n", "line 2: rows of different lengths"),
     ("cell,g1,g2\nc1,1,2\nc2,3\n", "line 3: rows of different lengths: 2 fields, the header has 3"),
 ])
 def test_malformed_tables(tmp_path, text, message):
     with pytest.raises(InputError, match=message):
         read_dataset(write(tmp_path / "bad.csv", text), "expression")
+
+
+def test_truncated_gzip_table(tmp_path):
+    rows = "".join(f"c{i},{i},{i + 1}\n" for i in range(20000))
+    data = gzip.compress(("cell,g1,g2\n" + rows).encode())
+    (tmp_path / "cut.csv.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.csv.gz: the gzip file is damaged or truncated"):
+        read_dataset(tmp_path / "cut.csv.gz", "expression")
 
 
 def test_h5ad_and_10x_h5(tmp_path, tiny_data):
