@@ -119,6 +119,39 @@ def test_rerun_has_nothing_to_do(finished_run):
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """Snakemake's 'Job stats' table as {rule: count}."""
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_changing_one_hyper_parameter_reruns_only_that_model(finished_run):
+    config = yaml.safe_load((finished_run / "config" / "config.yaml").read_text())
+    config["models"]["gru"]["hidden_dim"] = 32
+    (finished_run / "changed.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(finished_run, "--dry-run", "--configfile", str(finished_run / "changed.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    # the gru on the one time course, its outputs, that dataset's page and the leaderboard
+    assert counts == {"train": 1, "generate": 1, "impute": 1, "evaluate": 1,
+                      "report_dataset": 1, "report_leaderboard": 1, "all": 1}, counts
+    assert "wildcards: dataset=flu, model=gru" in result.stdout + result.stderr
+
+
+def test_retraining_reproduces_scores_byte_for_byte(finished_run):
+    scores = finished_run / "results" / "cells" / "vae" / "scores.json"
+    before, trained = scores.read_bytes(), (finished_run / "results" / "cells" / "vae" / "model.ckpt").stat().st_mtime
+    result = snakemake(finished_run, "--forcerun", "results/cells/vae/model.ckpt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (finished_run / "results" / "cells" / "vae" / "model.ckpt").stat().st_mtime > trained
+    assert scores.read_bytes() == before
+
+
 def test_bad_input_reaches_the_terminal_and_leaves_nothing(tmp_path, tiny_data):
     bad = tmp_path / "bad.fa"
     bad.write_text(">a\nACGT\n>a\nACGA\n")

@@ -6,6 +6,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from omicsgen.models.registry import FAMILIES
+from omicsgen.sweep import expand_models
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -19,14 +20,15 @@ for _, row in DATASETS.iterrows():
     validate(row.to_frame().T.reset_index(drop=True), schema="../schemas/datasets.schema.yaml")
 if DATASETS.index.duplicated().any():
     raise ValueError(f"{config['datasets']}: duplicate dataset ids: {sorted(set(DATASETS.index[DATASETS.index.duplicated()]))}")
-for name, spec in config["models"].items():
+MODELS = expand_models(config["models"])  # a list of values is a sweep: one model per value
+for name, spec in MODELS.items():
     if spec["family"] not in FAMILIES:
         raise ValueError(f"config models.{name}: unknown family '{spec['family']}' (known: {', '.join(FAMILIES)})")
 
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS.index)),
-    model="|".join(map(re.escape, config["models"])) or "^$",
+    model="|".join(map(re.escape, MODELS)) or "^$",
 
 
 def modality(dataset):
@@ -43,20 +45,20 @@ def models_for(dataset):
     """The configured models whose family accepts this dataset's modality."""
     return [
         name
-        for name, spec in config["models"].items()
+        for name, spec in MODELS.items()
         if modality(dataset) in FAMILIES[spec["family"]].modalities
     ]
 
 
 def model_params(wildcards):
     """(family, hyper-parameters as JSON) of a configured model, its trainer overrides left out."""
-    spec = {k: v for k, v in config["models"][wildcards.model].items() if k != "trainer"}
+    spec = {k: v for k, v in MODELS[wildcards.model].items() if k != "trainer"}
     return spec.pop("family"), json.dumps(spec, sort_keys=True)
 
 
 def model_trainer(wildcards):
     """The trainer settings for one model: the global ones, updated by the model's own `trainer:`."""
-    overrides = config["models"][wildcards.model].get("trainer", {})
+    overrides = MODELS[wildcards.model].get("trainer", {})
     return json.dumps({**config["trainer"], **overrides}, sort_keys=True)
 
 
