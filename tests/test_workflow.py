@@ -114,6 +114,13 @@ def test_reports_name_every_model(finished_run):
         assert f"{dataset}/report.html" in board
 
 
+def test_snakemake_report_collects_the_flagged_outputs(finished_run):
+    result = snakemake(finished_run, "--report", str(finished_run / "snakemake_report.html"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (finished_run / "snakemake_report.html").read_text(errors="replace")
+    assert "metrics.csv" in page and "scores.json" in page
+
+
 def test_rerun_has_nothing_to_do(finished_run):
     result = snakemake(finished_run, "--dry-run")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
