@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from omicsgen.alphabet import GAP, MISSING, PAD, symbols
-from omicsgen.evaluate import baselines, data, evaluate, metrics
 from omicsgen.evaluate import baseline_methods as methods
+from omicsgen.evaluate import baselines, data, evaluate, metrics
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "scores.md"
 PERIOD = "ACGGT"  # every 3-mer context has one successor, so an order-3 chain can learn it exactly
@@ -139,6 +139,21 @@ def noisy_truth(adata: ad.AnnData, seed: int = 1, noise: float = 0.3) -> np.ndar
     return truth + noise * np.random.default_rng(seed).normal(size=truth.shape)
 
 
+def with_counts(adata: ad.AnnData, target_sum: float = 100.0) -> ad.AnnData:
+    """Counts whose log-normalisation is X (rounded counts, X rebuilt from them), as preprocess writes."""
+    rng = np.random.default_rng(7)
+    counts = np.round(np.nan_to_num(np.expm1(data.values(adata))) * 3)
+    library_size = counts.sum(axis=1) + rng.integers(1, 50, adata.n_obs)
+    x = np.log1p(counts / library_size[:, None] * target_sum)
+    x[np.isnan(data.values(adata))] = np.nan
+    adata.X = x.astype(np.float32)
+    adata.layers["counts"] = counts.astype(np.float32)
+    adata.obs["library_size"] = library_size
+    params = {"params": {"target_sum": target_sum, "scale": False}, "split": {"test": 0.2}}
+    adata.uns["omicsgen"]["provenance"]["preprocess"] = dict(adata.uns["omicsgen"]["provenance"]["mask"], params=json.dumps(params))
+    return adata
+
+
 def documented_keys() -> set[str]:
     return set(re.findall(r"`([a-z_0-9]+)`", DOCS.read_text()))
 
@@ -214,6 +229,87 @@ def test_gc_uniqueness_and_novelty():
     assert metrics.novelty(["AC", "GT"], ["AC", "CC"]) == 0.5
 
 
+def test_spearman_and_nonzero_protocol_are_scored_side_by_side():
+    truth = np.array([[0.0, 1.0], [0.0, 2.0], [3.0, 0.0], [4.0, 5.0]])
+    filled = np.array([[1.0, 1.0], [1.0, 8.0], [27.0, 1.0], [64.0, 125.0]])  # cube of the truth off zero: monotone
+    scores = metrics.numeric_imputation_metrics(truth, filled, np.ones_like(truth, dtype=bool))
+    nonzero = truth != 0
+    assert scores["n_scored"] == 8 and scores["n_scored_nonzero"] == int(nonzero.sum()) == 5
+    assert scores["spearman_r_nonzero"] == pytest.approx(1) and scores["pearson_r_nonzero"] < 0.99
+    assert scores["rmse_nonzero"] == pytest.approx(np.sqrt(np.mean((truth[nonzero] - filled[nonzero]) ** 2)))
+    assert scores["mae_nonzero"] == pytest.approx(np.mean(np.abs(truth[nonzero] - filled[nonzero])))
+    assert scores["spearman_r"] < 1  # zeros filled with 1 tie with the true ones
+
+
+def test_counts_scale_inverts_log_normalisation(tmp_path):
+    adata = with_counts(make_expression())
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    real = numeric_samples(data.values(make_expression(seed=5)), adata.var_names)
+    imputed, samples = write_model_outputs(tmp_path / "vae", adata, data.values(adata), real)
+    perfect = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "vae" / "scores.json")
+    imputed, samples = write_model_outputs(tmp_path / "noisy", adata, noisy_truth(adata, noise=0.3), real)
+    noisy = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "noisy" / "scores.json")
+    assert perfect["protocol"]["counts_scale"] is True and perfect["protocol"]["counts_target_sum"] == 100
+    assert perfect["imputation"]["counts_rmse"] == pytest.approx(0, abs=1e-3) and noisy["imputation"]["counts_rmse"] > 0.5
+    assert noisy["imputation"]["counts_rmse_nonzero"] >= noisy["imputation"]["counts_rmse"]
+    assert perfect["protocol"]["nonzero_only_keys"] == "*_nonzero"
+    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json")
+    assert all("counts_rmse" in m["imputation"] for m in result["methods"].values() if "imputation" in m)
+    assert all_keys(perfect) <= documented_keys() and all_keys(result) <= documented_keys()
+
+
+def test_classifier_two_sample_test_separates_shifted_data_only():
+    rng = np.random.default_rng(0)
+    real, same, shifted = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)), rng.normal(1.5, 1.0, size=(300, 4))
+    assert abs(metrics.classifier_two_sample_auc(real, same, seed=0) - 0.5) < 0.1
+    assert metrics.classifier_two_sample_auc(real, shifted, seed=0) > 0.85
+
+
+def test_gene_statistics_and_correlations_agree_for_identical_data_only():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(400, 1))
+    real = np.clip(np.hstack([base, base + 0.3 * rng.normal(size=(400, 1)), rng.normal(size=(400, 3))]), 0, None)
+    same = metrics.gene_statistic_agreement(real, real.copy()) | metrics.correlation_agreement(real, real.copy())
+    assert same["gene_mean_abs_diff"] == 0 and same["gene_zero_fraction_abs_diff"] == 0
+    assert same["gene_mean_pearson_r"] == pytest.approx(1) and same["corr_matrix_distance"] == pytest.approx(0)
+    independent = np.column_stack([rng.permutation(column) for column in real.T])  # same marginals, no correlation
+    other = metrics.gene_statistic_agreement(independent, real) | metrics.correlation_agreement(independent, real)
+    assert other["gene_variance_abs_diff"] == pytest.approx(0, abs=1e-12)
+    assert other["corr_matrix_distance"] > 0.2 and other["corr_matrix_pearson_r"] < same["corr_matrix_pearson_r"]
+
+
+def test_sparse_kmer_divergence_matches_the_dense_spectrum_and_composition_distance():
+    a, b = data.tokens(make_sequence(seed=1)), data.tokens(make_sequence(seed=2, n=40))
+    b[:, ::7] = 3  # perturb the spectrum
+    for k in (1, 2, 3):
+        dense = metrics.js_divergence(metrics.kmer_spectrum(a, k, 4), metrics.kmer_spectrum(b, k, 4))
+        assert metrics.kmer_js_sparse(a, b, k, 4) == pytest.approx(dense)
+    assert metrics.kmer_js_sparse(a, a, 6, 4) == pytest.approx(0)
+    profiles = metrics.kmer_profiles(a, 3, 4)
+    assert profiles.shape == (len(a), 64) and np.allclose(profiles.sum(axis=1), 1)
+    assert metrics.total_variation(np.array([1.0, 0, 0]), np.array([0, 0.5, 0.5])) == pytest.approx(1)
+    assert metrics.total_variation(np.array([0.5, 0.5]), np.array([1.0, 1.0])) == pytest.approx(0)
+
+
+def test_protein_generation_scores_amino_acid_composition(tmp_path):
+    rng = np.random.default_rng(0)
+    adata = make_sequence()
+    tokens = np.where(adata.obsm["tokens"] >= 3, rng.integers(3, 23, adata.obsm["tokens"].shape), adata.obsm["tokens"]).astype(np.int8)
+    adata.obsm["tokens"] = tokens
+    adata.uns["alphabet"] = {"name": "protein", "symbols": symbols("protein")}
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    distances = {}
+    for name, generated in (("copy", tokens[data.split_rows(adata, "test")]), ("all_a", np.where(tokens >= 3, 3, tokens))):
+        samples = sequence_samples(generated)
+        samples.uns["alphabet"] = adata.uns["alphabet"]
+        imputed, samples_path = write_model_outputs(tmp_path / name, adata, tokens, samples)
+        scores = evaluate(tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / name / "scores.json")
+        distances[name] = scores["generation"]["aa_composition_distance"]
+        assert "gc_mean" not in scores["generation"] and all_keys(scores) <= documented_keys()
+    assert distances["copy"] == pytest.approx(0) and distances["all_a"] > 0.9
+    assert scores["generation"]["kmer_js_6"] is not None
+
+
 # ---------------------------------------------------------------------------- baselines
 
 
@@ -224,6 +320,41 @@ def test_knn_beats_mean_on_low_rank_data():
     truth, heldout = data.values(adata)[test], data.heldout_mask(adata)[test]
     rmse = {name: metrics.numeric_imputation_metrics(truth, filled, heldout)["rmse"] for name, filled in fills.items()}
     assert rmse["knn"] < 0.7 * rmse["mean"]
+
+
+def test_iterative_and_svd_beat_mean_on_low_rank_data():
+    adata = make_expression(n_obs=300, rank=2)
+    fills = methods.numeric_fills(adata)
+    test = data.split_rows(adata, "test")
+    truth, heldout = data.values(adata)[test], data.heldout_mask(adata)[test]
+    rmse = {name: metrics.numeric_imputation_metrics(truth, filled, heldout)["rmse"] for name, filled in fills.items()}
+    assert rmse["iterative"] < 0.7 * rmse["mean"] and rmse["svd"] < 0.7 * rmse["mean"]
+    observed = ~heldout & ~np.isnan(truth)
+    for filled in fills.values():
+        np.testing.assert_array_equal(filled[observed], truth[observed])
+
+
+def test_series_interpolation_and_last_value_carried_forward():
+    observed = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, np.nan], [6.0, 4.0], [np.nan, np.nan], [np.nan, np.nan]])
+    series = np.array(["a", "a", "a", "a", "b", "b"])
+    times = np.array([0.0, 1.0, 2.0, 4.0, 0.0, 1.0])
+    fallback = np.array([-1.0, -2.0])
+    linear = methods.interpolate_series(observed, series, times, fallback, "linear")
+    carried = methods.interpolate_series(observed, series, times, fallback, "last_value")
+    np.testing.assert_allclose(linear[:4], [[2.0, 1.0], [2.0, 1.75], [3.333333, 2.5], [6.0, 4.0]], rtol=1e-5)
+    np.testing.assert_allclose(carried[:4], [[2.0, 1.0], [2.0, 1.0], [2.0, 1.0], [6.0, 4.0]])
+    np.testing.assert_allclose(linear[4:], [fallback, fallback])
+    np.testing.assert_allclose(carried[4:], [fallback, fallback])
+
+
+def test_timecourse_interpolation_beats_the_mean():
+    adata = make_timecourse(rate=0.2)
+    fills = methods.numeric_fills(adata)
+    test = data.split_rows(adata, "test")
+    truth, heldout = data.values(adata)[test], data.heldout_mask(adata)[test]
+    rmse = {name: metrics.numeric_imputation_metrics(truth, filled, heldout)["rmse"] for name, filled in fills.items()}
+    assert {"linear", "last_value", "iterative", "svd"} <= set(rmse)
+    assert rmse["linear"] < 0.5 * rmse["mean"] and rmse["last_value"] < 0.7 * rmse["mean"]
 
 
 def _poisoned(adata: ad.AnnData) -> ad.AnnData:
@@ -268,6 +399,22 @@ def test_markov_chain_learns_a_periodic_sequence_and_generates_it():
     generated = methods.sequence_samples(adata, seed=0, n=50)["markov"]
     spectrum = metrics.kmer_spectrum(generated, 3, 4)
     assert metrics.js_divergence(spectrum, metrics.kmer_spectrum(truth, 3, 4)) < 0.05
+
+
+def test_markov_likelihood_of_periodic_heldout_tokens_is_near_certain(tmp_path):
+    adata = make_sequence(n=120)
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json")
+    likelihood = result["methods"]["markov"]["likelihood"]
+    assert likelihood["n_scored"] > 50 and 1 <= likelihood["heldout_perplexity"] < 1.5
+    test = data.split_rows(adata, "test")
+    tokens, heldout = data.tokens(adata)[test], data.heldout_mask(adata)[test]
+    log_probs = methods.sequence_likelihoods(adata)["markov"](tokens, ~heldout)
+    assert np.isnan(log_probs[tokens == PAD]).all() and (log_probs[heldout] <= 0).all()
+    imputed, samples = write_model_outputs(tmp_path / "lm", adata, data.tokens(adata), sequence_samples(data.tokens(adata)))
+    uniform = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "lm.json", likelihood_fn=lambda t, o: np.full(t.shape, np.log(0.25)))
+    assert uniform["likelihood"]["heldout_perplexity"] == pytest.approx(4)
+    assert uniform["likelihood"]["n_scored"] == likelihood["n_scored"] and all_keys(uniform) <= documented_keys()
 
 
 def test_forecasters_carry_forward_and_extrapolate_a_line():
@@ -331,7 +478,12 @@ def test_evaluate_timecourse_forecasts_with_the_given_forecaster(tmp_path):
     scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "ode" / "scores.json", forecast_fn=carry_last_observed)
     assert set(scores) == TOP_LEVEL | {"forecast"}
     forecast = scores["forecast"]
-    assert set(calls) == {1} and forecast["n_steps"] == len(calls) > forecast["n_series"]
+    n_forecasts = sum(forecast[f"n_steps_horizon_{h}"] for h in (1, 2, 3))
+    assert set(calls) == {1} and forecast["n_steps"] == forecast["n_steps_horizon_1"] > forecast["n_series"]
+    assert len(calls) == n_forecasts and forecast["n_steps_horizon_3"] == forecast["n_steps"] - 2 * forecast["n_series"]
+    for h in (1, 2, 3):  # the forecaster carries the last value, so it equals the carry-forward reference
+        assert forecast[f"rmse_horizon_{h}"] == pytest.approx(forecast[f"last_value_rmse_horizon_{h}"])
+    assert forecast["rmse_horizon_1"] == forecast["rmse"] and forecast["rmse_horizon_3"] > forecast["rmse_horizon_1"]
     assert forecast["rmse"] == pytest.approx(forecast["last_value_rmse"]) and forecast["rmse_ratio_to_last_value"] == pytest.approx(1)
     assert len(forecast["example"]["forecast"]) == len(forecast["example"]["genes"])
     assert all_keys(scores) <= documented_keys()
@@ -357,12 +509,15 @@ def test_baselines_use_the_model_metric_keys(tmp_path, make):
         else (noisy_truth(adata), numeric_samples(noisy_truth(adata), adata.var_names))
     )
     imputed, samples_path = write_model_outputs(tmp_path / "model", adata, fill, samples)
-    model = evaluate(tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / "model.json", forecast_fn=lambda h, t: h[-1])
+    uniform = lambda tokens, observed: np.full(tokens.shape, np.log(0.25))
+    model = evaluate(
+        tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / "model.json", forecast_fn=lambda h, t: h[-1], likelihood_fn=uniform
+    )
     result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines" / "scores.json")
     assert set(result) == {"dataset", "modality", "methods"}
     generation_keys = set(model["generation"]) - {"reference_train_vs_test"}
     for scores in result["methods"].values():
-        assert set(scores) <= {"imputation", "generation", "forecast"}
+        assert set(scores) <= {"imputation", "generation", "forecast", "likelihood"}
         for section, keys in scores.items():
             assert set(keys) == (generation_keys if section == "generation" else set(model[section]))
     assert all_keys(result) <= documented_keys()

@@ -81,7 +81,12 @@ def test_dataset_report_is_self_contained_and_shows_every_score(tmp_path, make):
         for value in (v for section in method.values() for v in scalar_numbers(section)):
             assert format_value(value) in page
     assert "sha256:abab" in page and "expressed in &lt; 3 cells" in page  # provenance and filters
-    assert page.count("<img") >= (3 if make is make_timecourse else 2)
+    assert page.count("<img") >= {make_expression: 4, make_timecourse: 6, make_sequence: 2}[make]
+    assert "<h2>Winners</h2>" in page
+    if make is make_timecourse:
+        assert "Forecast RMSE by horizon" in page
+    if make is make_sequence:
+        assert "<h2>Likelihood</h2>" in page  # the Markov baseline's held-out likelihood
 
 
 def test_dataset_report_marks_the_best_value_and_notes_missing_files(tmp_path):
@@ -114,3 +119,26 @@ def test_leaderboard_links_every_dataset_and_marks_the_best(tmp_path):
         headline = scores["imputation"].get("rmse", scores["imputation"].get("accuracy"))
         assert format_value(headline) in page
     assert page.count('class="best"') >= 4  # at least one per dataset and section
+
+
+def test_winners_summary_names_the_best_method_of_each_metric(tmp_path):
+    model_dirs, baselines_path = build_dataset(tmp_path / "toy", make_expression)
+    out = tmp_path / "report.html"
+    dataset_report("toy", tmp_path / "toy" / "masked.h5ad", model_dirs, baselines_path, out)
+    page = out.read_text()
+    winners = re.search(r"<h2>Winners</h2>(.*?)</table>", page, re.DOTALL).group(1)
+    rows = {
+        (section, metric): best
+        for section, metric, best in re.findall(r"<tr><td>(\w+)</td><td>(\w+)[^<]*</td><td>([^<]*)</td>", winners)
+    }
+    vae = json.loads((model_dirs["vae"] / "scores.json").read_text())
+    flow = json.loads((model_dirs["flow"] / "scores.json").read_text())
+    assert vae["imputation"]["rmse"] < flow["imputation"]["rmse"]
+    assert rows[("imputation", "rmse")] == "vae"  # the least noisy fill beats the baselines on this data
+    for metric in ("mmd2", "c2st_auc", "corr_matrix_distance", "gene_mean_pearson_r"):
+        assert ("generation", metric) in rows
+    assert ("imputation", "n_scored") not in rows  # counts are never ranked
+    tally = dict(re.findall(r"<b>([^<]+)</b> (\d+)", re.search(r"Ranked metrics won \(of (\d+)[^<]*:(.*?)</p>", page).group(2)))
+    n_won = {label: sum(label in best.split(", ") for best in rows.values()) for label in tally}
+    assert {label: int(n) for label, n in tally.items()} == n_won and tally["vae"] != "0"
+    assert "Per-gene mean and variance" in page

@@ -6,17 +6,22 @@ split only: models fit on train and stop early on val, so only test rows were ne
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 
+from ..alphabet import GAP, MISSING
 from ..provenance import write_json
 from . import baseline_methods, data, metrics, scoring
 from .baseline_methods import Forecaster
 
 SCORED_SPLIT = "test"
+# tokens (n x L), observed (n x L bool) -> n x L log-probabilities, NaN where not scored
+LogLikelihood = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def evaluate(
@@ -29,6 +34,7 @@ def evaluate(
     *,
     model: str | None = None,
     forecast_fn: Forecaster | None = None,
+    likelihood_fn: LogLikelihood | None = None,
 ) -> dict:
     """Score a model's imputation, samples and (time course) forecasts; write and return scores.json.
 
@@ -54,6 +60,10 @@ def evaluate(
         forecaster = forecast_fn or _model_forecaster(checkpoint)
         if forecaster is not None:
             scores["forecast"] = scoring.ForecastTask(adata, SCORED_SPLIT).score(forecaster)
+    if modality == "sequence":
+        likelihood = likelihood_fn or _model_likelihood(checkpoint)
+        if likelihood is not None:
+            scores["likelihood"] = _score_likelihood(adata, likelihood)
     return _write(scores, out_path)
 
 
@@ -89,6 +99,15 @@ def protocol(adata: ad.AnnData, seed: int) -> dict:
         # Held-out entries are chosen whatever their value, so zeros are scored like any value.
         result["heldout_includes_zeros"] = True
         result["heldout_zero_fraction"] = float(np.mean(truth == 0)) if truth.size else float("nan")
+        # Both protocols side by side: keys without a suffix score all held-out entries, `*_nonzero`
+        # keys only those whose true value is not 0.
+        result["nonzero_only_keys"] = "*_nonzero"
+        counts = _counts_scale(adata)
+        result["counts_scale"] = counts is not None
+        if counts is not None:
+            result["counts_target_sum"] = counts[2]
+    else:
+        result["heldout_likelihood_conditioning"] = "left context, held-out positions hidden"
     return result
 
 
@@ -99,7 +118,7 @@ def _score_numeric_model(adata, imputed, samples, samples_path, seed) -> tuple[d
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     filled = data.dense(imputed.layers["imputed"]).astype(np.float64)
-    imputation = metrics.numeric_imputation_metrics(truth[test], filled[test], heldout[test])
+    imputation = _numeric_imputation(truth[test], filled[test], heldout[test], _counts_scale(adata), test)
     scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
     generation = scorer.score(_samples_in_gene_order(samples, adata, samples_path))
     return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
@@ -115,6 +134,32 @@ def _score_sequence_model(adata, imputed, samples, samples_path, seed) -> tuple[
     scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed)
     generation = scorer.score(data.tokens(samples))
     return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
+
+
+def _numeric_imputation(truth, filled, heldout, counts, rows) -> dict:
+    """Imputation scores on X's scale, plus the counts scale where the data have counts."""
+    scores = metrics.numeric_imputation_metrics(truth, filled, heldout)
+    if counts is not None:
+        raw, library_size, target_sum = counts
+        scores |= metrics.counts_imputation_metrics(raw[rows], filled, heldout, library_size[rows], target_sum)
+    return scores
+
+
+def _counts_scale(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(counts, library_size, target_sum) when X = log1p(counts / library_size * target_sum):
+    expression with layers["counts"], obs["library_size"] and a preprocess target_sum, unscaled."""
+    if data.modality(adata) != "expression" or "counts" not in adata.layers or "library_size" not in adata.obs:
+        return None
+    record = data.info(adata).get("provenance", {}).get("preprocess")
+    if record is None:
+        return None
+    params = json.loads(str(record["params"]))
+    params = params.get("params", params) if isinstance(params.get("params"), dict) else params
+    target_sum = params.get("target_sum")
+    if target_sum is None or params.get("scale"):
+        return None
+    counts = data.dense(adata.layers["counts"]).astype(np.float64)
+    return counts, adata.obs["library_size"].to_numpy(dtype=np.float64), float(target_sum)
 
 
 def _samples_in_gene_order(samples: ad.AnnData, adata: ad.AnnData, samples_path) -> np.ndarray:
@@ -146,6 +191,30 @@ def _model_forecaster(checkpoint) -> Forecaster | None:
     return forecast
 
 
+def _model_likelihood(checkpoint) -> LogLikelihood | None:
+    """The checkpoint's `log_likelihood(tokens, observed)`, or None without checkpoint or method."""
+    if checkpoint is None:
+        return None
+    from ..models.registry import load_model
+
+    model = load_model(checkpoint)
+    method = getattr(model, "log_likelihood", None)
+    return method if callable(method) else None
+
+
+def _score_likelihood(adata: ad.AnnData, likelihood: LogLikelihood) -> dict:
+    """Per-residue log-likelihood of the held-out test positions given the observed tokens
+    (held-out ones hidden as MISSING, natively missing never scored)."""
+    truth, heldout = data.tokens(adata), data.heldout_mask(adata)
+    test = data.split_rows(adata, SCORED_SPLIT)
+    tokens, hidden = truth[test], heldout[test]
+    observed = ~hidden & (tokens != MISSING)
+    log_probs = np.asarray(likelihood(tokens.copy(), observed), dtype=np.float64)
+    if log_probs.shape != tokens.shape:
+        raise ValueError(f"log-likelihoods have shape {log_probs.shape}, expected {tokens.shape}")
+    return metrics.heldout_log_likelihood(log_probs, hidden & (tokens >= GAP))
+
+
 # ---------------------------------------------------------------------------- baselines
 
 
@@ -153,8 +222,9 @@ def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int) -> dict:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
-    for name, filled in baseline_methods.numeric_fills(adata).items():
-        methods.setdefault(name, {})["imputation"] = metrics.numeric_imputation_metrics(truth[test], filled, heldout[test])
+    counts = _counts_scale(adata)
+    for name, filled in baseline_methods.numeric_fills(adata, seed).items():
+        methods.setdefault(name, {})["imputation"] = _numeric_imputation(truth[test], filled, heldout[test], counts, test)
     scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
     for name, generated in baseline_methods.numeric_samples(adata, seed, n_samples).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)
@@ -174,6 +244,8 @@ def _sequence_baselines(adata: ad.AnnData, seed: int, n_samples: int) -> dict:
     scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed)
     for name, generated in baseline_methods.sequence_samples(adata, seed, n_samples).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)
+    for name, likelihood in baseline_methods.sequence_likelihoods(adata).items():
+        methods.setdefault(name, {})["likelihood"] = _score_likelihood(adata, likelihood)
     return methods
 
 

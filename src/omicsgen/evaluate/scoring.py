@@ -20,21 +20,33 @@ from ..alphabet import decode
 from . import data, metrics
 from .baseline_methods import Forecaster, forecasters
 
-KMER_SIZES = (1, 2, 3, 4)
+KMER_SIZES = (1, 2, 3, 4, 5, 6)
+KMER_MEAN_SIZES = (1, 2, 3, 4)  # kmer_js_mean: longer k-mers are too sparse on small sets to average in
+C2ST_KMER = 3  # sequences: the classifier two-sample test sees per-record 3-mer profiles
 N_PCA_COMPONENTS = 20
+N_CORRELATION_GENES = 100  # gene-gene correlations over the most variable real train genes
 # Generated sets and the real reference are compared at (at most) this many rows, by a seeded
 # subsample: MMD is quadratic in rows, and plug-in k-mer divergences shrink as sets grow, so
 # sets of one size keep models, baselines and the train-vs-test reference comparable.
 COMPARE_ROWS = 1000
 FORECAST_EXAMPLE_GENES = 4
+FORECAST_HORIZONS = (1, 2, 3)
 
 # Which way is better, for marking the best value in reports; metrics not listed are counts or
 # context (n_scored, gc_mean, last_value_rmse) and are never ranked.
 LOWER_IS_BETTER = {
     "rmse", "mae", "median_gene_rmse", "median_gene_mae", "mmd2", "kmer_js_mean",
     *(f"kmer_js_{k}" for k in KMER_SIZES), "gc_mean_abs_diff", "rmse_ratio_to_last_value",
+    "rmse_nonzero", "mae_nonzero", "counts_rmse", "counts_mae", "counts_rmse_nonzero",
+    "c2st_auc", "gene_mean_abs_diff", "gene_variance_abs_diff", "gene_zero_fraction_abs_diff",
+    "corr_matrix_distance", "aa_composition_distance", "heldout_nll", "heldout_perplexity",
+    *(f"rmse_horizon_{h}" for h in FORECAST_HORIZONS),
 }  # fmt: skip
-HIGHER_IS_BETTER = {"pearson_r", "median_gene_pearson_r", "accuracy", "uniqueness", "novelty"}
+HIGHER_IS_BETTER = {
+    "pearson_r", "median_gene_pearson_r", "accuracy", "uniqueness", "novelty", "spearman_r",
+    "pearson_r_nonzero", "spearman_r_nonzero", "gene_mean_pearson_r", "gene_variance_pearson_r",
+    "corr_matrix_pearson_r",
+}  # fmt: skip
 
 
 def direction(metric: str) -> str | None:
@@ -48,7 +60,9 @@ def direction(metric: str) -> str | None:
 
 
 class NumericGenerationScorer:
-    """MMD between generated rows and the real test split, in a PCA space fit on the real train split."""
+    """Generated rows against the real test split: MMD and a classifier two-sample test in a PCA
+    space fit on the real train split, per-gene statistics and gene-gene correlations on the data
+    scale."""
 
     def __init__(self, train: np.ndarray, test: np.ndarray, seed: int = 0):
         self.seed = seed
@@ -56,9 +70,16 @@ class NumericGenerationScorer:
         self.fill = data.feature_means(train)
         n_components = max(1, min(N_PCA_COMPONENTS, train.shape[1], len(train) - 1))
         self.pca = PCA(n_components=n_components, random_state=seed).fit(self._filled(train))
-        self.train = subsample(self.project(train), seed)
-        self.test = subsample(self.project(test), seed)
+        self.train_rows = subsample(train, seed)
+        self.test_rows = subsample(test, seed)
+        self.train = self.project(self.train_rows)
+        self.test = self.project(self.test_rows)
         self.bandwidth = metrics.median_bandwidth(self.test)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            variance = np.nan_to_num(np.nanvar(train, axis=0), nan=-1.0)
+        self.correlation_genes = np.sort(np.argsort(-variance, kind="stable")[:N_CORRELATION_GENES])
+        self.test_filled = self._filled(self.test_rows)[:, self.correlation_genes]
 
     def project(self, matrix: np.ndarray) -> np.ndarray:
         return self.pca.transform(self._filled(matrix))
@@ -66,16 +87,24 @@ class NumericGenerationScorer:
     def score(self, generated: np.ndarray) -> dict:
         if not np.isfinite(generated).all():
             raise ValueError("generated data contains NaN or infinite values; they cannot be scored")
-        points = subsample(self.pca.transform(generated), self.seed)
-        return {"mmd2": metrics.mmd2_unbiased(points, self.test, self.bandwidth), "n_generated": len(generated)}
+        return self._scores(subsample(generated, self.seed), len(generated))
 
     def reference(self) -> dict:
         """The score real data gets: the train split scored as if it had been generated."""
-        return {"mmd2": metrics.mmd2_unbiased(self.train, self.test, self.bandwidth), "n_generated": len(self.train)}
+        return self._scores(self.train_rows, len(self.train_rows))
+
+    def _scores(self, rows: np.ndarray, n_generated: int) -> dict:
+        points = self.project(rows)
+        return {
+            "mmd2": metrics.mmd2_unbiased(points, self.test, self.bandwidth),
+            "c2st_auc": metrics.classifier_two_sample_auc(self.test, points, self.seed),
+            **metrics.gene_statistic_agreement(rows, self.test_rows),
+            **metrics.correlation_agreement(self._filled(rows)[:, self.correlation_genes], self.test_filled),
+            "n_generated": n_generated,
+        }
 
     def _filled(self, matrix: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(matrix), self.fill, matrix)
-
 
 
 class SequenceGenerationScorer:
@@ -88,7 +117,8 @@ class SequenceGenerationScorer:
         self.has_gc = self.name in ("dna", "rna")
         self.train, self.test = train, test
         self.train_strings = decode(train, self.symbols)
-        self.test_spectra = self._spectra(test)
+        self.test_profiles = metrics.kmer_profiles(subsample(test, seed), C2ST_KMER, self.n_residues)
+        self.test_composition = metrics.kmer_spectrum(test, 1, self.n_residues)
 
     def score(self, generated: np.ndarray) -> dict:
         generated = subsample(generated, self.seed)
@@ -111,17 +141,18 @@ class SequenceGenerationScorer:
             "n_generated": len(reference),
         }
 
-    def _spectra(self, tokens: np.ndarray) -> dict[int, np.ndarray]:
-        return {k: metrics.kmer_spectrum(tokens, k, self.n_residues) for k in KMER_SIZES}
-
     def _distances(self, tokens: np.ndarray) -> dict:
-        spectra = self._spectra(tokens)
-        divergences = {f"kmer_js_{k}": metrics.js_divergence(spectra[k], self.test_spectra[k]) for k in KMER_SIZES}
-        scores = {**divergences, "kmer_js_mean": float(np.mean(list(divergences.values())))}
+        divergences = {f"kmer_js_{k}": metrics.kmer_js_sparse(tokens, self.test, k, self.n_residues) for k in KMER_SIZES}
+        scores = {**divergences, "kmer_js_mean": float(np.mean([divergences[f"kmer_js_{k}"] for k in KMER_MEAN_SIZES]))}
+        profiles = metrics.kmer_profiles(tokens, C2ST_KMER, self.n_residues)
+        scores["c2st_auc"] = metrics.classifier_two_sample_auc(self.test_profiles, profiles, self.seed)
         if self.has_gc:
             gc_mean = _mean(metrics.gc_fractions(tokens, self.name))
             scores["gc_mean"] = gc_mean
             scores["gc_mean_abs_diff"] = abs(gc_mean - _mean(metrics.gc_fractions(self.test, self.name)))
+        else:
+            composition = metrics.kmer_spectrum(tokens, 1, self.n_residues)
+            scores["aa_composition_distance"] = metrics.total_variation(composition, self.test_composition)
         return scores
 
 
@@ -153,21 +184,24 @@ class SeriesCase:
 class ForecastTask:
     """Forecast every time point of each test series from the points before it (one step ahead)
     and compare with carrying the last value forward. Scoring every step, not only each series'
-    last point, keeps the estimate stable when there are few test series."""
+    last point, keeps the estimate stable when there are few test series.
+
+    Longer horizons (FORECAST_HORIZONS): the target is forecast from a history ending h points
+    before it, so h = 2 skips the point just before the target."""
 
     def __init__(self, adata: ad.AnnData, split: str = "test"):
         self.genes = list(adata.var_names)
         observed, truth = data.observed_values(adata), data.values(adata)
         self.last_value = forecasters(adata)["last_value"]
-        self.cases = self._cases(adata, data.split_rows(adata, split), observed, truth)
+        rows = data.split_rows(adata, split)
+        self.horizon_cases = {h: self._cases(adata, rows, observed, truth, h) for h in FORECAST_HORIZONS}
+        self.cases = self.horizon_cases[1]
 
     def score(self, forecast_fn: Forecaster) -> dict:
-        predicted = np.array([self._forecast(forecast_fn, case) for case in self.cases])
-        carried = np.array([self.last_value(case.history, case.times) for case in self.cases])
-        targets = np.array([case.truth[-1] for case in self.cases])
+        predicted, carried, targets = self._run(forecast_fn, self.cases)
         rmse, mae = metrics.rmse_mae(targets, predicted)
         last_value_rmse, _ = metrics.rmse_mae(targets, carried)
-        return {
+        scores = {
             "rmse": rmse,
             "mae": mae,
             "last_value_rmse": last_value_rmse,
@@ -175,8 +209,27 @@ class ForecastTask:
             "n_series": len({case.name for case in self.cases}),
             "n_steps": len(self.cases),
             "n_scored": int(np.isfinite(targets).sum()),
-            "example": self._example(predicted, carried),
         }
+        for h in FORECAST_HORIZONS:
+            if h == 1:
+                h_rmse, h_last, n_steps = rmse, last_value_rmse, len(self.cases)
+            else:
+                h_predicted, h_carried, h_targets = self._run(forecast_fn, self.horizon_cases[h])
+                h_rmse, _ = metrics.rmse_mae(h_targets, h_predicted)
+                h_last, _ = metrics.rmse_mae(h_targets, h_carried)
+                n_steps = len(self.horizon_cases[h])
+            scores[f"rmse_horizon_{h}"] = h_rmse
+            scores[f"last_value_rmse_horizon_{h}"] = h_last
+            scores[f"n_steps_horizon_{h}"] = n_steps
+        scores["example"] = self._example(predicted, carried)
+        return scores
+
+    def _run(self, forecast_fn: Forecaster, cases: list[SeriesCase]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        width = len(self.genes)
+        predicted = np.array([self._forecast(forecast_fn, case) for case in cases]).reshape(-1, width)
+        carried = np.array([self.last_value(case.history, case.times) for case in cases]).reshape(-1, width)
+        targets = np.array([case.truth[-1] for case in cases]).reshape(-1, width)
+        return predicted, carried, targets
 
     def _forecast(self, forecast_fn: Forecaster, case: SeriesCase) -> np.ndarray:
         forecast = np.asarray(forecast_fn(case.history.copy(), case.times.copy()), dtype=np.float64)
@@ -185,17 +238,19 @@ class ForecastTask:
         return forecast
 
     @staticmethod
-    def _cases(adata, rows, observed, truth) -> list[SeriesCase]:
+    def _cases(adata, rows, observed, truth, horizon: int = 1) -> list[SeriesCase]:
+        """Target point k of each series from its points 0..k-horizon (k >= horizon)."""
         obs = adata.obs.assign(_row=np.arange(adata.n_obs))[rows]
         cases = []
         for name, group in obs.groupby(obs["series"].astype(str), sort=True):
             group = group.sort_values("time", kind="stable")
-            if len(group) < 2:
-                continue  # nothing to forecast from
             index = group["_row"].to_numpy()
             times = group["time"].to_numpy(dtype=np.float64)
-            for k in range(1, len(index)):
-                cases.append(SeriesCase(str(name), times[: k + 1], observed[index[:k]], truth[index[: k + 1]]))
+            for k in range(horizon, len(index)):
+                end = k - horizon + 1  # history rows 0..end-1
+                case_times = np.append(times[:end], times[k])
+                case_truth = truth[np.append(index[:end], index[k])]
+                cases.append(SeriesCase(str(name), case_times, observed[index[:end]], case_truth))
         return cases
 
     def _example(self, predicted: np.ndarray, carried: np.ndarray) -> dict:

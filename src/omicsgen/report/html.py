@@ -17,18 +17,27 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate import data, metrics
-from ..evaluate.scoring import NumericGenerationScorer, direction
+from ..evaluate.scoring import FORECAST_HORIZONS, NumericGenerationScorer, direction
 from ..provenance import write_text
 from . import plots
 
-SECTIONS = ("imputation", "generation", "forecast")
+SECTIONS = ("imputation", "generation", "forecast", "likelihood")
 # The one number per section the leaderboard shows, by modality-specific key (first present wins).
-HEADLINE = {"imputation": ("rmse", "accuracy"), "generation": ("mmd2", "kmer_js_mean"), "forecast": ("rmse",)}
+HEADLINE = {
+    "imputation": ("rmse", "accuracy"), "generation": ("mmd2", "kmer_js_mean"), "forecast": ("rmse",),
+    "likelihood": ("heldout_perplexity",),
+}  # fmt: skip
 # Table columns: headline scores first, context after, counts (any other key) last.
 COLUMN_ORDER = [
-    "rmse", "mae", "pearson_r", "median_gene_rmse", "median_gene_mae", "median_gene_pearson_r", "accuracy",
-    "mmd2", "kmer_js_mean", "kmer_js_1", "kmer_js_2", "kmer_js_3", "kmer_js_4", "gc_mean_abs_diff", "gc_mean",
-    "uniqueness", "novelty", "rmse_ratio_to_last_value", "last_value_rmse",
+    "rmse", "mae", "pearson_r", "spearman_r", "median_gene_rmse", "median_gene_mae", "median_gene_pearson_r",
+    "rmse_nonzero", "mae_nonzero", "pearson_r_nonzero", "spearman_r_nonzero", "counts_rmse", "counts_mae",
+    "counts_rmse_nonzero", "accuracy", "heldout_nll", "heldout_perplexity",
+    "mmd2", "c2st_auc", "kmer_js_mean", "kmer_js_1", "kmer_js_2", "kmer_js_3", "kmer_js_4", "kmer_js_5", "kmer_js_6",
+    "aa_composition_distance", "gc_mean_abs_diff", "gc_mean", "uniqueness", "novelty",
+    "gene_mean_pearson_r", "gene_mean_abs_diff", "gene_variance_pearson_r", "gene_variance_abs_diff",
+    "gene_zero_fraction_abs_diff", "corr_matrix_distance", "corr_matrix_pearson_r",
+    "rmse_ratio_to_last_value", "rmse_horizon_1", "rmse_horizon_2", "rmse_horizon_3", "last_value_rmse",
+    "last_value_rmse_horizon_1", "last_value_rmse_horizon_2", "last_value_rmse_horizon_3",
 ]  # fmt: skip
 REFERENCE = "reference_train_vs_test"
 REFERENCE_LABEL = "real data (train vs test)"
@@ -46,6 +55,8 @@ tr.reference td { font-style: italic; color: #555; background: #fafafa; }
 tr.baseline td:first-child { color: #555; }
 td.best { font-weight: bold; background: #e8f5e9; }
 td.text { text-align: left; font-family: ui-monospace, monospace; font-size: .85em; word-break: break-all; }
+.scroll { overflow-x: auto; }
+table.winners td, table.winners th { text-align: left; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption, .note { color: #555; font-size: .9em; }
@@ -78,6 +89,7 @@ def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, ou
     body = [
         f"<h1>{_e(dataset)}</h1>",
         _data_summary(adata),
+        _winners(model_scores, baseline_methods),
         _score_sections(model_scores, baseline_methods),
         _figures(adata, model_dirs, model_scores, baseline_methods),
         _provenance(adata),
@@ -96,6 +108,38 @@ def _data_summary(adata) -> str:
         f"Held-out mask: {_e(mask['mechanism'])} at rate {_e(format_value(float(mask['rate'])))}. "
         "Scores are on the test split; bold marks the best value in each column "
         "(↓ lower is better, ↑ higher is better).</p>"
+    )
+
+
+def _winners(model_scores: dict, baseline_methods: dict) -> str:
+    """A short summary: per section and ranked metric, the model or baseline with the best value
+    (ties all named), with the real-data reference where there is one."""
+    lines, wins = [], {}
+    for section in SECTIONS:
+        rows = _rows(section, model_scores, baseline_methods)
+        reference = next((r for r in rows if r.kind == "reference"), None)
+        for column in _scalar_columns(rows):
+            values = {r.label: r.scores.get(column) for r in rows if r.kind != "reference"}
+            best = _best_labels(values, column)
+            if not best:
+                continue
+            names = ", ".join(label for label in values if label in best)
+            for label in best:
+                wins[label] = wins.get(label, 0) + 1
+            value = format_value(values[next(iter(best))])
+            real = format_value(reference.scores.get(column)) if reference else "–"
+            lines.append(
+                f"<tr><td>{_e(section)}</td><td>{_e(column)}{_arrow(column)}</td><td>{_e(names)}</td>"
+                f"<td>{value}</td><td>{real}</td></tr>"
+            )
+    if not lines:
+        return ""
+    tally = ", ".join(f"<b>{_e(label)}</b> {n}" for label, n in sorted(wins.items(), key=lambda item: (-item[1], item[0])))
+    return (
+        f"<h2>Winners</h2><p>Ranked metrics won (of {len(lines)}; ties count for each): {tally}.</p>"
+        "<p class='note'>Which model or baseline has the best value of each ranked metric.</p>"
+        '<div class="scroll"><table class="winners"><thead><tr><th>section</th><th>metric</th><th>best</th><th>value</th>'
+        f"<th>{_e(REFERENCE_LABEL)}</th></tr></thead><tbody>{''.join(lines)}</tbody></table></div>"
     )
 
 
@@ -126,7 +170,7 @@ def _score_table(rows: list[Row]) -> str:
     for row in rows:
         cells = "".join(_cell(row.scores.get(column), row.label in best[column]) for column in columns)
         body.append(f'<tr class="{row.kind}"><td>{_e(row.label)}</td>{cells}</tr>')
-    return f"<table><thead><tr><th>method</th>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr><th>method</th>{header}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _scalar_columns(rows: list[Row]) -> list[str]:
@@ -154,6 +198,7 @@ def _figures(adata, model_dirs: dict, model_scores: dict, baseline_methods: dict
         figures += _numeric_figures(adata, model_dirs)
     if data.modality(adata) == "timecourse":
         figures.append(_forecast_figure(model_scores, baseline_methods))
+        figures.append(_horizon_figure(model_scores, baseline_methods))
     return "<h2>Figures</h2>" + "\n".join(f for f in figures if f)
 
 
@@ -169,21 +214,24 @@ def _numeric_figures(adata, model_dirs: dict) -> list[str]:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
     space = NumericGenerationScorer(truth[train], truth[test])
-    generated = {
-        name: space.project(data.values(data.read(d / "samples.h5ad")[:, adata.var_names]))
-        for name, d in model_dirs.items()
-        if (d / "samples.h5ad").exists()
-    }
     scored = heldout & np.isfinite(truth) & test[:, None]
     pairs = {
         name: (truth[scored], data.dense(data.read(d / "imputed.h5ad").layers["imputed"])[scored])
         for name, d in model_dirs.items()
         if (d / "imputed.h5ad").exists()
     }
+    samples = {
+        name: data.values(data.read(d / "samples.h5ad")[:, adata.var_names]) for name, d in model_dirs.items() if (d / "samples.h5ad").exists()
+    }
+    generated = {name: space.project(rows) for name, rows in samples.items()}
     figures = []
     if generated:
         caption = "Real test rows and generated rows in the PCA space of the real train split (where MMD is computed)."
         figures.append(_figure(plots.pca_real_vs_generated(space.project(truth[test]), generated), caption))
+        real_stats = metrics.gene_statistics(truth[test])
+        generated_stats = {name: metrics.gene_statistics(rows) for name, rows in samples.items()}
+        caption = "Per-gene mean and variance: real test rows (x) against generated rows (y); one point a gene, identity line = perfect agreement."
+        figures.append(_figure(plots.gene_statistics(real_stats, generated_stats), caption))
     if pairs:
         figures.append(_figure(plots.imputed_vs_true(pairs), "True against imputed values on held-out test entries."))
     return figures + [_missing_note(model_dirs, "samples.h5ad"), _missing_note(model_dirs, "imputed.h5ad")]
@@ -217,6 +265,20 @@ def _forecast_figure(model_scores: dict, baseline_methods: dict) -> str:
     forecasts = {name: ex["forecast"] for name, ex in examples.items() if ex["series"] == example["series"]}
     caption = f"Test series {example['series']}: true values and each method's forecast of the last time point."
     return _figure(plots.forecast_example(example, forecasts), caption)
+
+
+def _horizon_figure(model_scores: dict, baseline_methods: dict) -> str:
+    """RMSE by forecast horizon for every method that forecasts, with carrying the last value forward."""
+    sections = {name: s.get("forecast") for name, s in model_scores.items()}
+    sections |= {f"baseline: {name}": m.get("forecast") for name, m in baseline_methods.items()}
+    sections = {name: f for name, f in sections.items() if f and "rmse_horizon_1" in f}
+    if not sections:
+        return ""
+    horizons = list(FORECAST_HORIZONS)
+    errors = {name: [f.get(f"rmse_horizon_{h}") for h in horizons] for name, f in sections.items()}
+    reference = [next(iter(sections.values())).get(f"last_value_rmse_horizon_{h}") for h in horizons]
+    caption = "Forecast RMSE by horizon: each test time point forecast from the series up to 1, 2 or 3 points before it."
+    return _figure(plots.forecast_horizons(errors, horizons, reference), caption)
 
 
 def _missing_note(model_dirs: dict, filename: str) -> str:
@@ -285,8 +347,10 @@ def leaderboard(score_paths: list, baseline_paths: list, out_html) -> None:
     datasets = sorted(set(models) | set(baselines))
     body = [
         "<h1>omicsgen leaderboard</h1>",
-        "<p>Test-split scores per dataset; bold marks the best model or baseline in each row "
-        "(↓ lower is better, ↑ higher is better). Follow a dataset's name for its full report.</p>",
+        (
+            "<p>Test-split scores per dataset; bold marks the best model or baseline in each row "
+            "(↓ lower is better, ↑ higher is better). Follow a dataset's name for its full report.</p>"
+        ),
     ]
     for section in SECTIONS:
         rows = {d: _rows(section, models.get(d, {}), baselines.get(d, {})) for d in datasets}
@@ -320,7 +384,7 @@ def format_value(value) -> str:
     """How every number appears on a page: 4 significant digits, counts whole, missing as a dash."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, (bool, int)):
         return str(value)
     return f"{value:.4g}"
 

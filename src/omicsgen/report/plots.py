@@ -123,3 +123,34 @@ def _data_uri(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def gene_statistics(real: dict[str, np.ndarray], generated: dict[str, dict[str, np.ndarray]]) -> str:
+    """Per-gene mean (top row) and variance (bottom row), real test against each model's samples."""
+    columns = max(1, len(generated))
+    fig = Figure(figsize=(3.6 * columns, 6.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, columns, squeeze=False)
+    for c, (name, stats) in enumerate(generated.items()):
+        for r, statistic in enumerate(("mean", "variance")):
+            ax = axes[r, c]
+            x, y = np.asarray(real[statistic], dtype=float), np.asarray(stats[statistic], dtype=float)
+            both = np.isfinite(x) & np.isfinite(y)
+            ax.scatter(x[both], y[both], s=8, alpha=0.6, color=GENERATED_COLOUR)
+            if both.any():
+                low, high = min(x[both].min(), y[both].min()), max(x[both].max(), y[both].max())
+                ax.plot([low, high], [low, high], color="black", linewidth=0.8)
+            ax.set(title=f"{name}: gene {statistic}", xlabel=f"real test {statistic}", ylabel=f"generated {statistic}")
+    return _data_uri(fig)
+
+
+def forecast_horizons(errors: dict[str, list[float]], horizons: list[int], reference: list[float] | None = None) -> str:
+    """Forecast RMSE against horizon (steps ahead), one line per method; the last-value reference dashed."""
+    fig, (ax,) = _panels(1)
+    for name, values in errors.items():
+        ax.plot(horizons, [_float(v) for v in values], "o-", label=name)
+    if reference is not None:
+        ax.plot(horizons, [_float(v) for v in reference], "k--", label="last value carried forward")
+    ax.set(title="forecast error by horizon", xlabel="steps ahead", ylabel="RMSE", xticks=horizons)
+    ax.legend(fontsize="small")
+    return _data_uri(fig)
