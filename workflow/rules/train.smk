@@ -17,8 +17,6 @@ rule train:
     log:
         "logs/{dataset}/{model}/train.log",
     threads: 2
-    resources:
-        mem_mb=4000,
     conda:
         "../../envs/omicsgen.yaml"
     shell:

@@ -82,8 +82,7 @@ def svd_impute(observed: np.ndarray, rank: int = 10, n_iter: int = 20, tol: floa
         centred = filled - centre
         # The top right singular vectors from the genes x genes Gram matrix: the same projection
         # as a truncated SVD, far cheaper when rows outnumber genes.
-        single = centred.astype(np.float32)  # the subspace needs no more precision; halves the cost
-        _, vectors = np.linalg.eigh((single.T @ single).astype(np.float64))
+        _, vectors = np.linalg.eigh(centred.T @ centred)
         top = vectors[:, ::-1][:, :rank]
         low_rank = (centred @ top) @ top.T + centre
         filled[unobserved] = low_rank[unobserved]

@@ -6,6 +6,7 @@ split only: models fit on train and stop early on val, so only test rows were ne
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..alphabet import GAP, MISSING
 from ..provenance import write_json
@@ -24,6 +26,27 @@ SCORED_SPLIT = "test"
 LogLikelihood = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+def single_threaded(function):
+    """Run scoring with one BLAS/OpenMP thread: multi-threaded reductions round differently with
+    the number of cores a job gets (a laptop, a SLURM slot), and scores must be reproducible to
+    the byte whatever the machine. The matrices scored here are small enough not to miss threads."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with threadpool_limits(limits=1):
+                return function(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
+@single_threaded
 def evaluate(
     data_path,
     imputed_path,
@@ -67,6 +90,7 @@ def evaluate(
     return _write(scores, out_path)
 
 
+@single_threaded
 def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPARE_ROWS) -> dict:
     """Score every baseline with the same keys as a model; write and return baselines/scores.json.
 
