@@ -106,9 +106,10 @@ def _model(family: str, adata: ad.AnnData):
 
 # ---- registry and data contract ------------------------------------------------------------
 def test_registry_declares_modalities():
-    assert set(FAMILIES) == {"vae", "lstm", "gru"}
+    assert set(FAMILIES) == {"vae", "lstm", "gru", "ae", "gain", "wgan"}
     assert families_for("sequence") == ["lstm"]
-    assert set(families_for("timecourse")) == {"vae", "gru"}
+    assert set(families_for("timecourse")) == {"vae", "gru", "ae", "gain"}
+    assert set(families_for("expression")) == {"vae", "ae", "gain", "wgan"}
     for cls in FAMILIES.values():
         assert "learning_rate" in cls.defaults
 

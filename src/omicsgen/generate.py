@@ -11,7 +11,7 @@ import torch
 
 from .alphabet import PAD, decode, gc_fraction
 from .errors import InputError
-from .models.base import modality
+from .models.base import Unsupported, modality
 from .models.registry import load_model_for, training_record
 from .provenance import meta, stamp, write_h5ad, write_text
 
@@ -27,9 +27,14 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
     if fasta_path is not None and data_modality != "sequence":
         raise InputError(data_path, f"FASTA output needs sequence data, not {data_modality}")
     model = load_model_for(checkpoint, reference, data_path)
+    if not model.can_sample:
+        raise unsupported(checkpoint, model, "generate samples", model.cannot_sample)
 
     torch.manual_seed(seed)
-    samples = model.sample(n_samples, torch.Generator().manual_seed(seed))
+    try:
+        samples = model.sample(n_samples, torch.Generator().manual_seed(seed))
+    except Unsupported as err:
+        raise unsupported(checkpoint, model, "generate samples", str(err)) from None
     if data_modality == "sequence":
         adata = sequence_samples(samples, reference)
     elif data_modality == "timecourse":
@@ -49,6 +54,14 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
         write_text(fasta(adata), fasta_path)
     write_h5ad(adata, out_path)
     return out_path
+
+
+class FamilyCannot(InputError):
+    """The model's family cannot do what was asked (sample, impute): a one-line error."""
+
+
+def unsupported(checkpoint, model, action: str, why: str) -> FamilyCannot:
+    return FamilyCannot(checkpoint, f"a {model.family} model cannot {action}", hint=why or None)
 
 
 def inherited_provenance(source: ad.AnnData, checkpoint: Path) -> dict:

@@ -7,8 +7,8 @@ from pathlib import Path
 import anndata as ad
 import torch
 
-from .generate import inherited_provenance
-from .models.base import data_matrix, modality, observed_mask
+from .generate import inherited_provenance, unsupported
+from .models.base import Unsupported, data_matrix, modality, observed_mask
 from .models.registry import load_model_for
 from .provenance import meta, stamp, write_h5ad
 
@@ -24,10 +24,15 @@ def impute(data_path, checkpoint, out_path, seed: int) -> Path:
     data_path, checkpoint, out_path = Path(data_path), Path(checkpoint), Path(out_path)
     adata = ad.read_h5ad(data_path)
     model = load_model_for(checkpoint, adata, data_path)
+    if not model.can_impute:
+        raise unsupported(checkpoint, model, "impute", model.cannot_impute)
 
     torch.manual_seed(seed)
     values, observed = data_matrix(adata), observed_mask(adata)
-    filled = model.impute(values, observed, obs=adata.obs)
+    try:
+        filled = model.impute(values, observed, obs=adata.obs)
+    except Unsupported as err:
+        raise unsupported(checkpoint, model, "impute", str(err)) from None
     if modality(adata) == "sequence":
         adata.obsm["tokens_imputed"] = filled
     else:

@@ -54,7 +54,10 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
     lightning.seed_everything(seed, workers=True)
     torch.use_deterministic_algorithms(True)
-    model = cls.from_data(adata, **model_hparams)
+    try:
+        model = cls.from_data(adata, **model_hparams)
+    except ValueError as err:  # hyper-parameters the data cannot support (e.g. nb without counts)
+        raise InputError(data_path, str(err), hint=f"{family} hyper-parameters") from None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=out_dir))
@@ -115,17 +118,25 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     has_val = _n_rows(val_tensors) > 0
     # Without validation rows, early stopping and the best checkpoint fall back to the train loss.
     monitor = "val_loss" if has_val else "train_loss"
-    best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=monitor, mode="min", save_weights_only=True)
+    if not model.automatic_optimization:
+        model.gradient_clip = settings["gradient_clip_val"]
+    if model.select_on_loss:
+        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=monitor, mode="min", save_weights_only=True)
+        callbacks = [EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"]), best]
+    else:  # the last epoch's weights, all epochs run
+        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=None, save_weights_only=True)
+        callbacks = [best]
     trainer = lightning.Trainer(
         accelerator=settings["accelerator"],
         devices=settings["devices"],
         strategy=settings["strategy"],
         precision=settings["precision"],
         max_epochs=settings["max_epochs"],
-        gradient_clip_val=settings["gradient_clip_val"],
+        # Manual-optimisation families (GANs) clip inside their own training_step.
+        gradient_clip_val=settings["gradient_clip_val"] if model.automatic_optimization else None,
         deterministic=True,
         logger=CSVLogger(work_dir, name="", version=""),
-        callbacks=[EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"]), best],
+        callbacks=callbacks,
         default_root_dir=work_dir,
         enable_progress_bar=False,
         enable_model_summary=False,

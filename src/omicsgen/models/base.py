@@ -88,6 +88,11 @@ def inference(method):
     return wrapper
 
 
+class Unsupported(NotImplementedError):
+    """A family cannot do this by design (e.g. GAIN cannot sample, a GAN cannot impute);
+    generate / impute turn it into a one-line InputError."""
+
+
 class GenerativeModel(lightning.LightningModule):
     """Base of all families.
 
@@ -101,6 +106,15 @@ class GenerativeModel(lightning.LightningModule):
     modalities: ClassVar[tuple[str, ...]]
     defaults: ClassVar[dict]
     has_latent: ClassVar[bool] = False
+    # What the family can do; `sample` / `impute` of a family that cannot raise `Unsupported`,
+    # with `cannot_sample` / `cannot_impute` saying why.
+    # False: no early stopping and the last epoch's weights are kept (GANs, whose losses do
+    # not measure sample quality).
+    select_on_loss: ClassVar[bool] = True
+    can_sample: ClassVar[bool] = True
+    can_impute: ClassVar[bool] = True
+    cannot_sample: ClassVar[str] = ""
+    cannot_impute: ClassVar[str] = ""
     # Hyper-parameters read from the data that any data given to the trained model must match.
     shape_hparams: ClassVar[tuple[str, ...]] = ()
 

@@ -9,7 +9,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..alphabet import GAP, MISSING, PAD
-from .base import GenerativeModel, inference, keep_observed, observed_mask, row_chunks, split_rows
+from .base import (
+    GenerativeModel,
+    inference,
+    keep_observed,
+    observed_mask,
+    row_chunks,
+    split_rows,
+)
 
 IGNORED = -100  # target id that cross_entropy skips
 

@@ -8,12 +8,17 @@ import anndata as ad
 import torch
 
 from ..errors import InputError
+from .ae import Autoencoder
 from .base import GenerativeModel
 from .forecaster import GRUForecaster
+from .gain import GAIN
 from .lstm import LSTMLanguageModel
 from .vae import VAE
+from .wgan import WGAN
 
-FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (VAE, LSTMLanguageModel, GRUForecaster)}
+FAMILIES: dict[str, type[GenerativeModel]] = {
+    cls.family: cls for cls in (VAE, LSTMLanguageModel, GRUForecaster, Autoencoder, GAIN, WGAN)
+}
 
 
 def families_for(modality: str) -> list[str]:

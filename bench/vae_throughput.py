@@ -1,0 +1,218 @@
+"""VAE training throughput: the NB / ZINB `vae` family at scVI's default architecture
+(1 hidden layer of 128, 10 latent dimensions, batch 128) on 20,000 cells x 2,000 genes.
+
+The data are real cells resampled with replacement from resources/mouse_10x_counts.h5ad
+(10,000 cells x 1,000 genes), the genes tiled twice to 2,000; X = log1p(counts / library * 1e4).
+Every entry is observed. One measurement = one epoch over all cells (157 batches), timed as
+cells / second, for
+
+- lightning: `lightning.Trainer.fit` of our module for one epoch (what `omicsgen train` runs,
+  without validation or checkpoint writing),
+- module:    our module's `loss` + Adam in a plain Python loop (no Lightning),
+- bare:      a minimal scVI-like NB VAE written directly in PyTorch over the same tensors,
+
+and, with `--scvi PYTHON` (a Python with scvi-tools installed, e.g. a scratch venv; scvi-tools is
+never a dependency of omicsgen), scvi-tools' `SCVI.train` for one epoch on the same cells
+(`scvi`, run in that interpreter as a subprocess, setup excluded), at 1 and 2 intra-op threads. The runs alternate (method by method, thread count by thread
+count, `--repeats` rounds) so that load on the machine spreads over all of them; medians are
+printed. It is a benchmark, not a test:
+
+    python bench/vae_throughput.py [--repeats 3] [--cells 20000] [--likelihood nb zinb] [--scvi /tmp/scvi-venv/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import lightning
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # the scvi-tools interpreter may not have omicsgen installed
+
+from omicsgen.batches import InMemoryBatches
+from omicsgen.models.counts import nb_log_prob, zinb_log_prob
+from omicsgen.models.vae import VAE
+
+HIDDEN, LATENT, LAYERS, BATCH = 128, 10, 1, 128
+
+
+def build_data(n_cells: int, seed: int = 0) -> ad.AnnData:
+    real = ad.read_h5ad(ROOT / "resources" / "mouse_10x_counts.h5ad")
+    counts = real.X.toarray() if hasattr(real.X, "toarray") else np.asarray(real.X)
+    rows = np.random.default_rng(seed).integers(0, len(counts), size=n_cells)
+    counts = np.tile(counts[rows], (1, 2)).astype(np.float32)
+    library = np.maximum(counts.sum(1), 1.0)
+    x = np.log1p(counts / library[:, None] * 1e4).astype(np.float32)
+    names = [f"cell{i}" for i in range(n_cells)]
+    adata = ad.AnnData(x, obs=pd.DataFrame({"library_size": library, "split": "train"}, index=names))
+    adata.var_names = [f"gene{j}" for j in range(counts.shape[1])]
+    adata.layers["counts"] = counts
+    adata.uns["omicsgen"] = {"modality": "expression", "dataset": "bench"}
+    return adata
+
+
+class BareNBVAE(nn.Module):
+    """What one would write by hand: scVI's module (encoder on log1p counts, softmax decoder
+    times the library, per-gene dispersion), with the same layer sizes as ours."""
+
+    def __init__(self, n_genes: int, zero_inflated: bool):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(n_genes, HIDDEN), nn.LayerNorm(HIDDEN), nn.ReLU())
+        self.mean, self.log_var = nn.Linear(HIDDEN, LATENT), nn.Linear(HIDDEN, LATENT)
+        self.decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.LayerNorm(HIDDEN), nn.ReLU())
+        self.scale = nn.Linear(HIDDEN, n_genes)
+        self.dropout = nn.Linear(HIDDEN, n_genes) if zero_inflated else None
+        self.log_theta = nn.Parameter(torch.zeros(n_genes))
+
+    def loss(self, counts: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(torch.log1p(counts))
+        mean, log_var = self.mean(hidden), self.log_var(hidden)
+        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+        out = self.decoder(z)
+        mu = torch.softmax(self.scale(out), -1) * library[:, None]
+        theta = self.log_theta.exp()
+        if self.dropout is not None:
+            log_p = zinb_log_prob(counts, mu, theta, self.dropout(out))
+        else:
+            log_p = nb_log_prob(counts, mu, theta)
+        kl = -0.5 * (1 + log_var - mean**2 - log_var.exp())
+        return (-log_p.sum(1) + kl.sum(1)).mean()
+
+
+def run_bare(tensors, likelihood: str) -> float:
+    model = BareNBVAE(tensors["counts"].shape[1], likelihood == "zinb")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for batch in InMemoryBatches(tensors, BATCH, shuffle=True, seed=0):
+        optimizer.zero_grad()
+        model.loss(batch["counts"], batch["library"]).backward()
+        optimizer.step()
+    return len(tensors["counts"]) / (time.perf_counter() - start)
+
+
+def run_module(adata, tensors, likelihood: str) -> float:
+    model = _ours(adata, likelihood)
+    optimizer = model.configure_optimizers()
+    start = time.perf_counter()
+    for batch in InMemoryBatches(tensors, BATCH, shuffle=True, seed=0):
+        optimizer.zero_grad()
+        model.loss(batch).backward()
+        optimizer.step()
+    return len(tensors["counts"]) / (time.perf_counter() - start)
+
+
+def run_lightning(adata, tensors, likelihood: str) -> float:
+    model = _ours(adata, likelihood)
+    trainer = lightning.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, gradient_clip_val=1.0,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, train_dataloaders=InMemoryBatches(tensors, BATCH, shuffle=True, seed=0))
+    return len(tensors["counts"]) / (time.perf_counter() - start)
+
+
+def run_scvi(python: str, data_path: Path, likelihood: str, threads: int) -> float:
+    """One epoch of scvi-tools in its own interpreter; returns cells / second of `train`."""
+    out = subprocess.run([python, __file__, "--scvi-worker", str(data_path), likelihood, str(threads)],
+                         capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["cells_per_second"])
+
+
+def scvi_worker(data_path: str, likelihood: str, threads: int) -> None:
+    import logging
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(threads)
+    import scvi
+
+    adata = ad.read_h5ad(data_path)
+    scvi.settings.seed = 0
+    scvi.model.SCVI.setup_anndata(adata, layer="counts")
+    model = scvi.model.SCVI(adata, n_hidden=HIDDEN, n_latent=LATENT, n_layers=LAYERS, gene_likelihood=likelihood)
+    start = time.perf_counter()
+    model.train(max_epochs=1, batch_size=BATCH, train_size=1.0, accelerator="cpu", devices=1,
+                enable_progress_bar=False, early_stopping=False)
+    print(json.dumps({"cells_per_second": adata.n_obs / (time.perf_counter() - start)}))
+
+
+def _ours(adata, likelihood: str) -> VAE:
+    torch.manual_seed(0)
+    return VAE.from_data(adata, hidden_dim=HIDDEN, latent_dim=LATENT, n_layers=LAYERS, likelihood=likelihood,
+                         kl_warmup_epochs=0)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--scvi-worker":
+        scvi_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cells", type=int, default=20_000)
+    parser.add_argument("--likelihood", nargs="+", default=["nb", "zinb"], choices=["nb", "zinb"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--scvi", metavar="PYTHON", help="a Python interpreter with scvi-tools, to compare with")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+    t0 = time.perf_counter()
+    adata = build_data(args.cells)
+    tensors = VAE.tensors(adata, "train")
+    print(f"data: {adata.n_obs} cells x {adata.n_vars} genes, built in {time.perf_counter() - t0:.1f} s; "
+          f"zero fraction {(adata.layers['counts'] == 0).mean():.3f}", flush=True)
+    methods = {
+        "lightning": lambda lk: run_lightning(adata, tensors, lk),
+        "module": lambda lk: run_module(adata, tensors, lk),
+        "bare": lambda lk: run_bare(tensors, lk),
+    }
+    scratch = tempfile.TemporaryDirectory(prefix="vae_throughput-")
+    if args.scvi:
+        data_path = Path(scratch.name) / "cells.h5ad"
+        adata.write_h5ad(data_path)
+        threads_of_run = {}
+
+        def scvi_run(likelihood):
+            return run_scvi(args.scvi, data_path, likelihood, threads_of_run["n"])
+
+        methods["scvi"] = scvi_run
+    results: dict[tuple, list[float]] = {}
+    for _ in range(args.repeats):
+        for likelihood in args.likelihood:
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                if args.scvi:
+                    threads_of_run["n"] = threads
+                for name, run in methods.items():
+                    results.setdefault((likelihood, threads, name), []).append(run(likelihood))
+                    print(f"  {likelihood} {threads} thread(s) {name}: {results[(likelihood, threads, name)][-1]:.0f} cells/s",
+                          flush=True)
+    print(f"\ncells / second (median of {args.repeats}, one epoch of {args.cells} cells, batch {BATCH}):")
+    print(f"{'likelihood':<10} {'threads':>7}" + "".join(f"{name:>10}" for name in methods) + f"{'lightning/bare':>15}")
+    for likelihood in args.likelihood:
+        for threads in args.threads:
+            med = {name: statistics.median(results[(likelihood, threads, name)]) for name in methods}
+            print(f"{likelihood:<10} {threads:>7}" + "".join(f"{med[name]:>10.0f}" for name in methods)
+                  + f"{med['lightning'] / med['bare']:>15.2f}")
+    scratch.cleanup()
+    print("\nall runs:", {f"{k[0]}/{k[1]}t/{k[2]}": [round(v) for v in vals] for k, vals in results.items()})
+
+
+if __name__ == "__main__":
+    main()

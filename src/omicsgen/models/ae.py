@@ -1,0 +1,175 @@
+"""(Denoising) autoencoder for expression and time-course rows, DCA-like.
+
+Training hides a random `noise` fraction of each row's observed entries from the encoder (input
+dropout) and scores the reconstruction of every observed entry, so the network learns to fill
+what it cannot see. `output: gaussian` models X (per-gene variance); `nb` / `zinb` model the raw
+counts like the count VAE (softmax over genes times the library, per-gene dispersion).
+
+- impute: the reconstruction from the row's observed entries (Gaussian mean, or for count
+  outputs the expected X value E[log1p(counts / library * target_sum)]); observed entries are kept.
+- sample: an autoencoder has no prior, so samples decode *perturbed encodings of training rows*:
+  after training, `calibrate` stores the codes of up to `N_CODES` train+val rows (evenly spaced)
+  and the per-dimension spread of the codes; a sample picks a stored code at random, adds
+  Gaussian noise of `sample_noise` times that spread, decodes it and draws the output noise
+  (Gaussian with the per-gene variance, or NB / ZINB counts at a library drawn from the
+  training libraries, normalised and log1p'd). Samples therefore stay near the training cells.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import torch
+from torch import nn
+
+from . import counts as cm
+from .base import GenerativeModel, inference, keep_observed, row_chunks, stack_rows
+from .vae import LOG_VAR_RANGE, VAE, gaussian_nll, mlp
+
+N_CODES = 1024
+
+
+class Autoencoder(GenerativeModel):
+    family = "ae"
+    modalities = ("expression", "timecourse")
+    shape_hparams = ("n_genes",)
+    defaults = {
+        "hidden_dim": 128,
+        "latent_dim": 32,
+        "n_layers": 1,
+        "noise": 0.2,
+        "output": "gaussian",
+        "sample_noise": 0.5,
+        "learning_rate": 1e-3,
+    }
+    has_latent = True
+
+    def __init__(self, n_genes, hidden_dim, latent_dim, n_layers, noise, output, sample_noise, learning_rate,
+                 target_sum=cm.DEFAULT_TARGET_SUM):
+        super().__init__()
+        if output not in cm.LIKELIHOODS:
+            raise ValueError(f"ae: output must be one of {', '.join(cm.LIKELIHOODS)}, not {output!r}")
+        if not 0 <= noise < 1:
+            raise ValueError(f"ae: noise is an input dropout rate in [0, 1), not {noise}")
+        self.save_hyperparameters()
+        self.encoder = nn.Sequential(mlp(2 * n_genes, hidden_dim, n_layers), nn.Linear(hidden_dim, latent_dim))
+        self.decoder = mlp(latent_dim, hidden_dim, n_layers)
+        if output == "gaussian":
+            self.to_gene_mean = nn.Linear(hidden_dim, n_genes)
+            self.gene_log_var = nn.Parameter(torch.zeros(n_genes))
+        else:
+            self.count_head = cm.CountHead(hidden_dim, n_genes, zero_inflated=output == "zinb")
+        self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
+        self.register_buffer("codes", torch.zeros(N_CODES, latent_dim))
+        self.register_buffer("n_codes", torch.zeros((), dtype=torch.long))
+        self.register_buffer("code_scale", torch.ones(latent_dim))
+
+    @property
+    def counts_model(self) -> bool:
+        return self.hparams.output in cm.COUNT_LIKELIHOODS
+
+    data_sizes = staticmethod(VAE.data_sizes)
+    tensors = staticmethod(VAE.tensors)
+
+    def init_from_data(self, adata: ad.AnnData) -> None:
+        train = self.tensors(adata, "train")
+        if self.counts_model:
+            if "counts" not in train:
+                raise cm.CountDataMissing(f"ae output {self.hparams.output!r} needs raw counts in "
+                                          "layers['counts']; this data has none (use output: gaussian)")
+            self.count_head.init_from_counts(train["counts"], train["library"], train["observed"])
+            self.library_quantiles.copy_(cm.library_quantiles(train["library"]))
+        else:
+            n = train["observed"].sum(0).clamp_min(1)
+            mean = train["x"].sum(0) / n
+            var = ((train["x"] - mean) ** 2 * train["observed"]).sum(0) / n
+            with torch.no_grad():
+                self.to_gene_mean.bias.copy_(mean)
+                self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
+        self.calibrate(train)
+
+    # ---- networks -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return self.encoder(torch.cat([x * observed, observed.float()], dim=1))
+
+    def head(self, z: torch.Tensor):
+        hidden = self.decoder(z)
+        return self.count_head(hidden) if self.counts_model else self.to_gene_mean(hidden)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """X's scale: the Gaussian mean, or log1p of the expected normalised expression."""
+        out = self.head(z)
+        if self.counts_model:
+            return torch.log1p(cm.expected_share(out) * self.hparams.target_sum)
+        return out
+
+    def log_var(self) -> torch.Tensor:
+        return self.gene_log_var.clamp(*LOG_VAR_RANGE)
+
+    def loss(self, batch):
+        x, observed = batch["x"], batch["observed"]
+        seen = observed
+        if self.hparams.noise > 0:
+            seen = observed & (torch.rand(observed.shape, device=observed.device) >= self.hparams.noise)
+        out = self.head(self.encode(x, seen))
+        if self.counts_model:
+            nll = -cm.count_log_prob(batch["counts"], batch["library"], out)
+        else:
+            nll = gaussian_nll(x, out, self.log_var())
+        return (nll * observed).sum(1).mean()
+
+    def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Store codes of up to N_CODES rows (evenly spaced) and their per-dimension spread."""
+        n_rows = len(tensors["x"])
+        if n_rows == 0:
+            return
+        pick = torch.linspace(0, n_rows - 1, min(n_rows, N_CODES)).round().long()
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            codes = self.encode(tensors["x"][pick].to(self.device), tensors["observed"][pick].to(self.device))
+        self.train(was_training)
+        self.codes.zero_()
+        self.codes[: len(pick)] = codes
+        self.n_codes.fill_(len(pick))
+        self.code_scale.copy_(codes.std(0) if len(pick) > 1 else torch.ones_like(codes[0]))
+
+    # ---- use ----------------------------------------------------------------------------
+    @inference
+    def sample(self, n: int, generator: torch.Generator) -> np.ndarray:
+        """Decoded perturbed training codes plus output noise (see the module docstring)."""
+        device = self.device
+        which = torch.randint(0, max(int(self.n_codes), 1), (n,), generator=generator)
+        eps = torch.randn(n, self.hparams.latent_dim, generator=generator)
+        z = (self.codes.cpu()[which] + self.hparams.sample_noise * self.code_scale.cpu() * eps).to(device)
+        if self.counts_model:
+            library = cm.draw_libraries(self.library_quantiles, n, generator)
+            drawn = cm.draw_counts(self.head(z), library.to(device), generator)
+            return cm.normalise(drawn, library, self.hparams.target_sum).numpy().astype(np.float32)
+        noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
+        return (self.decode(z) + noise * (0.5 * self.log_var()).exp()).cpu().numpy().astype(np.float32)
+
+    @inference
+    def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
+        """The reconstruction from the row's observed entries; with a count output, the expected
+        X value E[log1p(counts / library * target_sum)] at the row's library (obs["library_size"],
+        else the median training library)."""
+        if self.counts_model:
+            library = cm.row_libraries(obs, len(values), self.library_quantiles).to(self.device)
+            parts = [
+                cm.impute_rows(self.head, self._code(values[rows], observed[rows]), library[rows], self.hparams.target_sum)
+                for rows in row_chunks(len(values))
+            ]
+            return keep_observed(values, observed, stack_rows(parts, self.hparams.n_genes))
+        parts = [self.decode(self._code(values[rows], observed[rows])) for rows in row_chunks(len(values))]
+        return keep_observed(values, observed, stack_rows(parts, self.hparams.n_genes))
+
+    @inference
+    def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
+        observed = ~np.isnan(values) if observed is None else observed
+        parts = [self._code(values[rows], observed[rows]) for rows in row_chunks(len(values))]
+        return stack_rows(parts, self.hparams.latent_dim)
+
+    def _code(self, values: np.ndarray, observed: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.where(observed, values, 0.0).astype(np.float32)).to(self.device)
+        return self.encode(x, torch.from_numpy(observed).to(self.device))

@@ -1,0 +1,245 @@
+"""Count likelihoods (negative binomial, zero-inflated NB) and the count-data contract they share.
+
+Expression X is `log1p(counts / library_size * target_sum)`. A count model decodes a softmax over
+the modelled genes plus one "rest" bucket (the share of the library in genes outside the matrix,
+e.g. those dropped by highly-variable-gene selection), so the NB mean of gene g is
+`rho_g * library`, and the expected normalised expression is `rho_g * target_sum`: that maps a
+count model back onto X's scale (`log1p(rho_g * target_sum)`).
+
+The library is `obs["library_size"]` when present (total counts over all genes), otherwise the
+row sum of the observed counts (then the rest bucket learns to stay near zero).
+"""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import torch
+from torch import nn
+
+from ..provenance import meta
+
+DEFAULT_TARGET_SUM = 1e4
+# Quantiles of the training library sizes kept in the model, to draw libraries when sampling.
+N_LIBRARY_QUANTILES = 257
+LIKELIHOODS = ("gaussian", "nb", "zinb")
+COUNT_LIKELIHOODS = ("nb", "zinb")
+EPS = 1e-8
+
+
+class CountDataMissing(ValueError):
+    """A count likelihood was asked for data without raw counts."""
+
+
+def target_sum(adata: ad.AnnData) -> float:
+    """`target_sum` of the preprocess step (its params are JSON text), default 1e4."""
+    record = meta(adata).get("provenance", {}).get("preprocess", {})
+    params = record.get("params", "{}") if isinstance(record, dict) else "{}"
+    try:
+        params = json.loads(params) if isinstance(params, str) else dict(params)
+    except (TypeError, ValueError):
+        return DEFAULT_TARGET_SUM
+    inner = params.get("params", params) if isinstance(params, dict) else {}
+    value = inner.get("target_sum") if isinstance(inner, dict) else None
+    return float(value) if value else DEFAULT_TARGET_SUM
+
+
+def has_counts(adata: ad.AnnData) -> bool:
+    return "counts" in adata.layers
+
+
+def count_tensors(adata: ad.AnnData, rows: np.ndarray, observed: np.ndarray) -> dict[str, torch.Tensor]:
+    """Raw counts (unobserved entries zeroed) and each row's library size, for the rows selected."""
+    if not has_counts(adata):
+        raise CountDataMissing(
+            "a count likelihood (nb, zinb) needs raw counts in layers['counts']; "
+            "this data has none (use likelihood: gaussian)"
+        )
+    counts = adata.layers["counts"]
+    counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
+    counts = np.where(observed, counts[rows], 0.0).astype(np.float32)
+    if "library_size" in adata.obs:
+        library = adata.obs["library_size"].to_numpy(dtype=np.float32)[rows]
+    else:
+        library = counts.sum(1)
+    library = np.maximum(np.maximum(library, counts.sum(1)), 1.0).astype(np.float32)
+    return {"counts": torch.from_numpy(counts), "library": torch.from_numpy(library)}
+
+
+def library_quantiles(library: torch.Tensor) -> torch.Tensor:
+    if len(library) == 0:
+        return torch.full((N_LIBRARY_QUANTILES,), 1.0)
+    return torch.quantile(library.float(), torch.linspace(0, 1, N_LIBRARY_QUANTILES))
+
+
+def draw_libraries(quantiles: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Library sizes drawn from the stored training distribution (inverse CDF, interpolated)."""
+    position = torch.rand(n, generator=generator) * (len(quantiles) - 1)
+    low = position.floor().long().clamp(max=len(quantiles) - 2)
+    frac = position - low
+    q = quantiles.cpu()
+    return (q[low] * (1 - frac) + q[low + 1] * frac).clamp_min(1.0)
+
+
+class CountHead(nn.Module):
+    """Decoder output -> softmax over genes (+ rest bucket), per-gene dispersion, zero-inflation logits."""
+
+    def __init__(self, hidden_dim: int, n_genes: int, zero_inflated: bool):
+        super().__init__()
+        self.n_genes = n_genes
+        self.to_logits = nn.Linear(hidden_dim, n_genes + 1)
+        self.log_theta = nn.Parameter(torch.zeros(n_genes))
+        self.to_dropout = nn.Linear(hidden_dim, n_genes) if zero_inflated else None
+
+    def init_from_counts(self, counts: torch.Tensor, library: torch.Tensor, observed: torch.Tensor) -> None:
+        """Start at each gene's share of the library and a moment estimate of its dispersion."""
+        n_obs = observed.sum(0).clamp_min(1)
+        share = ((counts / library[:, None]) * observed).sum(0) / n_obs
+        share = share.clamp_min(1e-6)
+        rest = (1 - share.sum()).clamp_min(1e-3)
+        mu = share * library[:, None]
+        var_excess = ((counts - mu) ** 2 - mu) * observed
+        theta = (mu**2 * observed).sum(0) / var_excess.sum(0).clamp_min(1e-6)
+        with torch.no_grad():
+            self.to_logits.weight.mul_(0.1)
+            self.to_logits.bias.copy_(torch.cat([share, rest.reshape(1)]).log())
+            self.log_theta.copy_(theta.clamp(1e-2, 1e3).log())
+            if self.to_dropout is not None:
+                self.to_dropout.bias.fill_(-3.0)
+
+    def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        rho = torch.softmax(self.to_logits(hidden), dim=-1)[..., : self.n_genes]
+        out = {"rho": rho, "theta": self.log_theta.clamp(-6, 10).exp()}
+        if self.to_dropout is not None:
+            out["pi_logits"] = self.to_dropout(hidden)
+        return out
+
+
+def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    log_theta_mu = torch.log(theta + mu + EPS)
+    return (
+        theta * (torch.log(theta + EPS) - log_theta_mu)
+        + x * (torch.log(mu + EPS) - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )
+
+
+def zinb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi_logits: torch.Tensor) -> torch.Tensor:
+    """scVI's parametrisation: pi = sigmoid(pi_logits) is the probability of an extra zero."""
+    softplus_pi = nn.functional.softplus(-pi_logits)
+    log_theta_mu = torch.log(theta + mu + EPS)
+    pi_theta_log = -pi_logits + theta * (torch.log(theta + EPS) - log_theta_mu)
+    case_zero = nn.functional.softplus(pi_theta_log) - softplus_pi
+    case_non_zero = (
+        -softplus_pi
+        + pi_theta_log
+        + x * (torch.log(mu + EPS) - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )
+    return torch.where(x < EPS, case_zero, case_non_zero)
+
+
+def count_log_prob(x: torch.Tensor, library: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    mu = params["rho"] * library[:, None]
+    if "pi_logits" in params:
+        return zinb_log_prob(x, mu, params["theta"], params["pi_logits"])
+    return nb_log_prob(x, mu, params["theta"])
+
+
+def expected_share(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """E[counts / library] per entry: rho, times (1 - pi) under zero inflation."""
+    if "pi_logits" in params:
+        return params["rho"] * torch.sigmoid(-params["pi_logits"])
+    return params["rho"]
+
+
+def expected_log_normalised(
+    params: dict[str, torch.Tensor], library: torch.Tensor, total: float, k_max: int = 64
+) -> torch.Tensor:
+    """E[log1p(counts / library * total)] under the NB / ZINB: X's expected value, what an
+    imputation scored on X's scale should predict. For sparse counts it is far below
+    log1p(E[counts] / library * total) (most draws are 0). Exact sum over counts 0..k_max-1;
+    entries whose distribution puts more than 0.1% of its mass beyond k_max (highly expressed
+    genes, where log1p is nearly linear over the spread) use log1p of the mean instead."""
+    mu = params["rho"] * library[:, None]
+    k = torch.arange(k_max, dtype=mu.dtype, device=mu.device).expand(*mu.shape, k_max)
+    mu3, theta3 = mu.unsqueeze(-1), params["theta"].unsqueeze(-1)
+    if "pi_logits" in params:
+        log_p = zinb_log_prob(k, mu3, theta3, params["pi_logits"].unsqueeze(-1))
+    else:
+        log_p = nb_log_prob(k, mu3, theta3)
+    p = log_p.exp()
+    values = torch.log1p(k * (total / library)[:, None, None])
+    exact = (p * values).sum(-1)
+    mass = p.sum(-1)
+    fallback = torch.log1p(expected_share(params) * total)
+    return torch.where(mass > 0.999, exact / mass.clamp_min(EPS), fallback)
+
+
+def impute_rows(head, latents: torch.Tensor, library: torch.Tensor, total: float, k_max: int = 64) -> torch.Tensor:
+    """`expected_log_normalised` of the count parameters `head(latents)`, in row blocks small
+    enough that the (rows, genes, k_max) table stays around 16 MB."""
+    n_genes = head(latents[:1])["rho"].shape[1] if len(latents) else 1
+    step = max(1, (1 << 22) // (n_genes * k_max))
+    parts = [
+        expected_log_normalised(head(latents[start : start + step]), library[start : start + step], total, k_max)
+        for start in range(0, len(latents), step)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, n_genes)
+
+
+def row_libraries(obs, n_rows: int, quantiles: torch.Tensor) -> torch.Tensor:
+    """obs["library_size"] when the rows have it, otherwise the median training library."""
+    if obs is not None and "library_size" in obs:
+        library = torch.as_tensor(np.asarray(obs["library_size"], dtype=np.float32))
+        return library.clamp_min(1.0)
+    return torch.full((n_rows,), float(quantiles[len(quantiles) // 2]))
+
+
+def draw_counts(
+    params: dict[str, torch.Tensor], library: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """NB as a Gamma-Poisson mixture (plus zero inflation), drawn with `generator` on CPU."""
+    mu = (params["rho"] * library[:, None]).cpu().double()
+    theta = params["theta"].cpu().double().expand_as(mu)
+    # torch's Gamma sampler takes no generator: draw it here from the seeded stream.
+    rate = _standard_gamma(theta, generator) * mu / theta
+    counts = torch.poisson(rate, generator=generator)
+    if "pi_logits" in params:
+        pi = torch.sigmoid(params["pi_logits"]).cpu().double()
+        counts = torch.where(torch.rand(mu.shape, generator=generator, dtype=torch.float64) < pi, 0.0, counts)
+    return counts.float()
+
+
+def _standard_gamma(shape: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Gamma(shape, 1) draws from `generator` (Marsaglia-Tsang with the shape<1 boost)."""
+    boost = shape < 1
+    a = torch.where(boost, shape + 1, shape)
+    d = a - 1.0 / 3
+    c = 1.0 / torch.sqrt(9 * d)
+    result = torch.empty_like(a)
+    todo = torch.ones_like(a, dtype=torch.bool)
+    for _ in range(64):
+        if not todo.any():
+            break
+        z = torch.randn(a.shape, generator=generator, dtype=a.dtype)
+        u = torch.rand(a.shape, generator=generator, dtype=a.dtype)
+        v = (1 + c * z) ** 3
+        accept = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * z**2 + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+        take = todo & accept
+        result = torch.where(take, d * v, result)
+        todo = todo & ~accept
+    result = torch.where(todo, d, result)  # practically never: the mean
+    u = torch.rand(a.shape, generator=generator, dtype=a.dtype)
+    return torch.where(boost, result * u ** (1.0 / shape), result)
+
+
+def normalise(counts: torch.Tensor, library: torch.Tensor, total: float) -> torch.Tensor:
+    """Counts -> X's scale: log1p(counts / library * target_sum)."""
+    return torch.log1p(counts / library[:, None] * total)

@@ -1,0 +1,86 @@
+"""The ae family (denoising autoencoder): imputes by reconstruction, samples near training rows."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_models import make_expression, make_timecourse
+from test_models_counts import make_counts
+
+from omicsgen.generate import generate
+from omicsgen.impute import impute
+from omicsgen.models import get_family, load_model
+from omicsgen.models.base import observed_mask
+from omicsgen.train import train
+
+HPARAMS = {"hidden_dim": 64, "latent_dim": 8}
+TRAINER = {"batch_size": 32, "max_epochs": 12, "learning_rate": 3e-3}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ae")
+    make_expression(n_cells=400).write_h5ad(root / "masked.h5ad")
+    return root, train(root / "masked.h5ad", root / "model", "ae", HPARAMS, TRAINER, seed=0)
+
+
+def _corr_error(x, reference):
+    return np.abs(np.corrcoef(x.T) - reference).mean()
+
+
+def test_ae_imputes_better_than_gene_means_and_keeps_observed(run):
+    root, checkpoint = run
+    adata = ad.read_h5ad(root / "masked.h5ad")
+    out = ad.read_h5ad(impute(root / "masked.h5ad", checkpoint, root / "imputed.h5ad", seed=0))
+    observed, heldout = observed_mask(adata), adata.layers["heldout"]
+    filled = out.layers["imputed"]
+    assert np.array_equal(filled[observed], adata.X[observed]) and np.isfinite(filled).all()
+    assert out.obsm["X_ae"].shape == (adata.n_obs, HPARAMS["latent_dim"])
+    gene_means = np.nanmean(np.where(observed, adata.X, np.nan), axis=0)
+    model_mse = np.mean((filled[heldout] - adata.X[heldout]) ** 2)
+    baseline_mse = np.mean((np.broadcast_to(gene_means, adata.shape)[heldout] - adata.X[heldout]) ** 2)
+    assert model_mse < 0.2 * baseline_mse
+
+
+def test_ae_samples_keep_the_gene_correlations(run):
+    root, checkpoint = run
+    adata = ad.read_h5ad(root / "masked.h5ad")
+    visible = pd.DataFrame(np.where(observed_mask(adata), adata.X, np.nan))
+    reference = visible.corr().to_numpy()
+    model = load_model(checkpoint)
+    samples = model.sample(800, torch.Generator().manual_seed(0))
+    assert samples.shape == (800, adata.n_vars) and samples.dtype == np.float32
+    assert np.array_equal(samples, model.sample(800, torch.Generator().manual_seed(0)))
+    independent = np.abs(np.eye(adata.n_vars) - reference).mean()  # genes drawn independently
+    untrained = get_family("ae").from_data(adata, **HPARAMS).sample(800, torch.Generator().manual_seed(0))
+    assert _corr_error(samples, reference) < 0.6 * independent
+    assert _corr_error(samples, reference) < 0.6 * _corr_error(untrained, reference)
+    out = ad.read_h5ad(generate(root / "masked.h5ad", checkpoint, root / "samples.h5ad", 5, seed=1))
+    assert out.shape == (5, adata.n_vars)
+
+
+def test_ae_input_dropout_hides_entries_only_in_training():
+    adata = make_expression(n_cells=60)
+    torch.manual_seed(0)
+    model = get_family("ae").from_data(adata, noise=0.5)
+    batch = get_family("ae").tensors(adata, "train")
+    model.train()
+    assert not torch.equal(model.loss(batch), model.loss(batch))  # a new dropout draw each call
+    values, observed = adata.X, observed_mask(adata)
+    assert np.array_equal(model.impute(values, observed), model.impute(values, observed))
+
+
+def test_ae_nb_output_and_time_courses(tmp_path):
+    make_counts(n_cells=120).write_h5ad(tmp_path / "counts.h5ad")
+    ckpt = train(tmp_path / "counts.h5ad", tmp_path / "nb", "ae", {**HPARAMS, "output": "nb"}, {"max_epochs": 2}, seed=0)
+    samples = load_model(ckpt).sample(50, torch.Generator().manual_seed(0))
+    assert (samples == 0).mean() > 0.1 and np.isfinite(samples).all()  # drawn counts, normalised
+    make_timecourse().write_h5ad(tmp_path / "tc.h5ad")
+    ckpt = train(tmp_path / "tc.h5ad", tmp_path / "tc", "ae", HPARAMS, {"max_epochs": 2}, seed=0)
+    out = ad.read_h5ad(generate(tmp_path / "tc.h5ad", ckpt, tmp_path / "samples.h5ad", 4, seed=0))
+    assert out.obs["series"].nunique() == 4
+    imputed = ad.read_h5ad(impute(tmp_path / "tc.h5ad", ckpt, tmp_path / "imputed.h5ad", seed=0))
+    assert np.isfinite(imputed.layers["imputed"]).all()
