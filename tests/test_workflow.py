@@ -28,6 +28,7 @@ def tiny_config(sheet: str = "config/datasets.tsv") -> dict:
     config["trainer"].update(max_epochs=3, batch_size=64)
     for spec in config["models"].values():
         spec.pop("trainer", None)
+    config["models"]["vae_nb"]["datasets"] = ["cells"]
     config["generate"]["n_samples"] = 60
     return config
 
@@ -61,13 +62,14 @@ def finished_run(tmp_path_factory, tiny_data):
 
 def test_every_stage_ran_for_every_modality(finished_run):
     results = finished_run / "results"
-    for dataset, models in {"cells": ["vae"], "peaks": ["lstm"], "flu": ["vae", "gru"]}.items():
+    for dataset, models in {"cells": ["vae", "vae_nb"], "peaks": ["lstm"], "flu": ["vae", "gru"]}.items():
         for name in ("ingested.h5ad", "prepared.h5ad", "masked.h5ad", "report.html", "baselines/scores.json"):
             assert (results / dataset / name).is_file(), (dataset, name)
         for model in models:
             for name in ("model.ckpt", "metrics.csv", "samples.h5ad", "imputed.h5ad", "scores.json"):
                 assert (results / dataset / model / name).is_file(), (dataset, model, name)
     assert not (results / "cells" / "lstm").exists()  # a model only runs where its modality fits
+    assert not (results / "flu" / "vae_nb").exists()  # ... and on the datasets it is limited to
     assert (results / "report.html").is_file()
 
 

@@ -42,17 +42,19 @@ def sheet_option(dataset, column):
 
 
 def models_for(dataset):
-    """The configured models whose family accepts this dataset's modality."""
+    """The configured models whose family accepts this dataset's modality (and, when the model
+    lists `datasets:`, only those datasets)."""
     return [
         name
         for name, spec in MODELS.items()
         if modality(dataset) in FAMILIES[spec["family"]].modalities
+        and dataset in spec.get("datasets", [dataset])
     ]
 
 
 def model_params(wildcards):
     """(family, hyper-parameters as JSON) of a configured model, its trainer overrides left out."""
-    spec = {k: v for k, v in MODELS[wildcards.model].items() if k != "trainer"}
+    spec = {k: v for k, v in MODELS[wildcards.model].items() if k not in ("trainer", "datasets")}
     return spec.pop("family"), json.dumps(spec, sort_keys=True)
 
 
