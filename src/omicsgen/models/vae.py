@@ -92,15 +92,21 @@ class VAE(GenerativeModel):
         return {"n_genes": int(adata.n_vars), "target_sum": cm.target_sum(adata)}
 
     @staticmethod
-    def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
-        """X with unobserved entries zeroed and the observed mask; plus the raw counts (same
-        entries hidden) and library sizes when the data has counts."""
+    def observed_tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
+        """X with unobserved entries zeroed, and the observed mask (the input of every matrix model)."""
         rows = split_rows(adata, split)
         observed = observed_mask(adata)[rows]
         x = np.where(observed, np.asarray(adata.X, dtype=np.float32)[rows], 0.0).astype(np.float32)
-        out = {"x": torch.from_numpy(x), "observed": torch.from_numpy(observed)}
+        return {"x": torch.from_numpy(x), "observed": torch.from_numpy(observed)}
+
+    @staticmethod
+    def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
+        """The observed tensors, plus the raw counts (same entries hidden) and library sizes when
+        the data has counts."""
+        out = VAE.observed_tensors(adata, split)
         if cm.has_counts(adata):
-            out.update(cm.count_tensors(adata, rows, observed))
+            rows = split_rows(adata, split)
+            out.update(cm.count_tensors(adata, rows, observed_mask(adata)[rows]))
         return out
 
     def init_from_data(self, adata: ad.AnnData) -> None:

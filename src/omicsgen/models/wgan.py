@@ -69,10 +69,7 @@ class WGAN(GenerativeModel):
 
     data_sizes = staticmethod(VAE.data_sizes)
 
-    @staticmethod
-    def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
-        out = VAE.tensors(adata, split)
-        return {"x": out["x"], "observed": out["observed"]}
+    tensors = staticmethod(VAE.observed_tensors)
 
     def init_from_data(self, adata: ad.AnnData) -> None:
         train = self.tensors(adata, "train")
