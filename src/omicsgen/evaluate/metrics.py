@@ -227,37 +227,37 @@ def kmer_js_sparse(tokens: np.ndarray, reference: np.ndarray, k: int, n_residues
 
 
 def _kmer_codes(tokens: np.ndarray, k: int, n_residues: int) -> tuple[np.ndarray, np.ndarray]:
-    residue = tokens.astype(np.int64) - FIRST_RESIDUE
-    usable = (tokens >= FIRST_RESIDUE) & content_mask(tokens)
-    n_windows = tokens.shape[1] - k + 1
-    if n_windows <= 0 or len(tokens) == 0:
+    if tokens.shape[1] - k + 1 <= 0 or len(tokens) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    code = np.zeros((tokens.shape[0], n_windows), dtype=np.int64)
-    valid = np.ones_like(code, dtype=bool)
-    for offset in range(k):
-        window = usable[:, offset : offset + n_windows]
-        code = code * n_residues + np.where(window, residue[:, offset : offset + n_windows], 0)
-        valid &= window
+    code, valid = _kmer_windows(tokens, k, n_residues)
     codes, counts = np.unique(code[valid], return_counts=True)
     return codes, counts.astype(float)
 
 
-def kmer_profiles(tokens: np.ndarray, k: int, n_residues: int) -> np.ndarray:
-    """Per-record k-mer frequencies (records x n_residues^k; a record without k-mers is all 0)."""
+def _kmer_windows(tokens: np.ndarray, k: int, n_residues: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each window of k residues as one integer (base n_residues), and whether the window holds
+    only residues of the record (no pad, gap or missing)."""
     residue = tokens.astype(np.int64) - FIRST_RESIDUE
     usable = (tokens >= FIRST_RESIDUE) & content_mask(tokens)
     n_windows = tokens.shape[1] - k + 1
-    profiles = np.zeros((len(tokens), n_residues**k))
-    if n_windows <= 0:
-        return profiles
     code = np.zeros((tokens.shape[0], n_windows), dtype=np.int64)
     valid = np.ones_like(code, dtype=bool)
     for offset in range(k):
         window = usable[:, offset : offset + n_windows]
         code = code * n_residues + np.where(window, residue[:, offset : offset + n_windows], 0)
         valid &= window
+    return code, valid
+
+
+def kmer_profiles(tokens: np.ndarray, k: int, n_residues: int) -> np.ndarray:
+    """Per-record k-mer frequencies (records x n_residues^k; a record without k-mers is all 0)."""
+    profiles = np.zeros((len(tokens), n_residues**k))
+    if tokens.shape[1] - k + 1 <= 0:
+        return profiles
+    code, valid = _kmer_windows(tokens, k, n_residues)
     rows = np.broadcast_to(np.arange(len(tokens))[:, None], code.shape)
-    np.add.at(profiles, (rows[valid], code[valid]), 1.0)
+    flat = np.bincount(rows[valid] * n_residues**k + code[valid], minlength=profiles.size)
+    profiles += flat.reshape(profiles.shape)
     totals = profiles.sum(axis=1, keepdims=True)
     return np.divide(profiles, totals, out=profiles, where=totals > 0)
 

@@ -174,6 +174,15 @@ class GenerativeModel(lightning.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
 
+    def manual_step(self, optimizer, loss) -> None:
+        """One optimiser step for families that optimise manually (GANs): they clip gradients
+        themselves, with the trainer's `gradient_clip_val` kept in `self.gradient_clip`."""
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if getattr(self, "gradient_clip", None):
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The registry reads this to pick the class when loading; __init__ never takes it.
         checkpoint["hyper_parameters"]["family"] = self.family

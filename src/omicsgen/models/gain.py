@@ -106,17 +106,10 @@ class GAIN(GenerativeModel):
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
         d_loss, _, _ = self.losses(batch)
-        self._step(opt_d, d_loss)
+        self.manual_step(opt_d, d_loss)
         _, g_loss, mse = self.losses(batch)
-        self._step(opt_g, g_loss)
+        self.manual_step(opt_g, g_loss)
         self.log("train_loss", mse.detach(), on_step=False, on_epoch=True, batch_size=len(batch["x"]))
-
-    def _step(self, optimizer, loss) -> None:
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        if self.gradient_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
 
     def validation_step(self, batch, batch_idx):
         scaled, observed = self.scale(batch["x"]), batch["observed"]

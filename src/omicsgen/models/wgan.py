@@ -104,17 +104,10 @@ class WGAN(GenerativeModel):
         mixed = (eps * real + (1 - eps) * fake * m).requires_grad_(True)
         grad = torch.autograd.grad(self.critic(mixed, m).sum(), mixed, create_graph=True)[0]
         penalty = ((grad.norm(dim=1) - 1) ** 2).mean()
-        self._step(opt_c, -wasserstein + self.hparams.gp_weight * penalty)
+        self.manual_step(opt_c, -wasserstein + self.hparams.gp_weight * penalty)
         if batch_idx % self.hparams.n_critic == 0:
-            self._step(opt_g, -self.critic(self.fake(n), m).mean())
+            self.manual_step(opt_g, -self.critic(self.fake(n), m).mean())
         self.log("train_loss", wasserstein.detach(), on_step=False, on_epoch=True, batch_size=n)
-
-    def _step(self, optimizer, loss) -> None:
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        if self.gradient_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
 
     def validation_step(self, batch, batch_idx):
         real, m = self._real(batch)
