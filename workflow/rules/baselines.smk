@@ -10,7 +10,7 @@ rule baselines:
         ),
     params:
         n_samples=config["generate"]["n_samples"],
-        seed=config["seed"],
+        seed=dataset_seed,
     log:
         "logs/{dataset}/baselines.log",
     conda:

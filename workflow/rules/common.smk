@@ -35,6 +35,12 @@ def modality(dataset):
     return DATASETS.loc[dataset, "modality"]
 
 
+def dataset_seed(wildcards):
+    """The sheet's `seed` for this dataset (repeats of one experiment differ only in it), else the config's."""
+    value = DATASETS.loc[wildcards.dataset].get("seed", "")
+    return int(value) if value else config["seed"]
+
+
 def sheet_option(dataset, column):
     """An optional sheet column as a CLI option, or nothing when the cell is empty."""
     value = DATASETS.loc[dataset].get(column, "")

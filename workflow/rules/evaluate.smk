@@ -12,7 +12,7 @@ rule evaluate:
             subcategory="{model}",
         ),
     params:
-        seed=config["seed"],
+        seed=dataset_seed,
     log:
         "logs/{dataset}/{model}/evaluate.log",
     threads: 2

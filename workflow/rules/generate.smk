@@ -6,7 +6,7 @@ rule generate:
         samples="results/{dataset}/{model}/samples.h5ad",
     params:
         n_samples=config["generate"]["n_samples"],
-        seed=config["seed"],
+        seed=dataset_seed,
         # sequences are also written as FASTA, for tools outside omicsgen
         fasta=lambda wildcards: (
             f"--fasta results/{wildcards.dataset}/{wildcards.model}/samples.fasta"

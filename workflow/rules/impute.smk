@@ -5,7 +5,7 @@ rule impute:
     output:
         "results/{dataset}/{model}/imputed.h5ad",
     params:
-        seed=config["seed"],
+        seed=dataset_seed,
     log:
         "logs/{dataset}/{model}/impute.log",
     threads: 2

@@ -7,7 +7,7 @@ rule mask:
         rate=config["mask"]["rate"],
         mechanism=config["mask"]["mechanism"],
         span_length=config["mask"].get("span_length", 10),
-        seed=config["seed"],
+        seed=dataset_seed,
     log:
         "logs/{dataset}/mask.log",
     conda:

@@ -6,7 +6,7 @@ rule preprocess:
     params:
         preprocess=lambda wildcards: json.dumps(config["preprocess"].get(modality(wildcards.dataset), {})),
         split=json.dumps(config["split"]),
-        seed=config["seed"],
+        seed=dataset_seed,
     log:
         "logs/{dataset}/preprocess.log",
     conda:

@@ -13,7 +13,7 @@ rule train:
         family=lambda wildcards: model_params(wildcards)[0],
         hparams=lambda wildcards: model_params(wildcards)[1],
         trainer=model_trainer,
-        seed=config["seed"],
+        seed=dataset_seed,
     log:
         "logs/{dataset}/{model}/train.log",
     threads: 2

@@ -115,6 +115,10 @@ class GenerativeModel(lightning.LightningModule):
     can_impute: ClassVar[bool] = True
     cannot_sample: ClassVar[str] = ""
     cannot_impute: ClassVar[str] = ""
+    # Probabilistic families draw several imputations (multiple imputation, calibration).
+    can_draw_imputations: ClassVar[bool] = False
+    # Conditional families set `self.hparams.condition_on` (an obs column, usually "label") and
+    # keep the training label names in `self.hparams.label_names`; `sample` then takes `labels`.
     # Hyper-parameters read from the data that any data given to the trained model must match.
     shape_hparams: ClassVar[tuple[str, ...]] = ()
 
@@ -188,7 +192,9 @@ class GenerativeModel(lightning.LightningModule):
         checkpoint["hyper_parameters"]["family"] = self.family
 
     # ---- use ----------------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator):
+    def sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None):
+        """`n` samples; a conditional family takes `labels` (n indices into
+        `hparams.label_names`), others reject them."""
         raise NotImplementedError
 
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
@@ -197,6 +203,13 @@ class GenerativeModel(lightning.LightningModule):
         `obs` (the rows' obs table) is needed only by families whose rows are not independent.
         """
         raise NotImplementedError
+
+    def impute_draws(
+        self, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator, obs=None
+    ) -> np.ndarray:
+        """`n_draws` imputations drawn from the model's posterior predictive, shape
+        (n_draws, n_rows, n_cols); observed entries equal `values` in every draw."""
+        raise Unsupported(f"the {self.family} family gives one imputation, not draws")
 
     def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError(f"the {self.family} family has no latent space")
