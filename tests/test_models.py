@@ -107,11 +107,22 @@ def _model(family: str, adata: ad.AnnData):
 # ---- registry and data contract ------------------------------------------------------------
 def test_registry_declares_modalities():
     assert set(FAMILIES) == {"vae", "lstm", "gru", "ae", "gain", "wgan"}
-    assert families_for("sequence") == ["lstm"]
-    assert set(families_for("timecourse")) == {"vae", "gru", "ae", "gain"}
+    assert set(families_for("sequence")) == {"vae", "lstm", "gru", "wgan"}
+    assert set(families_for("timecourse")) == {"vae", "lstm", "gru", "ae", "gain"}
     assert set(families_for("expression")) == {"vae", "ae", "gain", "wgan"}
-    for cls in FAMILIES.values():
-        assert "learning_rate" in cls.defaults
+    for family in FAMILIES.values():
+        for data_modality in family.modalities:
+            cls = family.model_class(data_modality)
+            assert cls.family == family.name and data_modality in cls.modalities
+            assert "learning_rate" in family.defaults_for(data_modality)
+            assert set(cls.defaults) <= set(family.defaults)
+    # One cell type per family, whatever the job: language model or forecaster.
+    assert {get_family("lstm").model_class(m).__name__ for m in ("sequence", "timecourse")} == {
+        "LSTMLanguageModel", "LSTMForecaster"}
+    assert {get_family("gru").model_class(m).__name__ for m in ("sequence", "timecourse")} == {
+        "GRULanguageModel", "GRUForecaster"}
+    assert FAMILIES["wgan"].can_sample and not FAMILIES["wgan"].can_impute
+    assert not FAMILIES["gain"].can_sample and FAMILIES["gain"].can_impute
 
 
 @pytest.mark.parametrize("family", ["vae", "lstm", "gru"])

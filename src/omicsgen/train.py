@@ -80,15 +80,15 @@ def family_class(family: str, adata: ad.AnnData, data_path: Path) -> type[Genera
     data_modality = modality(adata)
     if family not in FAMILIES:
         raise InputError(data_path, f"unknown model family {family!r}", hint=f"known: {', '.join(sorted(FAMILIES))}")
-    cls = FAMILIES[family]
-    if data_modality not in cls.modalities:
+    accepted = FAMILIES[family].modalities
+    if data_modality not in accepted:
         fits = [name for name, c in sorted(FAMILIES.items()) if data_modality in c.modalities]
         raise InputError(
             data_path,
-            f"model family {family!r} takes {' or '.join(cls.modalities)} data, not {data_modality}",
+            f"model family {family!r} takes {' or '.join(accepted)} data, not {data_modality}",
             hint=f"families for {data_modality}: {', '.join(fits)}",
         )
-    return cls
+    return FAMILIES[family].model_class(data_modality)  # a family may have one class per modality
 
 
 def trainer_settings(trainer: dict, data_path: Path) -> dict:

@@ -1,6 +1,9 @@
-"""GRU forecaster for time courses: predicts each time point of a series from the ones before it."""
+"""Recurrent forecasters for time courses (families `gru` and `lstm` on time-course data): predict
+each time point of a series from the ones before it."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import anndata as ad
 import numpy as np
@@ -12,8 +15,8 @@ from torch.nn import functional as F
 from .base import GenerativeModel, inference, keep_observed, observed_mask, split_rows
 
 
-class GRUForecaster(GenerativeModel):
-    """One GRU step per time point. Input: the expression vector (unobserved -> 0), its observed
+class RecurrentForecaster(GenerativeModel):
+    """One recurrent step (GRU or LSTM cell, fixed by the subclass) per time point. Input: the expression vector (unobserved -> 0), its observed
     mask, the time since the previous point and the time to the next one (points are irregular,
     so how far ahead to predict must be an input). Output: a rate of change per gene; the
     prediction is the current state (observed values, else the previous prediction) plus
@@ -25,7 +28,7 @@ class GRUForecaster(GenerativeModel):
     (starts for sampling) and the per-gene residual sd (noise for sampling, set by `calibrate`).
     """
 
-    family = "gru"
+    cell_type: ClassVar[str]
     modalities = ("timecourse",)
     shape_hparams = ("n_genes",)
     defaults = {"hidden_dim": 64, "learning_rate": 1e-3}
@@ -33,7 +36,7 @@ class GRUForecaster(GenerativeModel):
     def __init__(self, n_genes, n_start_series, max_steps, time_scale, hidden_dim, learning_rate):
         super().__init__()
         self.save_hyperparameters()
-        self.cell = nn.GRUCell(2 * n_genes + 2, hidden_dim)
+        self.cell = {"gru": nn.GRUCell, "lstm": nn.LSTMCell}[self.cell_type](2 * n_genes + 2, hidden_dim)
         self.rate = nn.Linear(hidden_dim, n_genes)
         nn.init.zeros_(self.rate.weight)
         nn.init.zeros_(self.rate.bias)
@@ -44,6 +47,10 @@ class GRUForecaster(GenerativeModel):
         self.register_buffer("start_points", torch.zeros(n_start_series, n_genes))
         self.register_buffer("start_times", torch.zeros(n_start_series, max_steps))
         self.register_buffer("start_lengths", torch.ones(n_start_series, dtype=torch.int64))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["hyper_parameters"]["modality"] = "timecourse"
 
     @staticmethod
     def data_sizes(adata: ad.AnnData) -> dict:
@@ -84,9 +91,14 @@ class GRUForecaster(GenerativeModel):
         scale = self.hparams.time_scale
         since, to = time_since[:, None] / scale, time_to[:, None] / scale
         hidden = self.cell(torch.cat([state * observed, observed.float(), since, to], 1), hidden)
+        output = hidden[0] if isinstance(hidden, tuple) else hidden  # LSTM cells carry (h, c)
         # Exact decay toward the series' own level (Ornstein-Uhlenbeck drift): stable for any gap.
         pull = 1 - torch.exp(-F.softplus(self.reversion) * to)
-        return hidden, state + pull * (level - state) + self.rate(hidden) * to
+        return hidden, state + pull * (level - state) + self.rate(output) * to
+
+    def initial_hidden(self, n_series: int):
+        zeros = torch.zeros(n_series, self.hparams.hidden_dim, device=self.device)
+        return (zeros, zeros.clone()) if self.cell_type == "lstm" else zeros
 
     def series_level(self, total, count):
         """Mean of a series' values seen so far per gene; the train mean before any."""
@@ -95,7 +107,7 @@ class GRUForecaster(GenerativeModel):
     def one_step_predictions(self, x, observed, time) -> torch.Tensor:
         """Prediction of every point from the points before it (the first: the gene means)."""
         n_series, n_steps, _ = x.shape
-        hidden = torch.zeros(n_series, self.hparams.hidden_dim, device=x.device)
+        hidden = self.initial_hidden(n_series)
         prediction = self.gene_mean.expand(n_series, -1)
         predictions, total, count = [prediction], torch.zeros_like(x[:, 0]), torch.zeros_like(x[:, 0])
         for t in range(n_steps - 1):
@@ -146,7 +158,7 @@ class GRUForecaster(GenerativeModel):
         """Unobserved entries <- the one-step-ahead prediction from the series' earlier points
         (for a series' first point: the train mean). `obs` must hold `series` and `time`."""
         if obs is None:
-            raise ValueError("the gru family imputes along each series: pass obs with 'series' and 'time'")
+            raise ValueError(f"the {self.family} family imputes along each series: pass obs with 'series' and 'time'")
         series, rows = pad_series(values, observed, obs)
         series = {name: t.to(self.device) for name, t in series.items()}
         predicted_padded = self.one_step_predictions(series["x"], series["observed"], series["time"]).cpu().numpy()
@@ -167,7 +179,7 @@ class GRUForecaster(GenerativeModel):
         noise = torch.randn(n, times.shape[1], self.hparams.n_genes, generator=generator).to(self.device)
         noise = noise * self.residual_sd
         point = self.start_points[picks] + noise[:, 0]
-        points, hidden = [point], torch.zeros(n, self.hparams.hidden_dim, device=self.device)
+        points, hidden = [point], self.initial_hidden(n)
         all_observed, total = torch.ones_like(point, dtype=torch.bool), torch.zeros_like(point)
         for t in range(times.shape[1] - 1):
             total = total + point
@@ -177,6 +189,16 @@ class GRUForecaster(GenerativeModel):
             point = prediction + noise[:, t + 1]
             points.append(point)
         return _flatten_series(torch.stack(points, 1).cpu().numpy(), times.cpu().numpy(), lengths.cpu().numpy())
+
+
+class GRUForecaster(RecurrentForecaster):
+    family = "gru"
+    cell_type = "gru"
+
+
+class LSTMForecaster(RecurrentForecaster):
+    family = "lstm"
+    cell_type = "lstm"
 
 
 def pad_series(values: np.ndarray, observed: np.ndarray, obs: pd.DataFrame) -> tuple[dict, np.ndarray]:

@@ -1,6 +1,15 @@
-"""Autoregressive LSTM language model over token matrices (DNA, RNA, protein, alignments)."""
+"""Autoregressive recurrent language models over token matrices (DNA, RNA, protein, alignments):
+one class, an LSTM or a GRU cell (families `lstm` and `gru` on sequence data).
+
+Imputation conditions on both sides of a gap by default: each unobserved position takes the
+content token c maximising log p(c | left) + log p(next `impute_window` tokens | left, c), the
+right-hand tokens scored where observed (unobserved ones are fed as MISSING, as in training).
+`impute_mode: left` keeps the plain left-to-right greedy fill.
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import anndata as ad
 import numpy as np
@@ -21,15 +30,18 @@ from .base import (
 IGNORED = -100  # target id that cross_entropy skips
 
 
-class LSTMLanguageModel(GenerativeModel):
+IMPUTE_MODES = ("two_sided", "left")
+
+
+class RecurrentLanguageModel(GenerativeModel):
     """Predicts each token from BOS and the tokens to its left; pad (0) doubles as end-of-sequence.
 
     Unobserved positions (natively missing or held out) are fed as the MISSING id, so the model
     knows a residue is there without seeing it, and are never a target. Targets past a
-    record's first pad are ignored: the record has ended.
+    record's first pad are ignored: the record has ended. Subclasses fix the recurrent cell.
     """
 
-    family = "lstm"
+    cell_type: ClassVar[str]
     modalities = ("sequence",)
     shape_hparams = ("vocab_size", "max_length")
     defaults = {
@@ -39,16 +51,28 @@ class LSTMLanguageModel(GenerativeModel):
         "dropout": 0.1,
         "learning_rate": 2e-3,
         "temperature": 1.0,
+        "impute_mode": "two_sided",
+        "impute_window": 24,
     }
 
-    def __init__(self, vocab_size, max_length, embed_dim, hidden_dim, n_layers, dropout, learning_rate, temperature):
+    def __init__(self, vocab_size, max_length, embed_dim, hidden_dim, n_layers, dropout, learning_rate, temperature,
+                 impute_mode="two_sided", impute_window=24):
         super().__init__()
+        if impute_mode not in IMPUTE_MODES:
+            raise ValueError(f"{self.family}: impute_mode must be one of {', '.join(IMPUTE_MODES)}, not {impute_mode!r}")
         self.save_hyperparameters()
         self.bos = vocab_size  # an input-only id, one past the alphabet
         self.embedding = nn.Embedding(vocab_size + 1, embed_dim)
-        self.lstm = nn.LSTM(embed_dim, hidden_dim, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[self.cell_type]
+        # Named after the cell ("lstm" / "gru"): checkpoints from before the GRU variant load as they are.
+        setattr(self, self.cell_type, rnn(embed_dim, hidden_dim, n_layers, batch_first=True,
+                                          dropout=dropout if n_layers > 1 else 0.0))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_dim, vocab_size)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["hyper_parameters"]["modality"] = "sequence"
 
     @staticmethod
     def data_sizes(adata: ad.AnnData) -> dict:
@@ -63,7 +87,7 @@ class LSTMLanguageModel(GenerativeModel):
     # ---- network ------------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """Logits over the alphabet for the token after each input position."""
-        hidden, state = self.lstm(self.embedding(inputs), state)
+        hidden, state = getattr(self, self.cell_type)(self.embedding(inputs), state)
         return self.head(self.dropout(hidden)), state
 
     def _next_token_logits(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,11 +123,14 @@ class LSTMLanguageModel(GenerativeModel):
 
     @inference
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
-        """Fill unobserved positions left to right with the most probable content token (gap or
-        residue) given the left context, feeding each filled token to the positions after it.
-        MISSING tokens count as unobserved whatever `observed` says."""
+        """Fill unobserved positions left to right with a content token (gap or residue), each
+        filled token fed to the positions after it. `impute_mode` two_sided (default) picks the
+        token that best explains both its left context and the next `impute_window` tokens;
+        left picks the most probable token given the left context only. MISSING tokens count
+        as unobserved whatever `observed` says."""
         unobserved = ~observed | (values == MISSING)
-        filled = [self._fill_greedy(values[rows], unobserved[rows]) for rows in row_chunks(len(values))]
+        fill = self._fill_two_sided if self.hparams.impute_mode == "two_sided" else self._fill_greedy
+        filled = [fill(values[rows], unobserved[rows]) for rows in row_chunks(len(values))]
         predicted = np.concatenate(filled) if filled else values
         return keep_observed(values, ~unobserved, predicted)
 
@@ -117,6 +144,35 @@ class LSTMLanguageModel(GenerativeModel):
             out[:, position] = torch.where(unobserved_t[:, position], best_content, tokens_t[:, position])
             current = out[:, position : position + 1]
         return out.cpu().numpy().astype(np.int8)
+
+    def _fill_two_sided(self, tokens: np.ndarray, unobserved: np.ndarray) -> np.ndarray:
+        tokens_t = torch.from_numpy(tokens.astype(np.int64)).to(self.device)
+        unobserved_t = torch.from_numpy(unobserved).to(self.device)
+        # What the right-hand windows see: unobserved -> MISSING, then the end (pad) after position L-1.
+        visible = torch.where(unobserved_t, MISSING, tokens_t)
+        visible = torch.cat([visible, torch.full_like(visible[:, :1], PAD)], dim=1)
+        current, state, out = torch.full_like(tokens_t[:, :1], self.bos), None, tokens_t.clone()
+        for position in range(tokens_t.shape[1]):
+            logits, state = self(current, state)  # state has read everything left of `position`
+            rows = unobserved_t[:, position].nonzero().squeeze(1)
+            if len(rows):
+                right = visible[rows, position + 1 : position + 1 + self.hparams.impute_window]
+                out[rows, position] = self._best_candidate(logits[rows, -1], _select_state(state, rows), right)
+            current = out[:, position : position + 1]
+        return out.cpu().numpy().astype(np.int8)
+
+    def _best_candidate(self, logits: torch.Tensor, state, right: torch.Tensor) -> torch.Tensor:
+        """For r rows: the content token c maximising log p(c | left) + log p(right | left, c),
+        `right` (r x w) scored where observed and up to the record's end."""
+        candidates = torch.arange(GAP, self.hparams.vocab_size, device=logits.device)
+        n_rows, n_cand = len(logits), len(candidates)
+        score = logits.log_softmax(-1)[:, candidates]
+        window_inputs = torch.cat([candidates.repeat(n_rows)[:, None], right[:, :-1].repeat_interleave(n_cand, 0)], 1)
+        window_logits, _ = self(window_inputs, _repeat_state(state, n_cand))
+        targets = right.repeat_interleave(n_cand, 0)
+        log_p = window_logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        right_score = (log_p * scored_targets(targets)).sum(1).view(n_rows, n_cand)
+        return candidates[(score + right_score).argmax(1)]
 
     @inference
     def sample(self, n: int, generator: torch.Generator, temperature: float | None = None) -> np.ndarray:
@@ -147,3 +203,27 @@ def scored_targets(targets: torch.Tensor) -> torch.Tensor:
     is_pad = (targets == PAD).long()
     before_end = (is_pad.cumsum(1) - is_pad) == 0
     return before_end & (targets != MISSING)
+
+
+class LSTMLanguageModel(RecurrentLanguageModel):
+    family = "lstm"
+    cell_type = "lstm"
+
+
+class GRULanguageModel(RecurrentLanguageModel):
+    family = "gru"
+    cell_type = "gru"
+
+
+def _select_state(state, rows: torch.Tensor):
+    """Rows of a recurrent state (GRU: h; LSTM: (h, c); batch is dimension 1)."""
+    if isinstance(state, tuple):
+        return tuple(part[:, rows] for part in state)
+    return state[:, rows]
+
+
+def _repeat_state(state, times: int):
+    """Each row of a recurrent state repeated `times` times in place (row-major, as repeat_interleave)."""
+    if isinstance(state, tuple):
+        return tuple(part.repeat_interleave(times, 1) for part in state)
+    return state.repeat_interleave(times, 1)

@@ -1,24 +1,33 @@
-"""WGAN-GP for expression rows (scGAN-like: MLP generator and critic, gradient penalty, n_critic).
+"""WGAN-GP (Gulrajani et al. 2017) for expression rows (scGAN-like) and for sequences over one-hot
+positions with a softmax generator (Killoran et al. 2017); conditional on obs["label"] when
+`condition_on: label` (the label's one-hot joins the generator's noise and the critic's input).
 
-Data are standardised per gene inside the model (train rows' observed entries). Missing and
-held-out entries never reach the critic: it sees `(x * m, m)` for a real row, and a generated
-row is masked with the mask of a real row from the same batch before the critic sees it, so
-the generator is fit to the observed entries only (the AmbientGAN / MisGAN construction).
+Missing and held-out entries never reach the critic: it sees a real row with its unobserved
+entries (positions) zeroed plus the mask, and a generated row masked with the mask of a real row
+from the same batch, so the generator is fit to the observed entries only (the AmbientGAN /
+MisGAN construction).
+
+Expression: data are standardised per gene inside the model (train rows' observed entries).
+With library-size aware output (scGAN's LSN layer; `library_size: auto` turns it on when X is
+log-normalised counts, i.e. the data keep raw counts in `layers["counts"]`) the generator gives
+non-negative shares over the genes (ReLU, normalised to sum 1) that are scaled by a row total
+drawn from the training rows' totals (of expm1(X) over these genes) and log1p'd: every sample
+has a realistic library size and exact zeros where the generator gives none.
+
+Sequences: the generator gives a softmax over the tokens (MISSING excluded) at every position
+(linear layer, then 1-d convolutions); the critic is a 1-d CNN over one-hot + mask channels.
+Samples take the most probable token per position (Killoran et al.); a record is all pad after
+its first pad.
 
 Manual optimisation: every batch updates the critic (Wasserstein loss + `gp_weight` times the
 gradient penalty on random interpolates); every `n_critic`-th batch also updates the generator.
-Adam with betas (0.5, 0.9) as in Gulrajani et al. 2017.
+Adam with betas (0.5, 0.9) as in Gulrajani et al.
 
 Losses logged: `train_loss` and `val_loss` are the critic's Wasserstein estimate
-E[critic(real)] - E[critic(fake)] on the rows of the split (lower = the generator is harder to
-tell apart). It depends on the critic as much as on the generator, so it is no stopping signal:
-the family runs all `max_epochs` (no early stopping; `patience` is ignored) and keeps the last
-epoch's weights.
+E[critic(real)] - E[critic(fake)]. It depends on the critic as much as on the generator, so it is
+no stopping signal: the family runs all `max_epochs` and keeps the last epoch's weights.
 
-- sample: generator outputs at z ~ N(0, I), back on X's scale, clipped below at each gene's
-  smallest training value (so log-normalised data get exact zeros, as the data have).
-- impute: not supported (a GAN has no encoder; `impute` raises `Unsupported`, reported by
-  `omicsgen impute` as a one-line error). Use vae, ae or gain to impute.
+impute: not supported (a GAN has no encoder; `impute` raises `Unsupported`).
 """
 
 from __future__ import annotations
@@ -27,9 +36,16 @@ import anndata as ad
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .base import GenerativeModel, Unsupported, inference
+from ..alphabet import MISSING, PAD
+from . import counts as cm
+from .base import GenerativeModel, Unsupported, inference, row_chunks, split_rows
+from .lstm import RecurrentLanguageModel
 from .vae import VAE
+
+LABEL_COLUMN = "label"
+LIBRARY_SIZE_MODES = ("auto", True, False)
 
 
 def _mlp(n_in: int, hidden_dim: int, n_layers: int, n_out: int, activation) -> nn.Sequential:
@@ -40,7 +56,130 @@ def _mlp(n_in: int, hidden_dim: int, n_layers: int, n_out: int, activation) -> n
     return nn.Sequential(*layers, nn.Linear(width, n_out))
 
 
-class WGAN(GenerativeModel):
+# ---- labels ------------------------------------------------------------------------------------
+def label_names(adata: ad.AnnData) -> list[str]:
+    """Sorted distinct values of obs["label"] (none when the data has no labels)."""
+    if LABEL_COLUMN not in adata.obs:
+        return []
+    labels = adata.obs[LABEL_COLUMN]
+    return sorted(map(str, labels[labels.notna()].unique()))
+
+
+def label_tensors(adata: ad.AnnData, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """{"labels": index into `label_names` per row, -1 where unlabelled}; {} without labels."""
+    names = label_names(adata)
+    if not names:
+        return {}
+    labels = adata.obs[LABEL_COLUMN][rows]
+    index = {name: i for i, name in enumerate(names)}
+    codes = [index[str(value)] if value == value and value is not None else -1 for value in labels]
+    return {"labels": torch.tensor(codes, dtype=torch.int64)}
+
+
+class ConditionalWGAN(GenerativeModel):
+    """What both data layouts share: the adversarial training loop, labels and sampling API.
+
+    Subclasses give `real(batch) -> (real, mask)`, `generate(z, condition)` (generator output
+    in the critic's layout), `critic(x, mask, condition)` and `to_data(generated)`.
+    """
+
+    select_on_loss = False
+    can_impute = False
+    cannot_impute = "a GAN has no encoder to condition on a row's observed entries; use vae, ae or gain to impute"
+
+    def setup_conditioning(self, condition_on, label_names) -> int:
+        """Checks `condition_on`; returns the number of labels the networks take (0: unconditional)."""
+        if condition_on is None:
+            return 0
+        if condition_on != LABEL_COLUMN:
+            raise ValueError(f"{self.family}: condition_on may only be {LABEL_COLUMN!r} (or null), not {condition_on!r}")
+        if not label_names:
+            raise ValueError(f"{self.family}: condition_on {LABEL_COLUMN!r} needs obs[{LABEL_COLUMN!r}] in the data")
+        return len(label_names)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.hparams.label_names) if self.hparams.condition_on else 0
+
+    def init_label_frequencies(self, adata: ad.AnnData) -> None:
+        labels = self.tensors(adata, "train").get("labels")
+        if self.n_labels and labels is not None:
+            counts = torch.bincount(labels[labels >= 0], minlength=self.n_labels).float()
+            with torch.no_grad():
+                self.label_frequencies.copy_(counts / counts.sum().clamp_min(1))
+
+    def condition(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """One-hot labels (n x n_labels; unlabelled rows all zero); n x 0 when unconditional."""
+        if not self.n_labels:
+            return torch.zeros(n, 0, device=self.device)
+        return F.one_hot(labels.clamp_min(0), self.n_labels).float() * (labels >= 0).float()[:, None]
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
+
+    # ---- training -----------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_c = self.optimizers()
+        real, m = self.real(batch)
+        n = len(real)
+        cond = self.condition(batch.get("labels"), n)
+        fake = self.generate(self.latent(n), cond).detach() * m
+        wasserstein = self.critic(real, m, cond).mean() - self.critic(fake, m, cond).mean()
+        eps = torch.rand(n, *[1] * (real.dim() - 1), device=real.device)
+        mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        grad = torch.autograd.grad(self.critic(mixed, m, cond).sum(), mixed, create_graph=True)[0]
+        penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        self.manual_step(opt_c, -wasserstein + self.hparams.gp_weight * penalty)
+        if batch_idx % self.hparams.n_critic == 0:
+            self.manual_step(opt_g, -self.critic(self.generate(self.latent(n), cond) * m, m, cond).mean())
+        self.log("train_loss", wasserstein.detach(), on_step=False, on_epoch=True, batch_size=n)
+
+    def validation_step(self, batch, batch_idx):
+        real, m = self.real(batch)
+        cond = self.condition(batch.get("labels"), len(real))
+        fake = self.generate(self.latent(len(real)), cond) * m
+        wasserstein = self.critic(real, m, cond).mean() - self.critic(fake, m, cond).mean()
+        self.log("val_loss", wasserstein, on_step=False, on_epoch=True, batch_size=len(real))
+
+    def configure_optimizers(self):
+        lr, betas = self.hparams.learning_rate, (0.5, 0.9)
+        return (torch.optim.Adam(self.generator_net.parameters(), lr=lr, betas=betas),
+                torch.optim.Adam(self.critic_net.parameters(), lr=lr, betas=betas))
+
+    # ---- use ----------------------------------------------------------------------------
+    @inference
+    def sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None) -> np.ndarray:
+        """n generated rows. A conditional model takes `labels` (n indices into
+        `hparams.label_names`) or, without them, draws labels at the training frequencies."""
+        if n == 0:
+            return self.sample(1, generator)[:0]
+        codes = self.sample_labels(n, generator, labels)
+        parts = []
+        for rows in row_chunks(n):
+            z = self.latent(rows.stop - rows.start, generator)
+            cond = self.condition(None if codes is None else codes[rows].to(self.device), len(z))
+            parts.append(self.to_data(self.generate(z, cond, generator)))
+        return np.concatenate(parts)
+
+    def sample_labels(self, n: int, generator: torch.Generator, labels) -> torch.Tensor | None:
+        if not self.n_labels:
+            if labels is not None:
+                raise ValueError(f"this {self.family} model is not conditional (condition_on is null): it takes no labels")
+            return None
+        if labels is None:
+            return torch.multinomial(self.label_frequencies.cpu(), n, replacement=True, generator=generator)
+        codes = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        if codes.shape != (n,) or (codes < 0).any() or (codes >= self.n_labels).any():
+            raise ValueError(f"labels must be {n} indices into label_names {list(self.hparams.label_names)}")
+        return codes
+
+    def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
+        raise Unsupported(self.cannot_impute)
+
+
+class WGAN(ConditionalWGAN):
+    """scGAN-like WGAN-GP for expression rows: MLP generator and critic."""
+
     family = "wgan"
     modalities = ("expression",)
     shape_hparams = ("n_genes",)
@@ -51,25 +190,38 @@ class WGAN(GenerativeModel):
         "n_critic": 5,
         "gp_weight": 10.0,
         "learning_rate": 1e-4,
+        "library_size": "auto",
+        "condition_on": None,
     }
-    select_on_loss = False
-    can_impute = False
-    cannot_impute = "a GAN has no encoder to condition on a row's observed entries; use vae, ae or gain to impute"
 
-    def __init__(self, n_genes, latent_dim, hidden_dim, n_layers, n_critic, gp_weight, learning_rate, target_sum=None):
+    def __init__(self, n_genes, latent_dim, hidden_dim, n_layers, n_critic, gp_weight, learning_rate, target_sum=None,
+                 library_size=False, log_normalised=False, condition_on=None, label_names=()):
         super().__init__()
+        if library_size not in LIBRARY_SIZE_MODES:
+            raise ValueError(f"wgan: library_size must be auto, true or false, not {library_size!r}")
+        label_names = list(label_names) if condition_on else []
+        n_labels = self.setup_conditioning(condition_on, label_names)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.gradient_clip = None
-        self.generator_net = _mlp(latent_dim, hidden_dim, n_layers, n_genes, nn.ReLU)
-        self.critic_net = _mlp(2 * n_genes, hidden_dim, n_layers, 1, lambda: nn.LeakyReLU(0.2))
+        self.lsn = library_size is True or (library_size == "auto" and log_normalised)
+        self.generator_net = _mlp(latent_dim + n_labels, hidden_dim, n_layers, n_genes, nn.ReLU)
+        if self.lsn:  # shares start positive everywhere, so no gene starts dead under the ReLU
+            nn.init.constant_(self.generator_net[-1].bias, 1.0)
+        self.critic_net = _mlp(2 * n_genes + n_labels, hidden_dim, n_layers, 1, lambda: nn.LeakyReLU(0.2))
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("gene_std", torch.ones(n_genes))
         self.register_buffer("gene_min", torch.full((n_genes,), -torch.inf))
+        self.register_buffer("total_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
+        self.register_buffer("label_frequencies", torch.full((max(n_labels, 1),), 1.0 / max(n_labels, 1)))
 
-    data_sizes = staticmethod(VAE.data_sizes)
+    @staticmethod
+    def data_sizes(adata: ad.AnnData) -> dict:
+        return {**VAE.data_sizes(adata), "log_normalised": cm.has_counts(adata), "label_names": label_names(adata)}
 
-    tensors = staticmethod(VAE.observed_tensors)
+    @staticmethod
+    def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
+        return {**VAE.observed_tensors(adata, split), **label_tensors(adata, split_rows(adata, split))}
 
     def init_from_data(self, adata: ad.AnnData) -> None:
         train = self.tensors(adata, "train")
@@ -78,53 +230,131 @@ class WGAN(GenerativeModel):
         mean = (x * m).sum(0) / n
         std = (((x - mean) ** 2 * m).sum(0) / n).sqrt().clamp_min(1e-3)
         low = torch.where(m, x, torch.inf).amin(0)
+        # Row totals on the normalised scale, observed entries scaled up to the full row.
+        totals = (torch.expm1(x) * m).sum(1) * m.shape[1] / m.sum(1).clamp_min(1)
         with torch.no_grad():
             self.gene_mean.copy_(mean)
             self.gene_std.copy_(std)
             self.gene_min.copy_(torch.where(m.any(0), low, -torch.inf))
+            self.total_quantiles.copy_(cm.library_quantiles(totals))
+        self.init_label_frequencies(adata)
 
     # ---- networks -----------------------------------------------------------------------
-    def critic(self, standardised: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return self.critic_net(torch.cat([standardised * m, m], dim=1)).squeeze(1)
-
-    def fake(self, n: int) -> torch.Tensor:
-        return self.generator_net(torch.randn(n, self.hparams.latent_dim, device=self.device))
-
-    def _real(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def real(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         m = batch["observed"].float()
         return (batch["x"] - self.gene_mean) / self.gene_std * m, m
 
-    def training_step(self, batch, batch_idx):
-        opt_g, opt_c = self.optimizers()
-        real, m = self._real(batch)
-        n = len(real)
-        fake = self.fake(n).detach()
-        wasserstein = self.critic(real, m).mean() - self.critic(fake, m).mean()
-        eps = torch.rand(n, 1, device=real.device)
-        mixed = (eps * real + (1 - eps) * fake * m).requires_grad_(True)
-        grad = torch.autograd.grad(self.critic(mixed, m).sum(), mixed, create_graph=True)[0]
-        penalty = ((grad.norm(dim=1) - 1) ** 2).mean()
-        self.manual_step(opt_c, -wasserstein + self.hparams.gp_weight * penalty)
-        if batch_idx % self.hparams.n_critic == 0:
-            self.manual_step(opt_g, -self.critic(self.fake(n), m).mean())
-        self.log("train_loss", wasserstein.detach(), on_step=False, on_epoch=True, batch_size=n)
+    def critic(self, standardised, m, cond) -> torch.Tensor:
+        return self.critic_net(torch.cat([standardised * m, m, cond], dim=1)).squeeze(1)
 
-    def validation_step(self, batch, batch_idx):
-        real, m = self._real(batch)
-        wasserstein = self.critic(real, m).mean() - self.critic(self.fake(len(real)), m).mean()
-        self.log("val_loss", wasserstein, on_step=False, on_epoch=True, batch_size=len(real))
+    def generate(self, z, cond, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Generator output, standardised like the critic's real input."""
+        out = self.generator_net(torch.cat([z, cond], dim=1))
+        if not self.lsn:
+            return out
+        shares = F.relu(out)
+        shares = shares / shares.sum(1, keepdim=True).clamp_min(1e-8)
+        totals = self._draw_totals(len(z), generator)
+        return (torch.log1p(shares * totals[:, None]) - self.gene_mean) / self.gene_std
 
-    def configure_optimizers(self):
-        lr, betas = self.hparams.learning_rate, (0.5, 0.9)
-        return (torch.optim.Adam(self.generator_net.parameters(), lr=lr, betas=betas),
-                torch.optim.Adam(self.critic_net.parameters(), lr=lr, betas=betas))
+    def _draw_totals(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Row totals from the training distribution (inverse CDF at uniform draws)."""
+        q = self.total_quantiles
+        position = torch.rand(n, generator=generator).to(q.device) * (len(q) - 1)
+        low = position.floor().long().clamp(max=len(q) - 2)
+        frac = position - low
+        return q[low] * (1 - frac) + q[low + 1] * frac
 
-    # ---- use ----------------------------------------------------------------------------
-    @inference
-    def sample(self, n: int, generator: torch.Generator) -> np.ndarray:
-        z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
-        x = self.generator_net(z) * self.gene_std + self.gene_mean
+    def to_data(self, generated: torch.Tensor) -> np.ndarray:
+        x = generated * self.gene_std + self.gene_mean
         return torch.maximum(x, self.gene_min).cpu().numpy().astype(np.float32)
 
-    def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
-        raise Unsupported(self.cannot_impute)
+
+class SequenceWGAN(ConditionalWGAN):
+    """WGAN-GP over one-hot sequences (Killoran et al. 2017): softmax generator, 1-d CNN critic."""
+
+    family = "wgan"
+    modalities = ("sequence",)
+    shape_hparams = ("vocab_size", "max_length")
+    defaults = {
+        "latent_dim": 32,
+        "hidden_dim": 64,  # channels of the convolutions
+        "n_layers": 2,
+        "kernel_size": 5,
+        "n_critic": 5,
+        "gp_weight": 10.0,
+        "learning_rate": 1e-3,
+        "condition_on": None,
+    }
+
+    def __init__(self, vocab_size, max_length, latent_dim, hidden_dim, n_layers, kernel_size, n_critic, gp_weight,
+                 learning_rate, condition_on=None, label_names=()):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"wgan: kernel_size must be odd (so a convolution keeps the length), not {kernel_size}")
+        label_names = list(label_names) if condition_on else []
+        n_labels = self.setup_conditioning(condition_on, label_names)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.gradient_clip = None
+        padding = kernel_size // 2
+        self.generator_net = nn.ModuleDict({
+            "project": nn.Linear(latent_dim + n_labels, hidden_dim * max_length),
+            "convolve": _conv_stack(hidden_dim, hidden_dim, n_layers, kernel_size, padding, nn.ReLU),
+            "tokens": nn.Conv1d(hidden_dim, vocab_size, 1),
+        })
+        self.critic_net = nn.ModuleDict({
+            "convolve": _conv_stack(vocab_size + 1, hidden_dim, n_layers, kernel_size, padding,
+                                    lambda: nn.LeakyReLU(0.2)),
+            "score": _mlp(hidden_dim * max_length + n_labels, hidden_dim, 1, 1, lambda: nn.LeakyReLU(0.2)),
+        })
+        never = torch.zeros(vocab_size)
+        never[MISSING] = -torch.inf  # MISSING is never a value
+        self.register_buffer("never_missing", never)
+        self.register_buffer("label_frequencies", torch.full((max(n_labels, 1),), 1.0 / max(n_labels, 1)))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["hyper_parameters"]["modality"] = "sequence"
+
+    @staticmethod
+    def data_sizes(adata: ad.AnnData) -> dict:
+        return {**RecurrentLanguageModel.data_sizes(adata), "label_names": label_names(adata)}
+
+    @staticmethod
+    def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
+        return {**RecurrentLanguageModel.tensors(adata, split), **label_tensors(adata, split_rows(adata, split))}
+
+    def init_from_data(self, adata: ad.AnnData) -> None:
+        self.init_label_frequencies(adata)
+
+    # ---- networks (layout: n x vocab x length) -------------------------------------------
+    def real(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = batch["tokens"]
+        one_hot = F.one_hot(tokens, self.hparams.vocab_size).float().transpose(1, 2)
+        m = (tokens != MISSING).float()[:, None, :]
+        return one_hot * m, m
+
+    def critic(self, one_hot, m, cond) -> torch.Tensor:
+        features = self.critic_net["convolve"](torch.cat([one_hot * m, m], dim=1)).flatten(1)
+        return self.critic_net["score"](torch.cat([features, cond], dim=1)).squeeze(1)
+
+    def generate(self, z, cond, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Softmax over the tokens at every position, n x vocab x length."""
+        hidden = self.generator_net["project"](torch.cat([z, cond], dim=1))
+        hidden = self.generator_net["convolve"](F.relu(hidden.view(len(z), self.hparams.hidden_dim, -1)))
+        logits = self.generator_net["tokens"](hidden) + self.never_missing[:, None]
+        return logits.softmax(1)
+
+    def to_data(self, generated: torch.Tensor) -> np.ndarray:
+        tokens = generated.argmax(1).cpu().numpy()
+        ended = np.cumsum(tokens == PAD, axis=1) > 0
+        return np.where(ended, PAD, tokens).astype(np.int8)
+
+
+def _conv_stack(n_in: int, channels: int, n_layers: int, kernel_size: int, padding: int, activation) -> nn.Sequential:
+    layers, width = [], n_in
+    for _ in range(n_layers):
+        layers += [nn.Conv1d(width, channels, kernel_size, padding=padding), activation()]
+        width = channels
+    return nn.Sequential(*layers)
