@@ -37,7 +37,7 @@ def _preprocess(a):
 def _mask(a):
     from .mask import mask
 
-    mask(a.input, a.output, a.rate, a.mechanism, a.seed, a.span_length, a.nonzero_only)
+    mask(a.input, a.output, a.rate, a.mechanism, a.seed, a.span_length)
 
 
 def _train(a):
@@ -55,7 +55,7 @@ def _generate(a):
 def _impute(a):
     from .impute import impute
 
-    impute(a.input, a.checkpoint, a.output, a.seed, n_draws=a.n_draws)
+    impute(a.input, a.checkpoint, a.output, a.seed)
 
 
 def _evaluate(a):
@@ -78,15 +78,6 @@ def _report(a):
     else:
         model_dirs = {Path(p).parent.name: Path(p).parent for p in a.scores}
         dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output)
-
-
-def _papers(a):
-    from .papers import paper_report, table_to_h5ad
-
-    if a.action == "table":
-        table_to_h5ad(a.input, a.output, a.label)
-    else:
-        paper_report(a.paper, a.scores, a.baselines, a.html, a.json)
 
 
 def _provenance(a):
@@ -137,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--mechanism", default="mcar")
     p.add_argument("--span-length", type=int, default=10, help="positions a span covers (mechanism span)")
-    p.add_argument("--nonzero-only", action="store_true", help="hold out only nonzero observed entries")
 
     p = stage("train", _train, "train one model", output=False, seed=True)
     p.add_argument("--outdir", required=True, help="gets model.ckpt and metrics.csv")
@@ -152,12 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("impute", _impute, "fill held-out and missing entries", seed=True)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--n-draws", type=int, default=20,
-                   help="imputations drawn for uncertainty when the family can draw them (0: none)")
 
     p = stage("evaluate", _evaluate, "score a model's imputations and samples", seed=True)
-    p.add_argument("--imputed", default=None, help="imputed.h5ad (left out for a family that cannot impute)")
-    p.add_argument("--samples", default=None, help="samples.h5ad (left out for a family that cannot sample)")
+    p.add_argument("--imputed", required=True)
+    p.add_argument("--samples", required=True)
     p.add_argument("--checkpoint", default=None)
 
     p = stage("baselines", _baselines, "score the classical baselines", seed=True)
@@ -169,20 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", nargs="*", default=[], help="scores.json of each model")
     p.add_argument("--baselines", nargs="*", default=[], help="baselines/scores.json")
     p.add_argument("--leaderboard", action="store_true", help="the summary page over all datasets")
-
-    p = sub.add_parser("papers", help="published results beside ours: a paper config's page, or its input table")
-    p.set_defaults(func=_papers)
-    actions = p.add_subparsers(dest="action", required=True)
-    q = actions.add_parser("report", help="aggregate the repeats' scores and write the paper's page and JSON")
-    q.add_argument("--paper", type=_json, required=True, help="the config's paper section as JSON")
-    q.add_argument("--scores", nargs="*", default=[], help="scores.json of each model and repeat")
-    q.add_argument("--baselines", nargs="*", default=[], help="baselines/scores.json of each repeat")
-    q.add_argument("--html", required=True)
-    q.add_argument("--json", required=True)
-    q = actions.add_parser("table", help="a CSV with text annotation columns as .h5ad (text columns to obs)")
-    q.add_argument("--input", required=True)
-    q.add_argument("--output", required=True)
-    q.add_argument("--label", default=None, help="a text column that must be present (the sheet's label)")
 
     p = sub.add_parser("provenance", help="print how an output was made (config slice, input checksums, versions, seed)")
     p.add_argument("files", nargs="+", help=".h5ad outputs or model.ckpt files")
