@@ -55,7 +55,7 @@ def _generate(a):
 def _impute(a):
     from .impute import impute
 
-    impute(a.input, a.checkpoint, a.output, a.seed)
+    impute(a.input, a.checkpoint, a.output, a.seed, n_draws=a.n_draws)
 
 
 def _evaluate(a):
@@ -142,10 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("impute", _impute, "fill held-out and missing entries", seed=True)
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n-draws", type=int, default=20,
+                   help="imputations drawn for uncertainty when the family can draw them (0: none)")
 
     p = stage("evaluate", _evaluate, "score a model's imputations and samples", seed=True)
-    p.add_argument("--imputed", required=True)
-    p.add_argument("--samples", required=True)
+    p.add_argument("--imputed", default=None, help="imputed.h5ad (left out for a family that cannot impute)")
+    p.add_argument("--samples", default=None, help="samples.h5ad (left out for a family that cannot sample)")
     p.add_argument("--checkpoint", default=None)
 
     p = stage("baselines", _baselines, "score the classical baselines", seed=True)

@@ -70,6 +70,32 @@ def model_trainer(wildcards):
     return json.dumps({**config["trainer"], **overrides}, sort_keys=True)
 
 
+def family_can(model, dataset, action):
+    """Whether a configured model can `sample` or `impute` on a dataset's modality (GAIN cannot
+    sample, a GAN cannot impute): its generate / impute jobs exist only when it can."""
+    family = FAMILIES[MODELS[model]["family"]]
+    cls = family.model_class(modality(dataset)) if hasattr(family, "model_class") else family
+    return getattr(cls, f"can_{action}")
+
+
+def model_products(wildcards):
+    """{"imputed": path, "samples": path}: the model's outputs that its family can make."""
+    folder = f"results/{wildcards.dataset}/{wildcards.model}"
+    products = {"imputed": f"{folder}/imputed.h5ad", "samples": f"{folder}/samples.h5ad"}
+    actions = {"imputed": "impute", "samples": "sample"}
+    return {key: path for key, path in products.items() if family_can(wildcards.model, wildcards.dataset, actions[key])}
+
+
+def dataset_products(name):
+    """An input function: `name` (imputed.h5ad or samples.h5ad) of every model of a dataset that makes it."""
+    action = "impute" if name.startswith("imputed") else "sample"
+    return lambda wildcards: [
+        f"results/{wildcards.dataset}/{model}/{name}"
+        for model in models_for(wildcards.dataset)
+        if family_can(model, wildcards.dataset, action)
+    ]
+
+
 def dataset_scores(wildcards):
     return expand("results/{dataset}/{model}/scores.json", dataset=wildcards.dataset, model=models_for(wildcards.dataset))
 

@@ -1,8 +1,7 @@
 rule evaluate:
     input:
+        unpack(model_products),  # imputed / samples: only what the model's family can make
         data="results/{dataset}/masked.h5ad",
-        imputed="results/{dataset}/{model}/imputed.h5ad",
-        samples="results/{dataset}/{model}/samples.h5ad",
         model="results/{dataset}/{model}/model.ckpt",
     output:
         report(
@@ -12,6 +11,7 @@ rule evaluate:
             subcategory="{model}",
         ),
     params:
+        products=lambda wildcards: " ".join(f"--{key} {shlex.quote(path)}" for key, path in model_products(wildcards).items()),
         seed=dataset_seed,
     log:
         "logs/{dataset}/{model}/evaluate.log",
@@ -19,5 +19,5 @@ rule evaluate:
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} omicsgen evaluate --input {input.data:q} --imputed {input.imputed:q} --samples {input.samples:q}"
+        "OMP_NUM_THREADS={threads} omicsgen evaluate --input {input.data:q} {params.products}"
         " --checkpoint {input.model:q} --output {output:q} --seed {params.seed} > {log:q} 2>&1"

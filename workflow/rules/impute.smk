@@ -6,6 +6,8 @@ rule impute:
         "results/{dataset}/{model}/imputed.h5ad",
     params:
         seed=dataset_seed,
+        # multiple imputation (families that can draw): draws per entry for intervals and calibration
+        n_draws=config.get("impute", {}).get("n_draws", 20),
     log:
         "logs/{dataset}/{model}/impute.log",
     threads: 2
@@ -13,4 +15,4 @@ rule impute:
         "../../envs/omicsgen.yaml"
     shell:
         "OMP_NUM_THREADS={threads} omicsgen impute --input {input.data:q} --checkpoint {input.model:q} --output {output:q}"
-        " --seed {params.seed} > {log:q} 2>&1"
+        " --seed {params.seed} --n-draws {params.n_draws} > {log:q} 2>&1"

@@ -5,12 +5,9 @@ rule report_dataset:
         metrics=lambda wildcards: expand(
             "results/{dataset}/{model}/metrics.csv", dataset=wildcards.dataset, model=models_for(wildcards.dataset)
         ),
-        imputed=lambda wildcards: expand(
-            "results/{dataset}/{model}/imputed.h5ad", dataset=wildcards.dataset, model=models_for(wildcards.dataset)
-        ),
-        samples=lambda wildcards: expand(
-            "results/{dataset}/{model}/samples.h5ad", dataset=wildcards.dataset, model=models_for(wildcards.dataset)
-        ),
+        # only the outputs each model's family can make (GAIN does not sample, a GAN does not impute)
+        imputed=dataset_products("imputed.h5ad"),
+        samples=dataset_products("samples.h5ad"),
         baselines="results/{dataset}/baselines/scores.json",
     output:
         report("results/{dataset}/report.html", caption="../report/dataset_report.rst", category="{dataset}"),

@@ -7,7 +7,7 @@ import scipy.sparse
 from scipy.spatial.distance import cdist, pdist
 from scipy.stats import rankdata
 
-from ..alphabet import FIRST_RESIDUE, MISSING, PAD, gc_fraction
+from ..alphabet import FIRST_RESIDUE, GAP, MISSING, PAD, gc_fraction
 
 # Two points always correlate at +-1, so a gene's r says something only from three entries on.
 MIN_ENTRIES_PER_GENE_R = 3
@@ -29,6 +29,7 @@ def numeric_imputation_metrics(truth: np.ndarray, filled: np.ndarray, heldout: n
     return {
         "rmse": _rmse(truth_values, filled_values),
         "mae": _mae(truth_values, filled_values),
+        "median_abs_error": _median_abs_error(truth_values, filled_values),
         "pearson_r": _pearson(truth_values, filled_values),
         "spearman_r": _spearman(truth_values, filled_values),
         "median_gene_rmse": _nanmedian(per_gene["rmse"]),
@@ -57,6 +58,8 @@ def counts_imputation_metrics(
     return {
         "counts_rmse": _rmse(truth_values, back_values),
         "counts_mae": _mae(truth_values, back_values),
+        # The scVI / DCA denoising benchmarks score the median absolute error on counts.
+        "counts_median_abs_error": _median_abs_error(truth_values, back_values),
         "counts_rmse_nonzero": _rmse(truth_values[nonzero], back_values[nonzero]),
     }
 
@@ -85,6 +88,10 @@ def _rmse(truth, predicted) -> float:
 
 def _mae(truth, predicted) -> float:
     return float(np.mean(np.abs(predicted - truth))) if truth.size else float("nan")
+
+
+def _median_abs_error(truth, predicted) -> float:
+    return float(np.median(np.abs(predicted - truth))) if truth.size else float("nan")
 
 
 def _pearson(truth, predicted) -> float:
@@ -351,3 +358,99 @@ def heldout_log_likelihood(log_probs: np.ndarray, heldout: np.ndarray) -> dict:
     values = values[~np.isnan(values)]
     nll = float(-values.mean()) if values.size else float("nan")
     return {"heldout_nll": nll, "heldout_perplexity": float(np.exp(nll)) if np.isfinite(nll) else float("nan"), "n_scored": int(values.size)}
+
+
+# ---------------------------------------------------------------------------- multiple imputation
+
+CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def interval_calibration(truth: np.ndarray, draws: np.ndarray, levels=CALIBRATION_LEVELS) -> dict:
+    """Coverage of central intervals from imputation draws: for each nominal level p, the interval
+    between the (1-p)/2 and (1+p)/2 quantiles of an entry's draws, and the fraction of entries
+    whose true value falls inside it (closed interval). A calibrated model covers p of them.
+
+    `truth` has one value per scored entry, `draws` is entries x draws."""
+    scores: dict = {"n_scored": int(truth.size), "n_draws": int(draws.shape[1]) if draws.ndim == 2 else 0}
+    observed_coverage, widths = [], []
+    for level in levels:
+        if truth.size == 0:
+            observed_coverage.append(float("nan"))
+            widths.append(float("nan"))
+            continue
+        lower, upper = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        observed_coverage.append(float(np.mean((truth >= lower) & (truth <= upper))))
+        widths.append(float(np.mean(upper - lower)))
+    by_level = dict(zip(levels, zip(observed_coverage, widths)))
+    for level in (0.5, 0.9):
+        scores[f"coverage_{round(level * 100)}"], scores[f"interval_width_{round(level * 100)}"] = by_level[level]
+    errors = [abs(o - p) for o, p in zip(observed_coverage, levels)]
+    scores["calibration_error"] = float(np.mean(errors)) if truth.size else float("nan")
+    scores["curve"] = {"nominal": list(levels), "observed": observed_coverage, "mean_width": widths}
+    return scores
+
+
+# ---------------------------------------------------------------------------- sequences: novelty
+
+
+def nearest_hamming_distances(tokens: np.ndarray, reference: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """For each record, the normalised Hamming distance to its nearest record in `reference`.
+
+    Records are compared position by position as stored (aligned, or start-anchored and padded):
+    d(a, b) = 1 - (positions where both hold the same residue or gap) / max(len a, len b), where
+    a record ends at its first pad and a MISSING token matches nothing. 0 = an exact copy,
+    1 = nothing in common. One-hot matrix products count the matches, chunk by chunk."""
+    if len(tokens) == 0 or len(reference) == 0:
+        return np.full(len(tokens), np.nan)
+    width = max(tokens.shape[1], reference.shape[1])
+    tokens, reference = _pad_to(tokens, width), _pad_to(reference, width)
+    n_symbols = int(max(tokens.max(initial=0), reference.max(initial=0))) + 1
+    ref_onehot = _content_onehot(reference, n_symbols)
+    ref_length = content_mask(reference).sum(axis=1)
+    nearest = np.empty(len(tokens))
+    for start in range(0, len(tokens), chunk):
+        block = tokens[start : start + chunk]
+        matches = _content_onehot(block, n_symbols) @ ref_onehot.T
+        length = np.maximum(content_mask(block).sum(axis=1)[:, None], ref_length[None, :])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            distance = np.where(length > 0, 1.0 - matches / np.maximum(length, 1), 0.0)
+        nearest[start : start + chunk] = distance.min(axis=1)
+    return nearest
+
+
+def _pad_to(tokens: np.ndarray, width: int) -> np.ndarray:
+    if tokens.shape[1] == width:
+        return tokens
+    return np.hstack([tokens, np.full((len(tokens), width - tokens.shape[1]), PAD, dtype=tokens.dtype)])
+
+
+def _content_onehot(tokens: np.ndarray, n_symbols: int) -> np.ndarray:
+    """records x (positions * symbols) float32 indicator of residue / gap tokens inside each record."""
+    usable = (tokens >= GAP) & content_mask(tokens)
+    onehot = np.zeros((len(tokens), tokens.shape[1] * n_symbols), dtype=np.float32)
+    rows, positions = np.nonzero(usable)
+    onehot[rows, positions * n_symbols + tokens[rows, positions].astype(np.int64)] = 1.0
+    return onehot
+
+
+# ---------------------------------------------------------------------------- conditional generation
+
+
+def label_classifier(features: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """A random forest (100 trees, min 2 rows a leaf, seeded) that tells labels apart from real
+    rows, or None with fewer than two labels."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    labels = np.asarray(labels).astype(str)
+    if len(np.unique(labels)) < 2:
+        return None
+    forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, n_jobs=1, random_state=seed)
+    return forest.fit(features, labels)
+
+
+def label_accuracy(classifier, features: np.ndarray, requested: np.ndarray) -> float:
+    """Fraction of rows the classifier assigns to the label they were requested with (generated
+    rows) or carry (real rows: the reference)."""
+    if classifier is None or len(features) == 0:
+        return float("nan")
+    return float(np.mean(classifier.predict(features) == np.asarray(requested).astype(str)))

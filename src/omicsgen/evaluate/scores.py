@@ -22,6 +22,7 @@ from . import baseline_methods, data, metrics, scoring
 from .baseline_methods import Forecaster
 
 SCORED_SPLIT = "test"
+DRAWS_KEY = "imputation_draws"  # imputed.h5ad: draws at the unobserved entries (omicsgen.impute)
 # tokens (n x L), observed (n x L bool) -> n x L log-probabilities, NaN where not scored
 LogLikelihood = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -61,24 +62,35 @@ def evaluate(
 ) -> dict:
     """Score a model's imputation, samples and (time course) forecasts; write and return scores.json.
 
-    `data_path` is masked.h5ad (truth, mask, split). `model` defaults to the name of the folder
-    holding `imputed_path`. Time courses are forecast with `forecast_fn`, else with the model in
-    `checkpoint`; a model that cannot forecast (no `forecast` method) gets no forecast section.
+    `data_path` is masked.h5ad (truth, mask, split). `imputed_path` or `samples_path` may be None
+    for a family that cannot impute (a GAN) or sample (GAIN): that section is left out and
+    `not_scored` says why. `model` defaults to the name of the folder holding the outputs.
+    Time courses are forecast with `forecast_fn`, else with the model in `checkpoint`; a model
+    that cannot forecast (no `forecast` method) gets no forecast section. When imputed.h5ad holds
+    imputation draws (`uns["imputation_draws"]`), their calibration is scored too.
     """
     adata = data.read(data_path)
     modality = data.modality(adata)
-    imputed, samples = data.read(imputed_path), data.read(samples_path)
-    _check_same_rows(adata, imputed, imputed_path)
-    score_model = _score_sequence_model if modality == "sequence" else _score_numeric_model
-    imputation, generation = score_model(adata, imputed, samples, samples_path, seed)
     scores = {
         "dataset": data.dataset(adata),
-        "model": model or Path(imputed_path).parent.name,
+        "model": model or Path(imputed_path or samples_path or out_path).parent.name,
         "modality": modality,
-        "imputation": imputation,
-        "generation": generation,
-        "protocol": protocol(adata, seed),
     }
+    not_scored = {}
+    if imputed_path is not None:
+        imputed = data.read(imputed_path)
+        _check_same_rows(adata, imputed, imputed_path)
+        scores["imputation"] = _score_imputation(adata, imputed)
+        draws = imputed.uns.get(DRAWS_KEY)
+        if draws is not None and modality != "sequence":
+            scores["calibration"] = _score_calibration(adata, draws, imputed_path)
+    else:
+        not_scored["imputation"] = _why_not(checkpoint, "impute")
+    if samples_path is not None:
+        scores["generation"] = _score_generation(adata, data.read(samples_path), samples_path, seed)
+    else:
+        not_scored["generation"] = _why_not(checkpoint, "sample")
+    scores["protocol"] = protocol(adata, seed)
     if modality == "timecourse":
         forecaster = forecast_fn or _model_forecaster(checkpoint)
         if forecaster is not None:
@@ -87,6 +99,8 @@ def evaluate(
         likelihood = likelihood_fn or _model_likelihood(checkpoint)
         if likelihood is not None:
             scores["likelihood"] = _score_likelihood(adata, likelihood)
+    if not_scored:
+        scores["not_scored"] = not_scored
     return _write(scores, out_path)
 
 
@@ -120,8 +134,11 @@ def protocol(adata: ad.AnnData, seed: int) -> dict:
     if data.modality(adata) != "sequence":
         truth = data.values(adata)[test][heldout[test]]
         truth = truth[np.isfinite(truth)]
-        # Held-out entries are chosen whatever their value, so zeros are scored like any value.
-        result["heldout_includes_zeros"] = True
+        # Held-out entries are chosen whatever their value (zeros scored like any value) unless the
+        # mask was drawn from non-zero entries only.
+        nonzero_only = bool(mask.get("nonzero_only", False))
+        result["mask_nonzero_only"] = nonzero_only
+        result["heldout_includes_zeros"] = not nonzero_only
         result["heldout_zero_fraction"] = float(np.mean(truth == 0)) if truth.size else float("nan")
         # Both protocols side by side: keys without a suffix score all held-out entries, `*_nonzero`
         # keys only those whose true value is not 0.
@@ -138,26 +155,66 @@ def protocol(adata: ad.AnnData, seed: int) -> dict:
 # ---------------------------------------------------------------------------- models
 
 
-def _score_numeric_model(adata, imputed, samples, samples_path, seed) -> tuple[dict, dict]:
-    truth, heldout = data.values(adata), data.heldout_mask(adata)
-    train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+def _score_imputation(adata: ad.AnnData, imputed: ad.AnnData) -> dict:
+    test = data.split_rows(adata, SCORED_SPLIT)
+    heldout = data.heldout_mask(adata)[test]
+    if data.modality(adata) == "sequence":
+        filled = data.tokens(imputed, "tokens_imputed")
+        return metrics.sequence_imputation_accuracy(data.tokens(adata)[test], filled[test], heldout)
     filled = data.dense(imputed.layers["imputed"]).astype(np.float64)
-    imputation = _numeric_imputation(truth[test], filled[test], heldout[test], _counts_scale(adata), test)
-    scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
-    generation = scorer.score(_samples_in_gene_order(samples, adata, samples_path))
-    return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
+    return _numeric_imputation(data.values(adata)[test], filled[test], heldout, _counts_scale(adata), test)
 
 
-def _score_sequence_model(adata, imputed, samples, samples_path, seed) -> tuple[dict, dict]:
-    truth, heldout = data.tokens(adata), data.heldout_mask(adata)
+def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int) -> dict:
+    """Samples against the real test split, the real-data reference, and per label for
+    conditional samples (samples.obs["label"] = the label each row was asked for)."""
+    truth = data.tokens(adata) if data.modality(adata) == "sequence" else data.values(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
-    filled = data.tokens(imputed, "tokens_imputed")
-    imputation = metrics.sequence_imputation_accuracy(truth[test], filled[test], heldout[test])
-    if data.alphabet(samples) != data.alphabet(adata):
-        raise ValueError(f"{samples_path}: alphabet {data.alphabet(samples)[0]!r} differs from the data's")
-    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed)
-    generation = scorer.score(data.tokens(samples))
-    return imputation, {**generation, "reference_train_vs_test": scorer.reference()}
+    if data.modality(adata) == "sequence":
+        if data.alphabet(samples) != data.alphabet(adata):
+            raise ValueError(f"{samples_path}: alphabet {data.alphabet(samples)[0]!r} differs from the data's")
+        generated = data.tokens(samples)
+        make_scorer = functools.partial(scoring.SequenceGenerationScorer, alphabet=data.alphabet(adata), seed=seed)
+    else:
+        generated = _samples_in_gene_order(samples, adata, samples_path)
+        make_scorer = functools.partial(scoring.NumericGenerationScorer, seed=seed)
+    scorer = make_scorer(truth[train], truth[test])
+    generation = {**scorer.score(generated), "reference_train_vs_test": scorer.reference()}
+    if "label" in samples.obs and "label" in adata.obs:
+        requested = samples.obs["label"].astype(str).to_numpy()
+        conditional = scoring.conditional_scores(adata, truth, requested, generated, make_scorer, scorer)
+        generation["label_accuracy"] = conditional["label_accuracy"]
+        generation["reference_train_vs_test"]["label_accuracy"] = conditional["reference_label_accuracy"]
+        generation["per_label"] = conditional["per_label"]
+    return generation
+
+
+def _score_calibration(adata: ad.AnnData, draws: dict, imputed_path) -> dict:
+    """Interval coverage of the imputation draws on the held-out test entries."""
+    truth, heldout = data.values(adata), data.heldout_mask(adata)
+    test = data.split_rows(adata, SCORED_SPLIT)
+    scored = heldout & test[:, None] & np.isfinite(truth)
+    rows, cols = np.asarray(draws["rows"], dtype=np.int64), np.asarray(draws["cols"], dtype=np.int64)
+    values = np.asarray(draws["values"], dtype=np.float64)
+    stored = rows * truth.shape[1] + cols
+    wanted = np.flatnonzero(scored.ravel())
+    where = np.searchsorted(stored, wanted)
+    found = (where < len(stored)) & (stored[np.minimum(where, len(stored) - 1)] == wanted)
+    if not found.all():
+        raise ValueError(f"{imputed_path}: imputation draws miss {int((~found).sum())} held-out test entries")
+    return metrics.interval_calibration(truth.ravel()[wanted], values[where])
+
+
+def _why_not(checkpoint, action: str) -> str:
+    """Why a model has no imputed.h5ad / samples.h5ad: its family's own reason, if known."""
+    if checkpoint is not None:
+        from ..models.registry import load_model
+
+        model = load_model(checkpoint)
+        if not getattr(model, f"can_{action}", True):
+            reason = getattr(model, f"cannot_{action}", "")
+            return f"a {model.family} model cannot {action}" + (f": {reason}" if reason else "")
+    return f"no {'imputed' if action == 'impute' else 'samples'}.h5ad was given"
 
 
 def _numeric_imputation(truth, filled, heldout, counts, rows) -> dict:
@@ -246,6 +303,8 @@ def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int) -> dict:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
+    if baseline_methods.magic_applies(adata) and not baseline_methods.magic_available():
+        methods["magic"] = {"not_scored": {"imputation": baseline_methods.MAGIC_MISSING}}
     counts = _counts_scale(adata)
     for name, filled in baseline_methods.numeric_fills(adata, seed).items():
         methods.setdefault(name, {})["imputation"] = _numeric_imputation(truth[test], filled, heldout[test], counts, test)

@@ -40,12 +40,13 @@ LOWER_IS_BETTER = {
     "rmse_nonzero", "mae_nonzero", "counts_rmse", "counts_mae", "counts_rmse_nonzero",
     "c2st_auc", "gene_mean_abs_diff", "gene_variance_abs_diff", "gene_zero_fraction_abs_diff",
     "corr_matrix_distance", "aa_composition_distance", "heldout_nll", "heldout_perplexity",
-    *(f"rmse_horizon_{h}" for h in FORECAST_HORIZONS),
+    *(f"rmse_horizon_{h}" for h in FORECAST_HORIZONS), "median_abs_error", "counts_median_abs_error",
+    "calibration_error",
 }  # fmt: skip
 HIGHER_IS_BETTER = {
     "pearson_r", "median_gene_pearson_r", "accuracy", "uniqueness", "novelty", "spearman_r",
     "pearson_r_nonzero", "spearman_r_nonzero", "gene_mean_pearson_r", "gene_variance_pearson_r",
-    "corr_matrix_pearson_r",
+    "corr_matrix_pearson_r", "label_accuracy",
 }  # fmt: skip
 
 
@@ -83,6 +84,10 @@ class NumericGenerationScorer:
 
     def project(self, matrix: np.ndarray) -> np.ndarray:
         return self.pca.transform(self._filled(matrix))
+
+    def features(self, matrix: np.ndarray) -> np.ndarray:
+        """What the label classifier of conditional scoring sees: the PCA coordinates."""
+        return self.project(matrix)
 
     def score(self, generated: np.ndarray) -> dict:
         if not np.isfinite(generated).all():
@@ -127,6 +132,7 @@ class SequenceGenerationScorer:
             **self._distances(generated),
             "uniqueness": metrics.uniqueness(strings),
             "novelty": metrics.novelty(strings, self.train_strings),
+            **self._nearest_train(generated),
             "n_generated": len(generated),
         }
 
@@ -138,7 +144,21 @@ class SequenceGenerationScorer:
             **self._distances(reference),
             "uniqueness": metrics.uniqueness(test_strings),
             "novelty": metrics.novelty(test_strings, self.train_strings),
+            **self._nearest_train(subsample(self.test, self.seed)),
             "n_generated": len(reference),
+        }
+
+    def features(self, tokens: np.ndarray) -> np.ndarray:
+        """What the label classifier of conditional scoring sees: per-record 3-mer profiles."""
+        return metrics.kmer_profiles(tokens, C2ST_KMER, self.n_residues)
+
+    def _nearest_train(self, tokens: np.ndarray) -> dict:
+        """Novelty as a distance: normalised Hamming distance of each record to its nearest
+        training record (0 = a copy)."""
+        distances = metrics.nearest_hamming_distances(tokens, self.train)
+        return {
+            "nearest_train_distance_mean": _mean(distances),
+            "nearest_train_distance_median": float(np.median(distances)) if distances.size else float("nan"),
         }
 
     def _distances(self, tokens: np.ndarray) -> dict:
@@ -154,6 +174,35 @@ class SequenceGenerationScorer:
             composition = metrics.kmer_spectrum(tokens, 1, self.n_residues)
             scores["aa_composition_distance"] = metrics.total_variation(composition, self.test_composition)
         return scores
+
+
+def conditional_scores(adata, truth, requested, generated, make_scorer, scorer) -> dict:
+    """Conditional samples (each row asked for a label): the generation scores per label, each
+    against the real train / test rows of that label, and how often a classifier trained on the
+    real train rows assigns a generated row to the label it was asked for; on the real test rows
+    the same classifier gives the reference accuracy."""
+    labels = adata.obs["label"].astype(str).to_numpy()
+    train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
+    classifier = metrics.label_classifier(scorer.features(truth[train]), labels[train], scorer.seed)
+    per_label = {}
+    for label in sorted(set(requested)):
+        real_train, real_test = truth[train & (labels == label)], truth[test & (labels == label)]
+        asked = generated[requested == label]
+        if len(real_train) < 2 or len(real_test) < 2:
+            per_label[label] = {"n_generated": len(asked), "n_real_test": len(real_test)}
+            continue
+        label_scorer = make_scorer(real_train, real_test)
+        per_label[label] = {
+            **label_scorer.score(asked),
+            "label_accuracy": metrics.label_accuracy(classifier, scorer.features(asked), requested[requested == label]),
+            "n_real_test": len(real_test),
+            "reference_train_vs_test": label_scorer.reference(),
+        }
+    return {
+        "label_accuracy": metrics.label_accuracy(classifier, scorer.features(generated), requested),
+        "reference_label_accuracy": metrics.label_accuracy(classifier, scorer.features(truth[test]), labels[test]),
+        "per_label": per_label,
+    }
 
 
 def subsample(rows: np.ndarray, seed: int) -> np.ndarray:

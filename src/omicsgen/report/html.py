@@ -21,19 +21,21 @@ from ..evaluate.scoring import FORECAST_HORIZONS, NumericGenerationScorer, direc
 from ..provenance import write_text
 from . import plots
 
-SECTIONS = ("imputation", "generation", "forecast", "likelihood")
+SECTIONS = ("imputation", "calibration", "generation", "forecast", "likelihood")
 # The one number per section the leaderboard shows, by modality-specific key (first present wins).
 HEADLINE = {
     "imputation": ("rmse", "accuracy"), "generation": ("mmd2", "kmer_js_mean"), "forecast": ("rmse",),
-    "likelihood": ("heldout_perplexity",),
+    "likelihood": ("heldout_perplexity",), "calibration": ("calibration_error",),
 }  # fmt: skip
 # Table columns: headline scores first, context after, counts (any other key) last.
 COLUMN_ORDER = [
-    "rmse", "mae", "pearson_r", "spearman_r", "median_gene_rmse", "median_gene_mae", "median_gene_pearson_r",
+    "rmse", "mae", "median_abs_error", "pearson_r", "spearman_r", "median_gene_rmse", "median_gene_mae", "median_gene_pearson_r",
     "rmse_nonzero", "mae_nonzero", "pearson_r_nonzero", "spearman_r_nonzero", "counts_rmse", "counts_mae",
-    "counts_rmse_nonzero", "accuracy", "heldout_nll", "heldout_perplexity",
+    "counts_median_abs_error", "counts_rmse_nonzero", "calibration_error", "coverage_50", "coverage_90",
+    "interval_width_50", "interval_width_90", "accuracy", "heldout_nll", "heldout_perplexity",
     "mmd2", "c2st_auc", "kmer_js_mean", "kmer_js_1", "kmer_js_2", "kmer_js_3", "kmer_js_4", "kmer_js_5", "kmer_js_6",
     "aa_composition_distance", "gc_mean_abs_diff", "gc_mean", "uniqueness", "novelty",
+    "nearest_train_distance_mean", "nearest_train_distance_median", "label_accuracy",
     "gene_mean_pearson_r", "gene_mean_abs_diff", "gene_variance_pearson_r", "gene_variance_abs_diff",
     "gene_zero_fraction_abs_diff", "corr_matrix_distance", "corr_matrix_pearson_r",
     "rmse_ratio_to_last_value", "rmse_horizon_1", "rmse_horizon_2", "rmse_horizon_3", "last_value_rmse",
@@ -54,6 +56,7 @@ thead th { background: #f4f6f8; }
 tr.reference td { font-style: italic; color: #555; background: #fafafa; }
 tr.baseline td:first-child { color: #555; }
 td.best { font-weight: bold; background: #e8f5e9; }
+td.why, tr.missing td { color: #777; font-style: italic; text-align: left; }
 td.text { text-align: left; font-family: ui-monospace, monospace; font-size: .85em; word-break: break-all; }
 .scroll { overflow-x: auto; }
 table.winners td, table.winners th { text-align: left; }
@@ -66,11 +69,13 @@ code { font-size: .9em; }
 
 @dataclass
 class Row:
-    """One line of a score table; `kind` is model, baseline or reference (never ranked)."""
+    """One line of a score table; `kind` is model, baseline, reference (never ranked) or missing
+    (a method that cannot do this section: `why` says so)."""
 
     label: str
     kind: str
     scores: dict
+    why: str = ""
 
 
 # ---------------------------------------------------------------------------- dataset page
@@ -105,7 +110,8 @@ def _data_summary(adata) -> str:
     mask = data.mask_info(adata)
     return (
         f"<p>Modality <b>{_e(data.modality(adata))}</b>, {shape}; split: {split_text}. "
-        f"Held-out mask: {_e(mask['mechanism'])} at rate {_e(format_value(float(mask['rate'])))}. "
+        f"Held-out mask: {_e(mask['mechanism'])} at rate {_e(format_value(float(mask['rate'])))}, "
+        f"{'non-zero entries only' if mask.get('nonzero_only', False) else 'zeros included'}. "
         "Scores are on the test split; bold marks the best value in each column "
         "(↓ lower is better, ↑ higher is better).</p>"
     )
@@ -149,13 +155,39 @@ def _score_sections(model_scores: dict, baseline_methods: dict) -> str:
         rows = _rows(section, model_scores, baseline_methods)
         if rows:
             parts.append(f"<h2>{section.capitalize()}</h2>" + _score_table(rows))
+        if section == "generation":
+            parts.append(_per_label_table(model_scores))
     return "\n".join(parts)
 
 
+def _per_label_table(model_scores: dict) -> str:
+    """Conditional models: generation scores per requested label, each with the real data of that
+    label (train vs test) beneath it."""
+    rows = []
+    for name, scores in model_scores.items():
+        for label, label_scores in scores.get("generation", {}).get("per_label", {}).items():
+            rows.append(Row(f"{name}: {label}", "model", label_scores))
+            if REFERENCE in label_scores:
+                rows.append(Row(f"{REFERENCE_LABEL}: {label}", "reference", label_scores[REFERENCE]))
+    if not rows:
+        return ""
+    return (
+        "<h3>Generation per label</h3><p class='note'>Each label's generated rows against the real test rows of that "
+        "label; <code>label_accuracy</code>: how often a classifier trained on real train rows assigns a generated row to "
+        "the label it was asked for (real-data row: its accuracy on the real test rows).</p>" + _score_table(rows)
+    )
+
+
 def _rows(section: str, model_scores: dict, baseline_methods: dict) -> list[Row]:
-    """Models, then baselines, then (generation only) the real-data reference."""
-    rows = [Row(name, "model", s[section]) for name, s in model_scores.items() if section in s]
-    rows += [Row(f"baseline: {name}", "baseline", m[section]) for name, m in baseline_methods.items() if section in m]
+    """Models, then baselines, then (generation only) the real-data reference; a method whose
+    scores say it could not do the section (`not_scored`) gets a `missing` row with the reason."""
+    rows = []
+    for kind, prefix, methods in (("model", "", model_scores), ("baseline", "baseline: ", baseline_methods)):
+        for name, s in methods.items():
+            if section in s:
+                rows.append(Row(prefix + name, kind, s[section]))
+            elif section in s.get("not_scored", {}):
+                rows.append(Row(prefix + name, "missing", {}, why=str(s["not_scored"][section])))
     references = [s[section][REFERENCE] for s in model_scores.values() if REFERENCE in s.get(section, {})]
     if references:
         rows.append(Row(REFERENCE_LABEL, "reference", references[0]))
@@ -168,7 +200,10 @@ def _score_table(rows: list[Row]) -> str:
     header = "".join(f"<th>{_e(column)}{_arrow(column)}</th>" for column in columns)
     body = []
     for row in rows:
-        cells = "".join(_cell(row.scores.get(column), row.label in best[column]) for column in columns)
+        if row.kind == "missing":
+            cells = f'<td colspan="{max(1, len(columns))}" class="why">— not scored: {_e(row.why)}</td>'
+        else:
+            cells = "".join(_cell(row.scores.get(column), row.label in best[column]) for column in columns)
         body.append(f'<tr class="{row.kind}"><td>{_e(row.label)}</td>{cells}</tr>')
     return f'<div class="scroll"><table><thead><tr><th>method</th>{header}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
@@ -195,7 +230,7 @@ def _figures(adata, model_dirs: dict, model_scores: dict, baseline_methods: dict
     if data.modality(adata) == "sequence":
         figures += _sequence_figures(adata, model_dirs)
     else:
-        figures += _numeric_figures(adata, model_dirs)
+        figures += _numeric_figures(adata, model_dirs, model_scores)
     if data.modality(adata) == "timecourse":
         figures.append(_forecast_figure(model_scores, baseline_methods))
         figures.append(_horizon_figure(model_scores, baseline_methods))
@@ -210,7 +245,26 @@ def _loss_figure(model_dirs: dict) -> str:
     return _figure(plots.loss_curves(histories), "Training and validation loss per epoch.") + missing
 
 
-def _numeric_figures(adata, model_dirs: dict) -> list[str]:
+UMAP_ROWS = 500  # per side: UMAP's cost grows with points, and 500 a side shows the clusters
+
+
+def umap_embedding(real: np.ndarray, generated: dict[str, np.ndarray], seed: int = 0) -> tuple[np.ndarray, dict]:
+    """One UMAP of (a seeded subsample of) real rows and every model's generated rows together,
+    so all panels share one map."""
+    import umap  # umap-learn; imported here because it is slow to import
+
+    rng = np.random.default_rng(seed)
+    pick = lambda rows: rows[np.sort(rng.choice(len(rows), min(UMAP_ROWS, len(rows)), replace=False))]
+    parts = {"real": pick(real), **{name: pick(rows) for name, rows in generated.items()}}
+    stacked = np.vstack(list(parts.values()))
+    reducer = umap.UMAP(n_neighbors=min(15, len(stacked) - 1), random_state=seed, n_jobs=1)
+    embedded = reducer.fit_transform(stacked)
+    bounds = np.cumsum([0] + [len(rows) for rows in parts.values()])
+    pieces = {name: embedded[bounds[i] : bounds[i + 1]] for i, name in enumerate(parts)}
+    return pieces.pop("real"), pieces
+
+
+def _numeric_figures(adata, model_dirs: dict, model_scores: dict) -> list[str]:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
     space = NumericGenerationScorer(truth[train], truth[test])
@@ -227,13 +281,24 @@ def _numeric_figures(adata, model_dirs: dict) -> list[str]:
     figures = []
     if generated:
         caption = "Real test rows and generated rows in the PCA space of the real train split (where MMD is computed)."
-        figures.append(_figure(plots.pca_real_vs_generated(space.project(truth[test]), generated), caption))
+        real_points = space.project(truth[test])
+        figures.append(_figure(plots.pca_real_vs_generated(real_points, generated), caption))
+        real_umap, generated_umap = umap_embedding(real_points, generated)
+        caption = (f"UMAP of real test rows and generated rows together (at most {UMAP_ROWS} of each, from the PCA "
+                   "coordinates above, 15 neighbours, seeded): generated rows should cover the real clusters.")
+        figures.append(_figure(plots.pca_real_vs_generated(real_umap, generated_umap, axis="UMAP"), caption))
         real_stats = metrics.gene_statistics(truth[test])
         generated_stats = {name: metrics.gene_statistics(rows) for name, rows in samples.items()}
         caption = "Per-gene mean and variance: real test rows (x) against generated rows (y); one point a gene, identity line = perfect agreement."
         figures.append(_figure(plots.gene_statistics(real_stats, generated_stats), caption))
     if pairs:
         figures.append(_figure(plots.imputed_vs_true(pairs), "True against imputed values on held-out test entries."))
+    curves = {name: (s["calibration"]["curve"]["nominal"], s["calibration"]["curve"]["observed"])
+              for name, s in model_scores.items() if "curve" in s.get("calibration", {})}  # fmt: skip
+    if curves:
+        caption = ("Calibration of multiple imputation: the fraction of held-out test entries inside each model's "
+                   "central interval of its imputation draws, against the interval's nominal level.")
+        figures.append(_figure(plots.calibration(curves), caption))
     return figures + [_missing_note(model_dirs, "samples.h5ad"), _missing_note(model_dirs, "imputed.h5ad")]
 
 
@@ -361,20 +426,33 @@ def leaderboard(score_paths: list, baseline_paths: list, out_html) -> None:
 
 
 def _leaderboard_table(section: str, rows_by_dataset: dict[str, list[Row]]) -> str:
+    """A dataset x method table; a method that cannot do the section shows "—" with a numbered
+    note saying why."""
     labels: list[str] = []
-    for kind in ("model", "baseline", "reference"):
+    for kind in ("model", "missing", "baseline", "reference"):
         for rows in rows_by_dataset.values():
             labels += [r.label for r in rows if r.kind == kind and r.label not in labels]
     header = "".join(f"<th>{_e(label)}</th>" for label in labels)
-    body = []
+    body, reasons = [], []
     for dataset, rows in rows_by_dataset.items():
         metric = next((m for m in HEADLINE[section] if any(m in r.scores for r in rows)), HEADLINE[section][0])
         values = {r.label: r.scores.get(metric) for r in rows}
-        best = _best_labels({r.label: values[r.label] for r in rows if r.kind != "reference"}, metric)
+        why = {r.label: r.why for r in rows if r.kind == "missing"}
+        best = _best_labels({r.label: values[r.label] for r in rows if r.kind not in ("reference", "missing")}, metric)
         link = f'<a href="{_e(dataset)}/report.html">{_e(dataset)}</a>'
-        cells = "".join(_cell(values.get(label), label in best) for label in labels)
-        body.append(f"<tr><td>{link}</td><td>{_e(metric)}{_arrow(metric)}</td>{cells}</tr>")
-    return f"<table><thead><tr><th>dataset</th><th>metric</th>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        cells = []
+        for label in labels:
+            if label in why:
+                if why[label] not in reasons:
+                    reasons.append(why[label])
+                note = reasons.index(why[label]) + 1
+                cells.append(f'<td class="why" title="{_e(why[label])}">—<sup>{note}</sup></td>')
+            else:
+                cells.append(_cell(values.get(label), label in best))
+        body.append(f"<tr><td>{link}</td><td>{_e(metric)}{_arrow(metric)}</td>{''.join(cells)}</tr>")
+    notes = "".join(f"<li>{_e(reason)}</li>" for reason in reasons)
+    notes = f'<ol class="note">{notes}</ol>' if notes else ""
+    return f"<table><thead><tr><th>dataset</th><th>metric</th>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}"
 
 
 # ---------------------------------------------------------------------------- shared

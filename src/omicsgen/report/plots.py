@@ -32,14 +32,15 @@ def loss_curves(histories: dict[str, pd.DataFrame]) -> str:
     return _data_uri(fig)
 
 
-def pca_real_vs_generated(real_test: np.ndarray, generated: dict[str, np.ndarray]) -> str:
-    """Real test rows and each model's samples on the first two PCs of the real train split."""
+def pca_real_vs_generated(real_test: np.ndarray, generated: dict[str, np.ndarray], axis: str = "PC") -> str:
+    """Real test rows and each model's samples in two dimensions: the first two PCs of the real
+    train split, or (axis="UMAP") a UMAP embedding of real and generated rows together."""
     fig, axes = _panels(len(generated))
     for ax, (name, points) in zip(axes, generated.items()):
         for label, xy, colour in (("real test", real_test, REAL_COLOUR), (name, points, GENERATED_COLOUR)):
             xy = _thin(xy)
             ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.5, color=colour, label=label)
-        ax.set(title=name, xlabel="PC1", ylabel="PC2")
+        ax.set(title=name, xlabel=f"{axis}1", ylabel=f"{axis}2")
         ax.legend(fontsize="small", markerscale=2)
     return _data_uri(fig)
 
@@ -152,5 +153,18 @@ def forecast_horizons(errors: dict[str, list[float]], horizons: list[int], refer
     if reference is not None:
         ax.plot(horizons, [_float(v) for v in reference], "k--", label="last value carried forward")
     ax.set(title="forecast error by horizon", xlabel="steps ahead", ylabel="RMSE", xticks=horizons)
+    ax.legend(fontsize="small")
+    return _data_uri(fig)
+
+
+def calibration(curves: dict[str, tuple[list, list]]) -> str:
+    """Observed against nominal coverage of the imputation draws' central intervals, one line per
+    model; the diagonal is a calibrated model (above: too wide, below: overconfident)."""
+    fig, (ax,) = _panels(1)
+    ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, label="calibrated")
+    for name, (nominal, observed) in curves.items():
+        ax.plot(nominal, [_float(v) for v in observed], "o-", label=name)
+    ax.set(title="interval coverage on held-out entries", xlabel="nominal coverage", ylabel="observed coverage",
+           xlim=(0, 1), ylim=(0, 1))  # fmt: skip
     ax.legend(fontsize="small")
     return _data_uri(fig)
