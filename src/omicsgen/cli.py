@@ -80,6 +80,15 @@ def _report(a):
         dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output)
 
 
+def _papers(a):
+    from .papers import paper_report, table_to_h5ad
+
+    if a.action == "table":
+        table_to_h5ad(a.input, a.output, a.label)
+    else:
+        paper_report(a.paper, a.scores, a.baselines, a.html, a.json)
+
+
 def _provenance(a):
     from .provenance import describe
 
@@ -159,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", nargs="*", default=[], help="scores.json of each model")
     p.add_argument("--baselines", nargs="*", default=[], help="baselines/scores.json")
     p.add_argument("--leaderboard", action="store_true", help="the summary page over all datasets")
+
+    p = sub.add_parser("papers", help="published results beside ours: a paper config's page, or its input table")
+    p.set_defaults(func=_papers)
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("report", help="aggregate the repeats' scores and write the paper's page and JSON")
+    q.add_argument("--paper", type=_json, required=True, help="the config's paper section as JSON")
+    q.add_argument("--scores", nargs="*", default=[], help="scores.json of each model and repeat")
+    q.add_argument("--baselines", nargs="*", default=[], help="baselines/scores.json of each repeat")
+    q.add_argument("--html", required=True)
+    q.add_argument("--json", required=True)
+    q = actions.add_parser("table", help="a CSV with text annotation columns as .h5ad (text columns to obs)")
+    q.add_argument("--input", required=True)
+    q.add_argument("--output", required=True)
+    q.add_argument("--label", default=None, help="a text column that must be present (the sheet's label)")
 
     p = sub.add_parser("provenance", help="print how an output was made (config slice, input checksums, versions, seed)")
     p.add_argument("files", nargs="+", help=".h5ad outputs or model.ckpt files")
