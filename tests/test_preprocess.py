@@ -7,6 +7,7 @@ import json
 import anndata as ad
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from omicsgen.alphabet import decode
 from omicsgen.errors import InputError
@@ -16,21 +17,27 @@ from omicsgen.preprocess import preprocess
 SPLIT = {"val": 0.2, "test": 0.2}
 
 
-def run(tmp_path, source, modality, params, name="d"):
-    ingest(source, tmp_path / f"{name}.ingested.h5ad", name, modality)
+def run(tmp_path, source, modality, params, name="d", **ingest_options):
+    ingest(source, tmp_path / f"{name}.ingested.h5ad", name, modality, **ingest_options)
     preprocess(tmp_path / f"{name}.ingested.h5ad", tmp_path / f"{name}.prepared.h5ad", params, SPLIT, seed=0)
     return ad.read_h5ad(tmp_path / f"{name}.prepared.h5ad")
+
+
+def dense(matrix) -> np.ndarray:
+    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
 
 
 def test_counts_normalised_logged_and_hvg(tmp_path, tiny_data):
     adata = run(tmp_path, tiny_data["cells"], "expression",
                 {"min_genes": 10, "min_cells": 5, "target_sum": 1e4, "n_top_genes": 100})
     assert adata.n_vars == 100
-    counts = adata.layers["counts"]
+    # a sparse input stays sparse (CSR float32) through preprocessing
+    assert sp.isspmatrix_csr(adata.X) and adata.X.dtype == np.float32 and sp.issparse(adata.layers["counts"])
+    counts = dense(adata.layers["counts"])
     assert np.allclose(counts, np.round(counts)) and counts.max() > 10
     # X = log1p(counts / library_size * 1e4), library size over all genes before selection
     expected = np.log1p(counts / adata.obs["library_size"].to_numpy()[:, None] * 1e4)
-    np.testing.assert_allclose(adata.X, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dense(adata.X), expected, rtol=1e-4, atol=1e-4)
     filtered = json.loads(adata.uns["omicsgen"]["filtered"])
     by_step = {r["step"]: r for r in filtered}
     assert by_step["n_top_genes"]["removed_vars"] == 1000 - by_step["min_cells"]["removed_vars"] - 100
@@ -139,3 +146,51 @@ def test_label_column_for_tables(tmp_path, tiny_data):
     assert set(ad.read_h5ad(tmp_path / "f.h5ad").obs["label"]) == {"sx", "asx"}
     with pytest.raises(InputError, match="no annotation column named 'sex'"):
         ingest(tiny_data["flu"], tmp_path / "g.h5ad", "flu", "timecourse", label="sex")
+
+
+def test_sparse_and_dense_inputs_give_the_same_values(tmp_path, tiny_data):
+    params = {"min_genes": 10, "min_cells": 5, "n_top_genes": 100}
+    from_sparse = run(tmp_path, tiny_data["cells"], "expression", params, name="s")
+    ingested = ad.read_h5ad(tmp_path / "s.ingested.h5ad")  # ingest stores count data as CSR
+    ingested.X = ingested.X.toarray()
+    ingested.write_h5ad(tmp_path / "dense.h5ad")
+    preprocess(tmp_path / "dense.h5ad", tmp_path / "dense.prepared.h5ad", params, SPLIT, seed=0)
+    from_dense = ad.read_h5ad(tmp_path / "dense.prepared.h5ad")
+    assert sp.issparse(from_sparse.X) and not sp.issparse(from_dense.X)
+    assert list(from_sparse.var_names) == list(from_dense.var_names)
+    np.testing.assert_allclose(dense(from_sparse.X), from_dense.X, rtol=1e-5, atol=1e-6)
+    assert (from_sparse.obs["split"] == from_dense.obs["split"]).all()
+
+
+def breast_cancer_table(path, missing_at=None):
+    """The Wisconsin breast-cancer table that scikit-learn ships (569 x 30, not counts)."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    if missing_at is not None:
+        frame.iat[missing_at] = np.nan
+    frame.index = [f"s{i}" for i in range(len(frame))]
+    frame.to_csv(path, index_label="sample")
+    return frame
+
+
+def test_minmax_scales_each_feature_onto_unit_interval(tmp_path):
+    frame = breast_cancer_table(tmp_path / "bc.csv", missing_at=(4, 2))
+    adata = run(tmp_path, tmp_path / "bc.csv", "expression", {"scale": "minmax", "n_top_genes": None},
+                orientation="samples_as_rows")
+    assert adata.uns["omicsgen"]["x_scale"] == "as_given_minmax"
+    x = adata.X
+    assert np.isnan(x).sum() == 1 and np.isnan(x[list(adata.obs_names).index("s4"), 2])
+    assert np.nanmin(x, axis=0) == pytest.approx(0.0) and np.nanmax(x, axis=0) == pytest.approx(1.0)
+    # min and range in var map X back onto the input's values
+    restored = x * adata.var["minmax_range"].to_numpy() + adata.var["minmax_min"].to_numpy()
+    truth = frame.loc[adata.obs_names, adata.var_names].to_numpy()
+    np.testing.assert_allclose(restored, truth, rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputError, match="unknown preprocess scale 'unit'"):
+        run(tmp_path, tmp_path / "bc.csv", "expression", {"scale": "unit"}, name="u")
+
+
+def test_minmax_keeps_sparse_counts_sparse(tmp_path, tiny_data):
+    adata = run(tmp_path, tiny_data["cells"], "expression", {"n_top_genes": 50, "scale": "minmax"})
+    assert sp.issparse(adata.X) and adata.X.min() == 0 and adata.X.max() == pytest.approx(1.0)
+    assert dense(adata.X).max(axis=0) == pytest.approx(1.0, abs=1e-6)

@@ -37,7 +37,7 @@ def _preprocess(a):
 def _mask(a):
     from .mask import mask
 
-    mask(a.input, a.output, a.rate, a.mechanism, a.seed, a.span_length)
+    mask(a.input, a.output, a.rate, a.mechanism, a.seed, a.span_length, a.nonzero_only)
 
 
 def _train(a):
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--mechanism", default="mcar")
     p.add_argument("--span-length", type=int, default=10, help="positions a span covers (mechanism span)")
+    p.add_argument("--nonzero-only", action="store_true", help="hold out only nonzero observed entries")
 
     p = stage("train", _train, "train one model", output=False, seed=True)
     p.add_argument("--outdir", required=True, help="gets model.ckpt and metrics.csv")

@@ -9,12 +9,19 @@ Mechanisms (Rubin's taxonomy, plus spans for sequences):
         (for each gene, a randomly chosen "driver" gene; high driver -> more likely held out);
 - mnar: an entry's chance follows its own value, low values more likely, like dropout;
 - span: contiguous stretches of `span_length` positions (sequences), like an unsequenced gap.
+
+`nonzero_only` (expression, time course) holds out only nonzero observed entries: scVI's
+"uniform" corruption protocol, which scores imputation where there is signal to recover.
+
+A sparse X gets a sparse (CSR boolean) mask; mcar draws it a block of rows at a time, the same
+draws as for the dense matrix, so it never holds a dense copy of a million-cell matrix.
 """
 
 from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import scipy.sparse as sp
 
 from . import alphabet as alph
 from .errors import InputError
@@ -24,28 +31,63 @@ MECHANISMS = {"expression": ("mcar", "mar", "mnar"), "timecourse": ("mcar", "mar
               "sequence": ("mcar", "span")}
 
 
-def mask(data_path, out, rate: float, mechanism: str, seed: int, span_length: int = 10) -> None:
+# Rows drawn at a time for a sparse matrix: bounds the dense random block to a few MB.
+SPARSE_BLOCK_ROWS = 4096
+
+
+def mask(data_path, out, rate: float, mechanism: str, seed: int, span_length: int = 10,
+         nonzero_only: bool = False) -> None:
     adata = ad.read_h5ad(data_path)
     modality = meta(adata)["modality"]
     if mechanism not in MECHANISMS[modality]:
         raise InputError(data_path, f"unknown mask mechanism '{mechanism}' for {modality} data",
                          hint=f"use one of {', '.join(MECHANISMS[modality])}")
+    if nonzero_only and modality == "sequence":
+        raise InputError(data_path, "nonzero_only applies to expression and time courses, not sequences",
+                         hint="set mask.nonzero_only: false for sequence datasets")
     rng = np.random.default_rng(seed)
     if modality == "sequence":
         slot, candidates = "obsm", adata.obsm["tokens"] >= alph.GAP
         held = span_mask(candidates, rate, span_length, rng) if mechanism == "span" else mcar_mask(candidates, rate, rng)
         adata.obsm["heldout"] = held
     else:
-        values = np.asarray(adata.X, dtype=np.float64)
-        slot, candidates = "layers", ~np.isnan(values)
-        held = {"mcar": lambda: mcar_mask(candidates, rate, rng),
-                "mar": lambda: weighted_mask(candidates, rate, _mar_weights(values, rng), rng),
-                "mnar": lambda: weighted_mask(candidates, rate, _mnar_weights(values), rng)}[mechanism]()
+        slot = "layers"
+        held = matrix_mask(adata.X, rate, mechanism, nonzero_only, rng)
         adata.layers["heldout"] = held
-    params = {"rate": float(rate), "mechanism": mechanism, **({"span_length": span_length} if mechanism == "span" else {})}
+    params = {"rate": float(rate), "mechanism": mechanism, "nonzero_only": bool(nonzero_only),
+              **({"span_length": span_length} if mechanism == "span" else {})}
     meta(adata)["mask"] = {"key": "heldout", "slot": slot, "seed": int(seed), "n_heldout": int(held.sum()), **params}
     stamp(adata, "mask", params, inputs=[data_path], seed=seed)
     write_h5ad(adata, out)
+
+
+def matrix_mask(matrix, rate: float, mechanism: str, nonzero_only: bool, rng: np.random.Generator):
+    """Held-out entries of an expression matrix: boolean ndarray, or CSR for a sparse matrix."""
+    if sp.issparse(matrix) and mechanism == "mcar":
+        return sparse_mcar_mask(sp.csr_matrix(matrix), rate, nonzero_only, rng)
+    values = np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float64)
+    candidates = ~np.isnan(values)
+    if nonzero_only:
+        candidates &= values != 0
+    held = {"mcar": lambda: mcar_mask(candidates, rate, rng),
+            "mar": lambda: weighted_mask(candidates, rate, _mar_weights(values, rng), rng),
+            "mnar": lambda: weighted_mask(candidates, rate, _mnar_weights(values), rng)}[mechanism]()
+    return sp.csr_matrix(held) if sp.issparse(matrix) else held
+
+
+def sparse_mcar_mask(matrix: sp.csr_matrix, rate: float, nonzero_only: bool, rng: np.random.Generator) -> sp.csr_matrix:
+    """`mcar_mask` of a CSR matrix (no NaN in sparse data), block by block: the same random
+    stream, so the same entries as the dense computation."""
+    blocks = []
+    for start in range(0, matrix.shape[0], SPARSE_BLOCK_ROWS):
+        rows = matrix[start : start + SPARSE_BLOCK_ROWS]
+        held = rng.random(rows.shape) < rate
+        if nonzero_only:
+            held &= rows.toarray() != 0
+        blocks.append(sp.csr_matrix(held))
+    if not blocks:
+        return sp.csr_matrix(matrix.shape, dtype=bool)
+    return sp.vstack(blocks, format="csr")
 
 
 def mcar_mask(candidates: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,27 +1,49 @@
-"""Train one model family on masked.h5ad: `model.ckpt` (best weights) and `metrics.csv` per epoch."""
+"""Train one model family on masked.h5ad: `model.ckpt` (best weights) and `metrics.csv` per epoch.
+
+Resuming: Lightning's files (every epoch's full state in `last.ckpt`, the best weights, the CSV
+log) live in `out_dir/.train-<key>/`, where the key hashes the input file and every setting.
+Snakemake deletes a failed job's declared outputs but not this folder, so rerunning an
+interrupted job continues from its last finished epoch (same final weights as an uninterrupted
+run: the shuffle order follows the trainer's epoch and the RNG states are in the checkpoint);
+a changed config or input gets a new key and starts afresh. The folder is removed on success.
+
+DDP: every rank runs this function (Lightning relaunches the command); each trains on its shard
+of the rows (`InMemoryBatches`) and only rank 0 writes the outputs.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import random
 import shutil
-import tempfile
+import signal
 from pathlib import Path
 
 import anndata as ad
 import lightning
+import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.fabric.utilities.rank_zero import _get_rank
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from .batches import InMemoryBatches
 from .errors import InputError
-from .models.base import GenerativeModel, modality
+from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality
 from .models.registry import FAMILIES
-from .provenance import atomic_path, meta, stamp, write_text
+from .provenance import atomic_path, checksum, meta, package_versions, stamp, write_text
+
+# Kill the training process right after this epoch's checkpoint (tests of resuming only).
+FAIL_AFTER_EPOCH_ENV = "OMICSGEN_TEST_KILL_AFTER_EPOCH"
 
 # Every trainer setting `train` understands, with its default; learning_rate None keeps the
-# family's own default.
+# family's own default. lr_schedule "plateau" (halve the rate after patience // 2 epochs
+# without a better validation loss) fits early stopping: the run length is decided by the
+# validation loss, so a schedule tied to max_epochs (cosine) would barely decay in a run that
+# stops early; plateau slows down exactly when the loss stalls, before early stopping gives up.
 TRAINER_DEFAULTS = {
     "max_epochs": 100,
     "batch_size": 128,
@@ -32,6 +54,7 @@ TRAINER_DEFAULTS = {
     "patience": 10,
     "gradient_clip_val": 1.0,
     "precision": "32-true",
+    "lr_schedule": "plateau",
 }
 
 
@@ -55,22 +78,22 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     lightning.seed_everything(seed, workers=True)
     torch.use_deterministic_algorithms(True)
     try:
-        model = cls.from_data(adata, **model_hparams)
+        model = cls.from_data(dense_train_view(adata), **model_hparams)  # starting values from train rows
     except ValueError as err:  # hyper-parameters the data cannot support (e.g. nb without counts)
         raise InputError(data_path, str(err), hint=f"{family} hyper-parameters") from None
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=out_dir))
+    work_dir = _resume_dir(out_dir, data_path, family, {**cls.defaults, **model_hparams}, settings, seed)
     checkpoint_path = out_dir / "model.ckpt"
-    try:
-        best = _fit(model, train_tensors, val_tensors, settings, seed, work_dir)
-        record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed)
-        # Post-hoc statistics (e.g. residual noise) use every row training was allowed to see.
-        calibration = cls.tensors(adata, ["train", "val"])
-        _write_checkpoint(model, best, calibration, record, checkpoint_path)
-        _write_metrics(work_dir / "metrics.csv", out_dir / "metrics.csv")
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    trainer, best = _fit(model, train_tensors, val_tensors, settings, seed, work_dir)
+    if trainer.global_rank != 0:  # DDP: rank 0 writes the outputs
+        return checkpoint_path
+    record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed)
+    # Post-hoc statistics (e.g. residual noise) use every row training was allowed to see.
+    calibration = cls.tensors(adata, ["train", "val"])
+    _write_checkpoint(model, best, calibration, record, checkpoint_path)
+    _write_metrics(work_dir / "metrics.csv", out_dir / "metrics.csv")
+    shutil.rmtree(work_dir, ignore_errors=True)
     return checkpoint_path
 
 
@@ -93,7 +116,10 @@ def family_class(family: str, adata: ad.AnnData, data_path: Path) -> type[Genera
 
 def trainer_settings(trainer: dict, data_path: Path) -> dict:
     _reject_unknown(trainer, TRAINER_DEFAULTS, "trainer setting", data_path)
-    return {**TRAINER_DEFAULTS, **trainer}
+    settings = {**TRAINER_DEFAULTS, **trainer}
+    if settings["lr_schedule"] not in LR_SCHEDULES:
+        raise InputError(data_path, f"unknown lr_schedule {settings['lr_schedule']!r}", hint=f"use one of {', '.join(LR_SCHEDULES)}")
+    return settings
 
 
 def model_settings(cls: type[GenerativeModel], hparams: dict, settings: dict, data_path: Path) -> dict:
@@ -111,21 +137,125 @@ def _reject_unknown(given: dict, valid: dict, kind: str, data_path: Path) -> Non
         raise InputError(data_path, f"unknown {kind} {names}", hint=f"valid: {', '.join(valid)}")
 
 
+# ---- resuming -----------------------------------------------------------------------------
+def _resume_dir(out_dir: Path, data_path: Path, family: str, hparams: dict, settings: dict, seed: int) -> Path:
+    """`out_dir/.train-<key>`: the same folder for the same input and settings (so a rerun
+    resumes), another one otherwise; folders of other keys are stale and removed."""
+    request = {"input": checksum(data_path), "family": family, "hparams": hparams, "trainer": settings,
+               "seed": seed, "versions": package_versions()}
+    key = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    work_dir = out_dir / f".train-{key}"
+    if _get_rank() in (None, 0):  # DDP ranks > 0 start after rank 0 has set up
+        for stale in out_dir.glob(".train-*"):
+            if stale != work_dir:
+                shutil.rmtree(stale, ignore_errors=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir
+
+
+def _resumable(last: Path) -> Path | None:
+    """The last-epoch checkpoint when one was written completely (a kill can cut one short)."""
+    if not last.exists():
+        return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable file means: start afresh
+        last.unlink()
+        return None
+    return last
+
+
+class RandomState(Callback):
+    """Global RNG states (torch, numpy, random) in every full checkpoint, restored at the start
+    of the resumed epoch, so a resumed run draws the same noise as an uninterrupted one."""
+
+    def __init__(self):
+        self.pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), position, has_gauss, cached],
+                 "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.pending = state_dict
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.pending is None:
+            return
+        state, self.pending = self.pending, None
+        torch.set_rng_state(state["torch"])
+        name, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+        random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class KillAfterEpoch(Callback):
+    """SIGKILL at the start of epoch k + 1, once epoch k's checkpoint is on disk: a hard
+    interruption at a known point, for the tests of resuming (env OMICSGEN_TEST_KILL_AFTER_EPOCH=k)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FollowTrainerEpoch(Callback):
+    """The shuffle order of epoch k is the same whether the run started at epoch 0 or resumed."""
+
+    def __init__(self, batches: InMemoryBatches):
+        self.batches = batches
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.batches.epoch = trainer.current_epoch
+
+
+class DeviceResidentData(Callback):
+    """Moves the in-memory batches to the training device once, before the first epoch (or pins
+    them when they do not fit there): no per-batch host-to-device copy of a dense matrix."""
+
+    def __init__(self, *batches: InMemoryBatches):
+        self.batches = [b for b in batches if b is not None]
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        for batches in self.batches:
+            batches.to_device(pl_module.device)
+
+
 # ---- fitting -------------------------------------------------------------------------------
-def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir: Path) -> Path:
-    """Run Lightning; returns the path of the best checkpoint it saved in `work_dir`."""
+def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir: Path):
+    """Run Lightning, resuming from `work_dir/last.ckpt` when there is one; returns the trainer
+    and the path of the best checkpoint."""
     batch_size = settings["batch_size"]
     has_val = _n_rows(val_tensors) > 0
     # Without validation rows, early stopping and the best checkpoint fall back to the train loss.
     monitor = "val_loss" if has_val else "train_loss"
     if not model.automatic_optimization:
         model.gradient_clip = settings["gradient_clip_val"]
+    model.lr_schedule = {"name": settings["lr_schedule"], "monitor": monitor,
+                         "patience": max(1, settings["patience"] // 2), "max_epochs": settings["max_epochs"]}
+    # Full state every epoch, for resuming; the best weights separately.
+    last = ModelCheckpoint(dirpath=work_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     if model.select_on_loss:
-        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=monitor, mode="min", save_weights_only=True)
+        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=monitor, mode="min", save_weights_only=True,
+                               enable_version_counter=False)
         callbacks = [EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"]), best]
     else:  # the last epoch's weights, all epochs run
-        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=None, save_weights_only=True)
+        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=None, save_weights_only=True,
+                               enable_version_counter=False)
         callbacks = [best]
+    train_batches = InMemoryBatches(train_tensors, batch_size, shuffle=True, seed=seed)
+    val_batches = InMemoryBatches(val_tensors, batch_size) if has_val else None
+    callbacks += [last, RandomState(), FollowTrainerEpoch(train_batches), DeviceResidentData(train_batches, val_batches)]
+    if os.environ.get(FAIL_AFTER_EPOCH_ENV):
+        callbacks.append(KillAfterEpoch(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
     trainer = lightning.Trainer(
         accelerator=settings["accelerator"],
         devices=settings["devices"],
@@ -135,7 +265,7 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         # Manual-optimisation families (GANs) clip inside their own training_step.
         gradient_clip_val=settings["gradient_clip_val"] if model.automatic_optimization else None,
         deterministic=True,
-        logger=CSVLogger(work_dir, name="", version=""),
+        logger=CSVLogger(work_dir, name="", version="", flush_logs_every_n_steps=1),  # on disk before any kill
         callbacks=callbacks,
         default_root_dir=work_dir,
         enable_progress_bar=False,
@@ -143,12 +273,9 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
-    trainer.fit(
-        model,
-        train_dataloaders=InMemoryBatches(train_tensors, batch_size, shuffle=True, seed=seed),
-        val_dataloaders=InMemoryBatches(val_tensors, batch_size) if has_val else None,
-    )
-    return Path(best.best_model_path)
+    resume_from = _resumable(work_dir / "last.ckpt")
+    trainer.fit(model, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume_from)
+    return trainer, Path(best.best_model_path)
 
 
 def _write_checkpoint(model, best: Path, calibration_tensors, record: dict, path: Path) -> None:

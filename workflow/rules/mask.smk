@@ -7,6 +7,7 @@ rule mask:
         rate=config["mask"]["rate"],
         mechanism=config["mask"]["mechanism"],
         span_length=config["mask"].get("span_length", 10),
+        nonzero_only="--nonzero-only" if config["mask"].get("nonzero_only", False) else "",
         seed=dataset_seed,
     log:
         "logs/{dataset}/mask.log",
@@ -14,4 +15,4 @@ rule mask:
         "../../envs/omicsgen.yaml"
     shell:
         "omicsgen mask --input {input:q} --output {output:q} --rate {params.rate}"
-        " --mechanism {params.mechanism} --span-length {params.span_length} --seed {params.seed} > {log:q} 2>&1"
+        " --mechanism {params.mechanism} --span-length {params.span_length} --seed {params.seed} {params.nonzero_only} > {log:q} 2>&1"

@@ -14,13 +14,17 @@ from typing import ClassVar
 import anndata as ad
 import lightning
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..alphabet import MISSING
+from ..batches import CsrRows
 from ..provenance import meta
 
 # Rows per forward pass at inference: bounds memory on the largest inputs without slowing small ones.
 INFERENCE_CHUNK = 4096
+# Train rows `init_from_data` sees when X is sparse (a dense copy of them): enough for starting values.
+INIT_ROWS = 50_000
 
 
 def modality(adata: ad.AnnData) -> str:
@@ -32,15 +36,29 @@ def heldout_mask(adata: ad.AnnData) -> np.ndarray:
     mask_info = meta(adata).get("mask")
     if not mask_info:
         return np.zeros(data_matrix(adata).shape, dtype=bool)
-    slot = getattr(adata, str(mask_info["slot"]))
-    return np.asarray(slot[str(mask_info["key"])], dtype=bool)
+    return dense(heldout_layer(adata), dtype=bool)
+
+
+def heldout_layer(adata: ad.AnnData):
+    """The stored held-out mask as it is: a boolean ndarray, or CSR when X is sparse."""
+    mask_info = meta(adata)["mask"]
+    return getattr(adata, str(mask_info["slot"]))[str(mask_info["key"])]
 
 
 def data_matrix(adata: ad.AnnData) -> np.ndarray:
-    """What a model fits: the tokens for sequences, X otherwise."""
+    """What a model fits: the tokens for sequences, X otherwise (dense; see `is_sparse`)."""
     if modality(adata) == "sequence":
         return np.asarray(adata.obsm["tokens"])
-    return np.asarray(adata.X, dtype=np.float32)
+    return dense(adata.X, dtype=np.float32)
+
+
+def dense(matrix, dtype=None) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=dtype)
+
+
+def is_sparse(adata: ad.AnnData) -> bool:
+    """X is CSR (large count data): tensors should slice rows of it rather than densify it."""
+    return modality(adata) != "sequence" and sp.issparse(adata.X)
 
 
 def observed_mask(adata: ad.AnnData) -> np.ndarray:
@@ -48,6 +66,49 @@ def observed_mask(adata: ad.AnnData) -> np.ndarray:
     values = data_matrix(adata)
     missing = values == MISSING if modality(adata) == "sequence" else np.isnan(values)
     return ~missing & ~heldout_mask(adata)
+
+
+def sparse_tensors(adata: ad.AnnData, split, with_counts: bool) -> dict:
+    """`tensors` for a CSR X (no NaN there): rows of X and of the raw counts with the held-out
+    entries removed, and the observed mask, each a `CsrRows` densified a batch at a time;
+    the library sizes as in `counts.count_tensors`."""
+    rows = np.flatnonzero(split_rows(adata, split))
+    held = heldout_layer(adata) if meta(adata).get("mask") else sp.csr_matrix(adata.shape, dtype=bool)
+    held = sp.csr_matrix(held)[rows]
+    out = {"x": CsrRows(_without(sp.csr_matrix(adata.X)[rows], held)), "observed": CsrRows(held, torch.bool, complement=True)}
+    if with_counts:
+        counts = _without(sp.csr_matrix(adata.layers["counts"])[rows], held)
+        observed_total = np.asarray(counts.sum(axis=1), dtype=np.float32).ravel()
+        if "library_size" in adata.obs:
+            library = adata.obs["library_size"].to_numpy(dtype=np.float32)[rows]
+        else:
+            library = observed_total
+        library = np.maximum(np.maximum(library, observed_total), 1.0).astype(np.float32)
+        out.update(counts=CsrRows(counts), library=torch.from_numpy(library))
+    return out
+
+
+def _without(matrix: sp.csr_matrix, held: sp.csr_matrix) -> sp.csr_matrix:
+    """`matrix` with the held entries dropped (as zeros a model never sees), float32 CSR."""
+    kept = sp.csr_matrix(matrix - matrix.multiply(held), dtype=np.float32)
+    kept.eliminate_zeros()
+    return kept
+
+
+def dense_train_view(adata: ad.AnnData) -> ad.AnnData:
+    """The train rows with X and layers dense (at most INIT_ROWS of them, evenly spaced): what
+    `from_data` reads (sizes, labels, and in `init_from_data` whole-split tensors); `adata`
+    itself when X is dense."""
+    if not is_sparse(adata):
+        return adata
+    train = np.flatnonzero(split_rows(adata, "train"))
+    if len(train) > INIT_ROWS:
+        train = train[np.linspace(0, len(train) - 1, INIT_ROWS).round().astype(int)]
+    view = adata[train].copy()
+    view.X = dense(view.X, np.float32)
+    for key in list(view.layers):
+        view.layers[key] = dense(view.layers[key])
+    return view
 
 
 def split_rows(adata: ad.AnnData, split: str | Iterable[str]) -> np.ndarray:
@@ -165,18 +226,23 @@ class GenerativeModel(lightning.LightningModule):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    # sync_dist: under DDP every rank logs the mean over all ranks' shards, so early stopping,
+    # the best checkpoint and the learning-rate schedule decide alike on every rank.
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=_batch_rows(batch))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=_batch_rows(batch), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss = self.loss(batch)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=_batch_rows(batch))
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=_batch_rows(batch), sync_dist=True)
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+        """Adam with the trainer's `lr_schedule` (set by `train` as `self.lr_schedule`). Families
+        that optimise manually (GANs, GAIN) override this and keep a constant rate."""
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+        return with_lr_schedule(optimizer, getattr(self, "lr_schedule", None))
 
     def manual_step(self, optimizer, loss) -> None:
         """One optimiser step for families that optimise manually (GANs): they clip gradients
@@ -213,6 +279,29 @@ class GenerativeModel(lightning.LightningModule):
 
     def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError(f"the {self.family} family has no latent space")
+
+
+LR_SCHEDULES = ("none", "plateau", "cosine")
+
+
+def with_lr_schedule(optimizer: torch.optim.Optimizer, schedule: dict | None):
+    """Lightning's optimizer config for `schedule` = {"name", "monitor", "patience", "max_epochs"}:
+    plateau halves the rate after `patience` epochs without a better `monitor`; cosine anneals
+    it to 1% over `max_epochs`; none (or no schedule) keeps it constant."""
+    name = (schedule or {}).get("name", "none")
+    if name == "none":
+        return optimizer
+    if name == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                               patience=int(schedule["patience"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": schedule["monitor"],
+                                                         "interval": "epoch", "strict": True}}
+    if name == "cosine":
+        base_lr = optimizer.param_groups[0]["lr"]
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(schedule["max_epochs"]),
+                                                               eta_min=0.01 * base_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {name!r}")
 
 
 def _batch_rows(batch: dict[str, torch.Tensor]) -> int:

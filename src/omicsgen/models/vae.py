@@ -18,10 +18,13 @@ from torch import nn
 from . import counts as cm
 from .base import (
     GenerativeModel,
+    data_matrix,
     inference,
+    is_sparse,
     keep_observed,
     observed_mask,
     row_chunks,
+    sparse_tensors,
     split_rows,
     stack_rows,
 )
@@ -96,13 +99,15 @@ class VAE(GenerativeModel):
         """X with unobserved entries zeroed, and the observed mask (the input of every matrix model)."""
         rows = split_rows(adata, split)
         observed = observed_mask(adata)[rows]
-        x = np.where(observed, np.asarray(adata.X, dtype=np.float32)[rows], 0.0).astype(np.float32)
+        x = np.where(observed, data_matrix(adata)[rows], 0.0).astype(np.float32)
         return {"x": torch.from_numpy(x), "observed": torch.from_numpy(observed)}
 
     @staticmethod
     def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
         """The observed tensors, plus the raw counts (same entries hidden) and library sizes when
-        the data has counts."""
+        the data has counts. A sparse X gives `CsrRows` that batches densify a batch at a time."""
+        if is_sparse(adata):
+            return sparse_tensors(adata, split, with_counts=cm.has_counts(adata))
         out = VAE.observed_tensors(adata, split)
         if cm.has_counts(adata):
             rows = split_rows(adata, split)

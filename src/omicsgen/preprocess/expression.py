@@ -1,7 +1,8 @@
 """Expression and time-course matrices: scanpy QC, normalisation, log and gene selection.
 
-Native missing values (NaN) survive every step: scanpy's functions see them as zeros and the
-NaNs are put back afterwards, so `impute` has them to fill.
+A sparse input stays sparse (CSR float32) through every step, so a million cells fit in memory;
+scanpy's functions work on CSR. Native missing values (NaN) exist only in dense inputs: scanpy
+sees them as zeros and the NaNs are put back afterwards, so `impute` has them to fill.
 """
 
 from __future__ import annotations
@@ -15,43 +16,108 @@ from ..errors import InputError
 from ..provenance import meta
 from .removed import record_removed
 
+# `scale` values: false (none), true / "zscore" (z-score per feature, clipped), "minmax" ([0, 1]).
+SCALINGS = (False, True, "zscore", "minmax")
+
 
 def prepare_expression(adata: ad.AnnData, params: dict, removed: list[dict]) -> ad.AnnData:
     source = meta(adata).get("source", "input")
-    adata.X = _dense(adata.X)
-    missing = np.isnan(adata.X)
-    adata.layers["missing"] = missing
-    adata.X[missing] = 0.0
+    scaling = _scaling(params.get("scale", False), source)
+    adata.X = _as_matrix(adata.X)
+    if not sp.issparse(adata.X):
+        missing = np.isnan(adata.X)
+        adata.layers["missing"] = missing
+        adata.X[missing] = 0.0
     adata = _filter(adata, params, removed, source)
     adata = _filter_mito(adata, params, removed, source)
     is_counts = meta(adata).get("input_scale") == "counts"
     if is_counts:
         adata.layers["counts"] = adata.X.copy()
-        adata.obs["library_size"] = adata.X.sum(axis=1)
+        adata.obs["library_size"] = np.asarray(adata.X.sum(axis=1), dtype=np.float32).ravel()
         sc.pp.normalize_total(adata, target_sum=float(params.get("target_sum", 1e4)))
         sc.pp.log1p(adata)
     adata = _select_genes(adata, params, removed, is_counts)
-    if params.get("scale"):
+    if scaling in (True, "zscore"):
+        adata.X = _dense(adata.X)  # z-scores are dense whatever the input
         sc.pp.scale(adata, max_value=10)  # z-scores per gene, clipped: for Gaussian models only
-    adata.X[adata.layers.pop("missing")] = np.nan
-    meta(adata)["x_scale"] = ("log1p_normalised" if is_counts else "as_given") + ("_scaled" if params.get("scale") else "")
+    elif scaling == "minmax":
+        minmax_scale(adata)
+    if "missing" in adata.layers:
+        adata.X[adata.layers.pop("missing")] = np.nan
+    suffix = {True: "_scaled", "zscore": "_scaled", "minmax": "_minmax"}.get(scaling, "")
+    meta(adata)["x_scale"] = ("log1p_normalised" if is_counts else "as_given") + suffix
     return adata
+
+
+def _scaling(value, source: str):
+    if value is None:
+        return False
+    if value not in SCALINGS:
+        raise InputError(source, f"unknown preprocess scale {value!r}", hint="use false, zscore (or true) or minmax")
+    return value
+
+
+def minmax_scale(adata: ad.AnnData) -> None:
+    """Each feature mapped onto [0, 1] by its observed min and max (GAIN's normalisation); a
+    constant feature becomes 0. The min and range are kept in var (`minmax_min`,
+    `minmax_range`) so values can be mapped back. A sparse X whose minima are all 0 stays sparse."""
+    if sp.issparse(adata.X):
+        low = np.asarray(adata.X.min(axis=0).toarray(), dtype=np.float64).ravel()
+        high = np.asarray(adata.X.max(axis=0).toarray(), dtype=np.float64).ravel()
+        if (low != 0).any():
+            adata.X = _dense(adata.X)
+    if not sp.issparse(adata.X):
+        seen = np.where(adata.layers["missing"], np.nan, adata.X) if "missing" in adata.layers else adata.X
+        low = np.nan_to_num(np.nanmin(seen, axis=0), nan=0.0).astype(np.float64)
+        high = np.nan_to_num(np.nanmax(seen, axis=0), nan=0.0).astype(np.float64)
+    span = high - low
+    scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0)
+    if sp.issparse(adata.X):
+        adata.X = sp.csr_matrix(adata.X.multiply(scale[None, :].astype(np.float32)), dtype=np.float32)
+    else:
+        adata.X = ((adata.X - low) * scale).astype(np.float32)
+        adata.X = np.clip(adata.X, 0.0, 1.0)  # rounding may step a hair outside
+    adata.var["minmax_min"], adata.var["minmax_range"] = low.astype(np.float32), span.astype(np.float32)
+
+
+def _as_matrix(matrix):
+    """CSR float32 for sparse input (dense when it stores NaN: missing values need the dense
+    path), float32 ndarray otherwise."""
+    if sp.issparse(matrix):
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        return matrix.toarray() if np.isnan(matrix.data).any() else matrix
+    return np.asarray(matrix, dtype=np.float32)
 
 
 def _dense(matrix) -> np.ndarray:
     return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
 
 
+def _detected(matrix, axis: int) -> np.ndarray:
+    """Entries > 0 per row (axis 1) or per column (axis 0), without a boolean copy of a CSR matrix."""
+    if not sp.issparse(matrix):
+        return (matrix > 0).sum(axis=axis)
+    positive = matrix.data > 0
+    if axis == 0:
+        return np.bincount(matrix.indices[positive], minlength=matrix.shape[1])
+    running = np.concatenate([[0], np.cumsum(positive, dtype=np.int64)])
+    return running[matrix.indptr[1:]] - running[matrix.indptr[:-1]]
+
+
+def _rows(adata: ad.AnnData, keep: np.ndarray) -> ad.AnnData:
+    return adata if keep.all() else adata[keep].copy()
+
+
 def _filter(adata: ad.AnnData, params: dict, removed: list[dict], source: str) -> ad.AnnData:
     """Cells with too few detected genes, then genes detected in too few cells."""
     min_genes, min_cells = int(params.get("min_genes", 0)), int(params.get("min_cells", 0))
-    detected = adata.X > 0
-    keep_obs = detected.sum(axis=1) >= min_genes
+    keep_obs = _detected(adata.X, axis=1) >= min_genes
     record_removed(removed, "min_genes", int((~keep_obs).sum()), 0, f"fewer than {min_genes} detected genes")
-    adata = adata[keep_obs].copy()
-    keep_vars = (adata.X > 0).sum(axis=0) >= min_cells
+    adata = _rows(adata, keep_obs)
+    keep_vars = _detected(adata.X, axis=0) >= min_cells
     record_removed(removed, "min_cells", 0, int((~keep_vars).sum()), f"detected in fewer than {min_cells} samples")
-    adata = adata[:, keep_vars].copy()
+    if not keep_vars.all():
+        adata = adata[:, keep_vars].copy()
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(source, f"no {'samples' if adata.n_obs == 0 else 'genes'} pass the filters "
                          f"min_genes={min_genes}, min_cells={min_cells}", hint="lower them in the config's preprocess section")
@@ -71,7 +137,7 @@ def _filter_mito(adata: ad.AnnData, params: dict, removed: list[dict], source: s
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mito"], percent_top=None, log1p=False, inplace=True)
     keep = adata.obs["pct_counts_mito"].to_numpy() <= float(limit)
     record_removed(removed, "max_pct_mito", int((~keep).sum()), 0, f"more than {limit}% mitochondrial counts")
-    return adata[keep].copy()
+    return _rows(adata, keep)
 
 
 def _select_genes(adata: ad.AnnData, params: dict, removed: list[dict], is_counts: bool) -> ad.AnnData:
@@ -87,10 +153,17 @@ def _select_genes(adata: ad.AnnData, params: dict, removed: list[dict], is_count
         keep = adata.var.pop("highly_variable").to_numpy()
         reason = f"not among the {n_top} highly variable genes (scanpy, {flavor})"
     else:
-        variance = np.where(adata.layers["missing"], np.nan, adata.X)
-        order = np.argsort(-np.nan_to_num(np.nanvar(variance, axis=0), nan=-1.0), kind="stable")
+        order = np.argsort(-np.nan_to_num(_variances(adata), nan=-1.0), kind="stable")
         keep = np.zeros(adata.n_vars, dtype=bool)
         keep[order[: int(n_top)]] = True
         reason = f"not among the {n_top} most variable genes"
     record_removed(removed, "n_top_genes", 0, int((~keep).sum()), reason)
     return adata[:, keep].copy()
+
+
+def _variances(adata: ad.AnnData) -> np.ndarray:
+    """Per-feature variance of the observed entries."""
+    if sp.issparse(adata.X):
+        mean = np.asarray(adata.X.mean(axis=0), dtype=np.float64).ravel()
+        return np.asarray(adata.X.multiply(adata.X).mean(axis=0), dtype=np.float64).ravel() - mean**2
+    return np.nanvar(np.where(adata.layers["missing"], np.nan, adata.X), axis=0)
