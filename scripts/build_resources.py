@@ -4,7 +4,8 @@ Needs, in a scratch directory given as the first argument (default: ./downloads)
   pip download --no-deps --no-binary :all: scanpy==1.11.5
   pip download --no-deps janggu==0.10.2 logomaker==0.8.7
   apt-get download r-bioc-qusage
-and `pip install omicsgen[resources]` (pyreadr). Nothing here downloads at run time.
+and `pip install omicsgen[resources]` (pyreadr). The breast cancer table comes from the copy
+scikit-learn installs with itself. Nothing here downloads at run time.
 """
 
 from __future__ import annotations
@@ -86,6 +87,20 @@ def build_flu_timecourse(downloads: Path) -> None:
         table.to_csv(handle, sep="\t")
 
 
+def build_breast_cancer() -> None:
+    """scikit-learn's bundled Breast Cancer Wisconsin (Diagnostic): 569 tumours x 30 features + diagnosis."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    table = bunch.data.copy()
+    table.columns = [name.replace(" ", "_") for name in table.columns]
+    # the diagnosis is text: `omicsgen papers table` turns it into an annotation, not a feature
+    table.insert(0, "diagnosis", bunch.target.map(dict(enumerate(bunch.target_names))).astype(str))
+    table.index = [f"tumour_{i}" for i in range(len(table))]
+    table.index.name = "sample"
+    table.to_csv(RESOURCES / "breast_cancer_wisconsin.csv", float_format="%.6g")
+
+
 if __name__ == "__main__":
     downloads = Path(sys.argv[1] if len(sys.argv) > 1 else "downloads").resolve()
     RESOURCES.mkdir(exist_ok=True)
@@ -93,3 +108,4 @@ if __name__ == "__main__":
     build_chipseq_fasta(downloads)
     build_ww_alignment(downloads)
     build_flu_timecourse(downloads)
+    build_breast_cancer()

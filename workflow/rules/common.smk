@@ -101,4 +101,5 @@ def dataset_scores(wildcards):
 
 
 def get_final_output():
-    return ["results/report.html"] + [f"results/{d}/report.html" for d in DATASETS.index]
+    paper = [f"results/papers/{config['paper']['name']}.html"] if "paper" in config else []  # config/papers/*.yaml
+    return ["results/report.html"] + [f"results/{d}/report.html" for d in DATASETS.index] + paper
