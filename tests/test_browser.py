@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 from test_evaluate import make_expression, make_sequence, make_timecourse
-from test_report import build_dataset
+from test_report import build_dataset, build_mixed_dataset
 
 from omicsgen.report import dataset_report, leaderboard
 
@@ -80,6 +80,20 @@ def test_leaderboard_renders_without_errors(tmp_path):
     leaderboard([d / "scores.json" for d in model_dirs.values()], [baselines_path], out)
     check, log = render(out, tmp_path)
     assert check["errors"] == [] and console_lines(log) == [] and check["tables"] >= 2
+
+
+def test_calibration_umap_and_missing_sections_render(tmp_path):
+    model_dirs, baselines_path = build_mixed_dataset(tmp_path / "toy")
+    out = tmp_path / "toy" / "report.html"
+    dataset_report("toy", tmp_path / "toy" / "masked.h5ad", model_dirs, baselines_path, out)
+    check, log = render(out, tmp_path)
+    assert check["errors"] == [] and console_lines(log) == []
+    assert check["images"] == out.read_text().count("<img") >= 5  # PCA, UMAP, gene statistics, imputed, calibration
+    assert check["decoded"] == check["images"]
+    board = tmp_path / "leaderboard.html"
+    leaderboard([d / "scores.json" for d in model_dirs.values()], [baselines_path], board)
+    check, log = render(board, tmp_path)
+    assert check["errors"] == [] and console_lines(log) == []
 
 
 def test_the_check_catches_a_broken_figure(tmp_path):

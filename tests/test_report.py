@@ -142,3 +142,48 @@ def test_winners_summary_names_the_best_method_of_each_metric(tmp_path):
     n_won = {label: sum(label in best.split(", ") for best in rows.values()) for label in tally}
     assert {label: int(n) for label, n in tally.items()} == n_won and tally["vae"] != "0"
     assert "Per-gene mean and variance" in page
+
+
+def build_mixed_dataset(folder):
+    """Expression data with labels: a conditional model that draws imputations ("cvae": samples are
+    the real test rows asked for their own label) and an imputation-only model ("gain")."""
+    from test_evaluate_uncertainty import _imputed_with_draws
+
+    adata = make_expression(n_obs=200)
+    x = data.values(adata)
+    adata.obs["label"] = np.where(np.nanmean(x, axis=1) > np.nanmedian(np.nanmean(x, axis=1)), "high", "low")
+    folder.mkdir(parents=True)
+    adata.write_h5ad(folder / "masked.h5ad")
+    test = data.split_rows(adata, "test")
+    samples = numeric_samples(x[test], adata.var_names)
+    samples.obs["label"] = adata.obs["label"].to_numpy()[test]
+    for name in ("cvae", "gain"):
+        (folder / name).mkdir()
+    _imputed_with_draws(adata, 0.2).write_h5ad(folder / "cvae" / "imputed.h5ad")
+    samples.write_h5ad(folder / "cvae" / "samples.h5ad")
+    _imputed_with_draws(adata, 0.5).write_h5ad(folder / "gain" / "imputed.h5ad")
+    evaluate(folder / "masked.h5ad", folder / "cvae" / "imputed.h5ad", folder / "cvae" / "samples.h5ad", folder / "cvae" / "scores.json")
+    evaluate(folder / "masked.h5ad", folder / "gain" / "imputed.h5ad", None, folder / "gain" / "scores.json")
+    baselines(folder / "masked.h5ad", folder / "baselines" / "scores.json")
+    return {name: folder / name for name in ("cvae", "gain")}, folder / "baselines" / "scores.json"
+
+
+def test_report_shows_calibration_umap_per_label_scores_and_what_was_not_scored(tmp_path):
+    model_dirs, baselines_path = build_mixed_dataset(tmp_path / "toy")
+    out = tmp_path / "toy" / "report.html"
+    dataset_report("toy", tmp_path / "toy" / "masked.h5ad", model_dirs, baselines_path, out)
+    page = out.read_text()
+    assert_self_contained(page)
+    cvae = json.loads((model_dirs["cvae"] / "scores.json").read_text())
+    assert "<h2>Calibration</h2>" in page and "Calibration of multiple imputation" in page
+    for value in scalar_numbers(cvae["calibration"]):
+        assert format_value(value) in page
+    assert "UMAP of real test rows and generated rows" in page
+    assert "<h3>Generation per label</h3>" in page and "<td>cvae: high</td>" in page
+    assert format_value(cvae["generation"]["per_label"]["low"]["label_accuracy"]) in page
+    gain_row = re.search(r'<tr class="missing"><td>gain</td>(.*?)</tr>', page).group(1)
+    assert "— not scored: no samples.h5ad was given" in gain_row
+    board = tmp_path / "leaderboard.html"
+    leaderboard([d / "scores.json" for d in model_dirs.values()], [baselines_path], board)
+    text = board.read_text()
+    assert "—<sup>1</sup>" in text and "<li>no samples.h5ad was given</li>" in text
