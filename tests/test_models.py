@@ -72,6 +72,40 @@ def make_sequences(n=400, length=40, seed=0) -> ad.AnnData:
     return adata
 
 
+def make_clustered_sequences(n=600, length=30, n_clusters=3, purity=0.8, seed=0) -> ad.AnnData:
+    """Fixed-length DNA records from `n_clusters` profiles: each position takes its cluster's base
+    with probability `purity`, another base otherwise; obs["label"] names the cluster. All the
+    dependence between positions goes through the cluster: what a latent-variable model can learn
+    and a per-position frequency model cannot."""
+    rng = np.random.default_rng(seed)
+    consensus = rng.integers(0, 4, size=(n_clusters, length))
+    cluster = rng.integers(0, n_clusters, size=n)
+    off = (consensus[cluster] + rng.integers(1, 4, size=(n, length))) % 4
+    bases = np.where(rng.random((n, length)) < purity, consensus[cluster], off)
+    tokens = (FIRST_RESIDUE + bases).astype(np.int8)
+    heldout = _heldout(np.ones_like(tokens, dtype=bool), 0.1, rng)
+    ids = [f"seq{i}" for i in range(n)]
+    obs = pd.DataFrame({"id": ids, "length": length, "label": [f"cluster{c}" for c in cluster]}, index=ids)
+    adata = ad.AnnData(np.zeros((n, 0), dtype=np.float32), obs=obs)
+    adata.obsm["tokens"] = tokens
+    adata.obsm["heldout"] = heldout
+    adata.obs["split"] = _splits(n, rng)
+    adata.uns["alphabet"] = {"name": "dna", "symbols": symbols("dna")}
+    adata.uns["omicsgen"] = _omicsgen_uns("sequence", "obsm", int(heldout.sum()))
+    adata.uns["consensus"] = (FIRST_RESIDUE + consensus).astype(np.int8)
+    return adata
+
+
+def position_frequency_log_p(tokens: np.ndarray, train_rows: np.ndarray, vocab: int = 7) -> np.ndarray:
+    """log p(token) per position of a model that knows only each position's token frequencies
+    in the train rows (add-one), for every entry of `tokens`."""
+    counts = np.ones((tokens.shape[1], vocab))
+    for position in range(tokens.shape[1]):
+        counts[position] += np.bincount(tokens[train_rows, position], minlength=vocab)[:vocab]
+    log_freq = np.log(counts / counts.sum(1, keepdims=True))
+    return log_freq[np.arange(tokens.shape[1])[None, :], tokens]
+
+
 def make_timecourse(n_series=16, n_steps=8, n_genes=12, noise=0.05, seed=0) -> ad.AnnData:
     """Series at irregular times following a gene-specific linear trend; lengths vary."""
     rng = np.random.default_rng(seed)

@@ -1,0 +1,152 @@
+"""Both recurrent cells for both jobs: families lstm and gru are each a language model on
+sequences and a forecaster on time courses, load back through the registry, and beat simple
+baselines; two-sided imputation uses the right-hand context."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_models import _omicsgen_uns, _splits, make_sequences, make_timecourse
+
+from omicsgen.alphabet import FIRST_RESIDUE, GAP, MISSING, PAD, symbols
+from omicsgen.models import get_family, load_model
+from omicsgen.models.base import observed_mask
+from omicsgen.train import train
+
+LM_HPARAMS = {"hidden_dim": 64}
+LM_TRAINER = {"batch_size": 32, "max_epochs": 15}
+FORECAST_TRAINER = {"batch_size": 4, "max_epochs": 60, "learning_rate": 1e-2}
+# Two motifs that share nothing but their length: the first base is fixed by what follows it.
+KEYED_MOTIFS = {"A": "CCGGTTC", "T": "GGAACCG"}
+
+
+def make_keyed_motifs(n=600, length=30, seed=0) -> ad.AnnData:
+    """Uniform background with one of KEYED_MOTIFS planted at a random offset, preceded by its key
+    base. obs["key_position"] holds the key's position: the left context says nothing about the
+    key, the right context (the motif) determines it."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(FIRST_RESIDUE, FIRST_RESIDUE + 4, size=(n, length)).astype(np.int8)
+    starts = rng.integers(3, length - 8, size=n)
+    keys = rng.choice(list(KEYED_MOTIFS), size=n)
+    for i, (start, key) in enumerate(zip(starts, keys)):
+        planted = key + KEYED_MOTIFS[key]
+        tokens[i, start : start + len(planted)] = [FIRST_RESIDUE + "ACGT".index(c) for c in planted]
+    ids = [f"seq{i}" for i in range(n)]
+    obs = pd.DataFrame({"id": ids, "length": length, "key_position": starts}, index=ids)
+    adata = ad.AnnData(np.zeros((n, 0), dtype=np.float32), obs=obs)
+    adata.obsm["tokens"] = tokens
+    adata.obsm["heldout"] = np.zeros_like(tokens, dtype=bool)
+    adata.obs["split"] = _splits(n, rng)
+    adata.uns["alphabet"] = {"name": "dna", "symbols": symbols("dna")}
+    adata.uns["omicsgen"] = _omicsgen_uns("sequence", "obsm", 0)
+    return adata
+
+
+def _train(tmp_path_factory, name, adata, family, hparams, trainer):
+    root = tmp_path_factory.mktemp(name)
+    adata.write_h5ad(root / "masked.h5ad")
+    return root, train(root / "masked.h5ad", root / "model", family, hparams, trainer, seed=0)
+
+
+@pytest.fixture(scope="module")
+def language_models(tmp_path_factory):
+    return {family: _train(tmp_path_factory, f"lm_{family}", make_keyed_motifs(), family, LM_HPARAMS, LM_TRAINER)
+            for family in ("lstm", "gru")}
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_language_model_loads_back_as_its_cell_and_beats_position_frequencies(language_models, family):
+    root, checkpoint = language_models[family]
+    model = load_model(checkpoint)
+    assert model.family == family and type(model).__name__ == f"{family.upper()}LanguageModel"
+    assert isinstance(getattr(model, family), torch.nn.Module)
+    metrics = pd.read_csv(checkpoint.parent / "metrics.csv")
+    assert metrics["val_loss"].iloc[-1] < 0.9 * metrics["val_loss"].iloc[0]
+    adata = ad.read_h5ad(root / "masked.h5ad")
+    tokens = adata.obsm["tokens"]
+    split = adata.obs["split"].to_numpy()
+    log_p = model.log_likelihood(tokens[split == "test"])
+    model_nll = -np.nanmean(log_p)
+    counts = np.ones((tokens.shape[1], 7))
+    for position in range(tokens.shape[1]):
+        counts[position] += np.bincount(tokens[split == "train", position], minlength=7)
+    log_freq = np.log(counts / counts.sum(1, keepdims=True))
+    baseline_nll = -log_freq[np.arange(tokens.shape[1]), tokens[split == "test"]].mean()
+    assert model_nll < baseline_nll - 0.1
+    samples = model.sample(40, torch.Generator().manual_seed(0))
+    assert samples.shape == (40, tokens.shape[1]) and ((samples >= GAP) | (samples == PAD)).all()
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_two_sided_imputation_reads_the_right_context(language_models, family):
+    root, checkpoint = language_models[family]
+    model = load_model(checkpoint)
+    adata = ad.read_h5ad(root / "masked.h5ad")
+    test = (adata.obs["split"] == "test").to_numpy()
+    tokens, keys = adata.obsm["tokens"][test], adata.obs["key_position"].to_numpy()[test]
+    rows = np.arange(len(tokens))
+    observed = np.ones_like(tokens, dtype=bool)
+    observed[rows, keys] = False
+    observed[rows, keys - 1] = False  # a second gap just left of it: filled before the key is
+    assert model.hparams.impute_mode == "two_sided"  # the default
+    two_sided = model.impute(tokens, observed)
+    model.hparams.impute_mode = "left"
+    left_only = model.impute(tokens, observed)
+    for filled in (two_sided, left_only):
+        assert np.array_equal(filled[observed], tokens[observed]) and (filled[~observed] >= GAP).all()
+    truth = tokens[rows, keys]
+    two_sided_accuracy = (two_sided[rows, keys] == truth).mean()
+    left_accuracy = (left_only[rows, keys] == truth).mean()
+    # The left context holds nothing about the key: at best a coin flip between A and T.
+    assert left_accuracy < 0.7
+    assert two_sided_accuracy > 0.9 and two_sided_accuracy > left_accuracy + 0.25
+
+
+def test_two_sided_imputation_handles_gaps_at_both_ends():
+    adata = make_sequences(n=60)
+    torch.manual_seed(0)
+    model = get_family("gru").from_data(adata)
+    tokens = adata.obsm["tokens"]
+    observed = observed_mask(adata)
+    observed[:, 0] = observed[:, -1] = False
+    filled = model.impute(tokens, observed)
+    unobserved = ~observed | (tokens == MISSING)
+    assert np.array_equal(filled[~unobserved], tokens[~unobserved]) and (filled[unobserved] >= GAP).all()
+    assert filled.dtype == np.int8
+
+
+@pytest.mark.parametrize("family", ["lstm"])  # the gru forecaster: tests/test_train.py
+def test_forecaster_of_each_cell_beats_the_last_value(tmp_path_factory, family):
+    root, checkpoint = _train(tmp_path_factory, f"forecast_{family}", make_timecourse(n_series=24), family, {},
+                              FORECAST_TRAINER)
+    model = load_model(checkpoint)
+    assert model.family == family and type(model).__name__ == f"{family.upper()}Forecaster"
+    adata = ad.read_h5ad(root / "masked.h5ad")
+    series = get_family(family).tensors(adata, "test")
+    with torch.no_grad():
+        predicted = model.one_step_predictions(series["x"], series["observed"], series["time"]).numpy()
+    x, observed = series["x"].numpy(), series["observed"].numpy()
+    last = np.broadcast_to(model.gene_mean.numpy(), x[:, 0].shape).copy()
+    carried = np.empty_like(x)
+    for t in range(x.shape[1]):
+        carried[:, t] = last
+        last = np.where(observed[:, t], x[:, t], last)
+    target = observed[:, 1:]
+    model_mse = np.mean((predicted[:, 1:] - x[:, 1:])[target] ** 2)
+    baseline_mse = np.mean((carried[:, 1:] - x[:, 1:])[target] ** 2)
+    assert model_mse < 0.5 * baseline_mse
+    filled = model.impute(adata.X, observed_mask(adata), obs=adata.obs)
+    assert np.array_equal(filled[observed_mask(adata)], adata.X[observed_mask(adata)]) and np.isfinite(filled).all()
+    x_sampled, obs = model.sample(3, torch.Generator().manual_seed(0))
+    assert x_sampled.shape == (len(obs), adata.n_vars) and obs["series"].nunique() == 3
+
+
+def test_family_objects_dispatch_on_the_data():
+    sequences, courses = make_sequences(n=40), make_timecourse()
+    for family in ("lstm", "gru"):
+        assert "tokens" in get_family(family).tensors(sequences, "train")
+        assert "time" in get_family(family).tensors(courses, "train")
+        assert type(get_family(family).from_data(courses)).__name__ == f"{family.upper()}Forecaster"
