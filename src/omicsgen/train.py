@@ -32,7 +32,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from .batches import InMemoryBatches
 from .errors import InputError
-from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality
+from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality, with_lr_schedule
 from .models.registry import FAMILIES
 from .provenance import atomic_path, checksum, meta, package_versions, stamp, write_text
 
@@ -154,14 +154,19 @@ def _resume_dir(out_dir: Path, data_path: Path, family: str, hparams: dict, sett
 
 
 def _resumable(last: Path) -> Path | None:
-    """The last-epoch checkpoint when one was written completely (a kill can cut one short)."""
+    """The last-epoch checkpoint when one was written completely (a kill can cut one short).
+    The interrupted run's CSV log is kept as `metrics.upto<epoch>.csv` (Lightning's CSV logger
+    starts a new file), and merged back by `_write_metrics`."""
     if not last.exists():
         return None
     try:
-        torch.load(last, map_location="cpu", weights_only=False)
+        epoch = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"])
     except Exception:  # noqa: BLE001 - any unreadable file means: start afresh
         last.unlink()
         return None
+    log = last.parent / "metrics.csv"
+    if log.exists():
+        log.rename(last.parent / f"metrics.upto{epoch}.csv")
     return last
 
 
@@ -239,8 +244,9 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     monitor = "val_loss" if has_val else "train_loss"
     if not model.automatic_optimization:
         model.gradient_clip = settings["gradient_clip_val"]
-    model.lr_schedule = {"name": settings["lr_schedule"], "monitor": monitor,
-                         "patience": max(1, settings["patience"] // 2), "max_epochs": settings["max_epochs"]}
+    _schedule_learning_rate(model, {"name": settings["lr_schedule"], "monitor": monitor,
+                                    "patience": max(1, settings["patience"] // 2), "max_epochs": settings["max_epochs"]},
+                            mixed_precision="mixed" in str(settings["precision"]))
     # Full state every epoch, for resuming; the best weights separately.
     last = ModelCheckpoint(dirpath=work_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     if model.select_on_loss:
@@ -278,6 +284,25 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     return trainer, Path(best.best_model_path)
 
 
+def _schedule_learning_rate(model: GenerativeModel, schedule: dict, mixed_precision: bool) -> None:
+    """Wrap the family's `configure_optimizers` so that its optimizer gets `schedule`; families
+    with manual optimisation (several optimizers, `automatic_optimization = False`) keep a
+    constant rate. Under mixed precision Lightning clips gradients after unscaling them, which
+    a fused optimizer does inside its step: such an optimizer is rebuilt unfused."""
+    configure = model.configure_optimizers
+
+    def configure_optimizers():
+        optimizers = configure()
+        if not (model.automatic_optimization and isinstance(optimizers, torch.optim.Optimizer)):
+            return optimizers
+        if mixed_precision and optimizers.defaults.get("fused"):
+            defaults = {k: v for k, v in optimizers.defaults.items() if k != "fused"}
+            optimizers = type(optimizers)([{**g, "fused": None} for g in optimizers.param_groups], **defaults)
+        return with_lr_schedule(optimizers, schedule)
+
+    model.configure_optimizers = configure_optimizers
+
+
 def _write_checkpoint(model, best: Path, calibration_tensors, record: dict, path: Path) -> None:
     """The best checkpoint, with post-hoc statistics fitted on its weights and the provenance."""
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
@@ -291,11 +316,22 @@ def _write_checkpoint(model, best: Path, calibration_tensors, record: dict, path
 
 
 def _write_metrics(lightning_csv: Path, path: Path) -> None:
-    """Lightning logs train and val losses on separate rows; merge them into one row per epoch."""
-    log = pd.read_csv(lightning_csv)
+    """Lightning logs train and val losses on separate rows; merge them into one row per epoch,
+    with the epochs of interrupted runs (up to the checkpoint each resume started from) first."""
+    parts = [_upto(earlier) for earlier in sorted(lightning_csv.parent.glob("metrics.upto*.csv"), key=_upto_epoch)]
+    log = pd.concat([*parts, pd.read_csv(lightning_csv)], ignore_index=True)
     columns = [c for c in ("train_loss", "val_loss") if c in log]
     tidy = log.groupby("epoch", as_index=False)[columns].first().reindex(columns=["epoch", "train_loss", "val_loss"])
     write_text(tidy.to_csv(index=False), path)
+
+
+def _upto_epoch(part: Path) -> int:
+    return int(part.stem.removeprefix("metrics.upto"))
+
+
+def _upto(part: Path) -> pd.DataFrame:
+    log = pd.read_csv(part)
+    return log[log["epoch"] <= _upto_epoch(part)]
 
 
 def _provenance(data_path: Path, family: str, hparams: dict, settings: dict, seed: int) -> dict:

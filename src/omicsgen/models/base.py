@@ -239,10 +239,10 @@ class GenerativeModel(lightning.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        """Adam with the trainer's `lr_schedule` (set by `train` as `self.lr_schedule`). Families
-        that optimise manually (GANs, GAIN) override this and keep a constant rate."""
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
-        return with_lr_schedule(optimizer, getattr(self, "lr_schedule", None))
+        """Adam. `train` adds the trainer's `lr_schedule` to whatever single optimizer a family
+        returns here (`with_lr_schedule`); families that optimise manually (GANs, GAIN) return
+        several and keep a constant rate."""
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
 
     def manual_step(self, optimizer, loss) -> None:
         """One optimiser step for families that optimise manually (GANs): they clip gradients
