@@ -3,7 +3,8 @@
 `likelihood: gaussian` models X directly; `nb` / `zinb` (scVI-like) model the raw counts in
 `layers["counts"]` with a softmax-over-genes decoder times the library size and a per-gene
 dispersion, and map back onto X's scale for `impute` and `sample` (see `counts.py`).
-`beta` weighs the KL term (beta-VAE).
+`beta` weighs the KL term (beta-VAE). `condition_on: label` makes it a conditional VAE (CVAE):
+the one-hot of obs["label"] joins the encoder's and the decoder's input.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import anndata as ad
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from . import counts as cm
 from .base import (
@@ -31,6 +33,8 @@ from .base import (
 
 # Bounds on the per-gene log-variance: keeps the NLL finite for genes that are constant in training.
 LOG_VAR_RANGE = (-7.0, 5.0)
+# The obs column a conditional model may be conditioned on.
+LABEL_COLUMN = "label"
 
 
 def mlp(n_in: int, hidden_dim: int, n_layers: int) -> nn.Sequential:
@@ -39,6 +43,40 @@ def mlp(n_in: int, hidden_dim: int, n_layers: int) -> nn.Sequential:
         layers += [nn.Linear(width, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU()]
         width = hidden_dim
     return nn.Sequential(*layers)
+
+
+# ---- labels (conditional models) ---------------------------------------------------------------
+def label_names(adata: ad.AnnData) -> list[str]:
+    """Sorted distinct values of obs["label"] (none when the data has no labels)."""
+    if LABEL_COLUMN not in adata.obs:
+        return []
+    labels = adata.obs[LABEL_COLUMN]
+    return sorted(map(str, labels[labels.notna()].unique()))
+
+
+def label_codes(labels, names) -> np.ndarray:
+    """Index into `names` of each label; -1 for a missing or unknown label."""
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index.get(str(v), -1) if v == v and v is not None else -1 for v in labels], dtype=np.int64)
+
+
+def label_tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
+    """{"labels": codes into `label_names(adata)` of the split's rows}; {} without labels."""
+    names = label_names(adata)
+    if not names:
+        return {}
+    codes = label_codes(adata.obs[LABEL_COLUMN][split_rows(adata, split)], names)
+    return {"labels": torch.from_numpy(codes)}
+
+
+def one_hot(codes: torch.Tensor | None, n_labels: int, n_rows: int, device) -> torch.Tensor:
+    """One-hot rows (-1, an unlabelled row, gives all zeros); n x 0 when unconditional."""
+    if not n_labels:
+        return torch.zeros(n_rows, 0, device=device)
+    if codes is None:
+        return torch.zeros(n_rows, n_labels, device=device)
+    codes = codes.to(device)
+    return F.one_hot(codes.clamp_min(0), n_labels).float() * (codes >= 0).float()[:, None]
 
 
 class VAE(GenerativeModel):
@@ -51,7 +89,13 @@ class VAE(GenerativeModel):
     With `likelihood` nb or zinb the Gaussian NLL becomes the count NLL of the observed raw
     counts (NB mean `rho_g * library`, `rho` a softmax over the genes plus a rest bucket),
     `impute` fills `E[log1p(counts / library * target_sum)]` and `sample` draws counts at a
-    library size drawn from the training libraries, then normalises and log1p's them."""
+    library size drawn from the training libraries, then normalises and log1p's them.
+
+    `condition_on: label` (CVAE): the training label names are kept in `hparams.label_names`,
+    a row's label one-hot is appended to the encoder's input and to z; `sample` takes `labels`
+    (indices into label_names; without them, drawn at the training frequencies), `impute`,
+    `impute_draws` and `embed` read the rows' labels from `obs` (an unknown or missing label
+    gives an all-zero one-hot)."""
 
     family = "vae"
     modalities = ("expression", "timecourse")
@@ -64,31 +108,56 @@ class VAE(GenerativeModel):
         "kl_warmup_epochs": 5,
         "learning_rate": 1e-3,
         "likelihood": "gaussian",
+        "condition_on": None,
     }
     has_latent = True
+    can_draw_imputations = True
 
     def __init__(
         self, n_genes, hidden_dim, latent_dim, n_layers, beta, kl_warmup_epochs, learning_rate,
-        likelihood="gaussian", target_sum=cm.DEFAULT_TARGET_SUM,
+        likelihood="gaussian", target_sum=cm.DEFAULT_TARGET_SUM, condition_on=None, label_names=(),
     ):
         super().__init__()
         if likelihood not in cm.LIKELIHOODS:
             raise ValueError(f"vae: likelihood must be one of {', '.join(cm.LIKELIHOODS)}, not {likelihood!r}")
+        if n_layers < 1:
+            raise ValueError(f"vae: n_layers must be at least 1, not {n_layers}")
+        label_names = list(label_names) if condition_on else []
+        n_labels = _check_conditioning(condition_on, label_names)
         self.save_hyperparameters()
-        self.encoder = mlp(2 * n_genes, hidden_dim, n_layers)
+        # The first layer reads [x, observed mask, label one-hot]; `encode` splits its weight.
+        self.encoder = mlp(2 * n_genes + n_labels, hidden_dim, n_layers)
         self.to_latent_mean = nn.Linear(hidden_dim, latent_dim)
         self.to_latent_log_var = nn.Linear(hidden_dim, latent_dim)
-        self.decoder = mlp(latent_dim, hidden_dim, n_layers)
+        self.decoder = mlp(latent_dim + n_labels, hidden_dim, n_layers)
         if likelihood == "gaussian":
             self.to_gene_mean = nn.Linear(hidden_dim, n_genes)
             self.gene_log_var = nn.Parameter(torch.zeros(n_genes))
         else:
             self.count_head = cm.CountHead(hidden_dim, n_genes, zero_inflated=likelihood == "zinb")
             self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
+        if n_labels:
+            self.register_buffer("label_frequencies", torch.full((n_labels,), 1.0 / n_labels))
+
+    @classmethod
+    def from_data(cls, adata: ad.AnnData, **hparams) -> VAE:
+        """As the base, plus the training label names when the model is conditional."""
+        unknown = sorted(set(hparams) - set(cls.defaults))
+        if unknown:
+            raise ValueError(f"{cls.family}: unknown hyper-parameters {unknown}; valid: {sorted(cls.defaults)}")
+        hparams = {**cls.defaults, **hparams}
+        names = label_names(adata) if hparams["condition_on"] else []
+        model = cls(**cls.data_sizes(adata), **hparams, label_names=names)
+        model.init_from_data(adata)
+        return model
 
     @property
     def counts_model(self) -> bool:
         return self.hparams.likelihood in cm.COUNT_LIKELIHOODS
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.hparams.get("label_names") or ()) if self.hparams.get("condition_on") else 0
 
     @staticmethod
     def data_sizes(adata: ad.AnnData) -> dict:
@@ -105,18 +174,24 @@ class VAE(GenerativeModel):
     @staticmethod
     def tensors(adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
         """The observed tensors, plus the raw counts (same entries hidden) and library sizes when
-        the data has counts. A sparse X gives `CsrRows` that batches densify a batch at a time."""
+        the data has counts, and the label codes when it has labels. A sparse X gives `CsrRows`
+        that batches densify a batch at a time."""
         if is_sparse(adata):
-            return sparse_tensors(adata, split, with_counts=cm.has_counts(adata))
+            return {**sparse_tensors(adata, split, with_counts=cm.has_counts(adata)), **label_tensors(adata, split)}
         out = VAE.observed_tensors(adata, split)
         if cm.has_counts(adata):
             rows = split_rows(adata, split)
             out.update(cm.count_tensors(adata, rows, observed_mask(adata)[rows]))
+        out.update(label_tensors(adata, split))
         return out
 
     def init_from_data(self, adata: ad.AnnData) -> None:
         """Start the decoder at the per-gene mean and variance: training then only learns structure."""
         train = self.tensors(adata, "train")
+        if self.n_labels:
+            codes = train["labels"]
+            counts = torch.bincount(codes[codes >= 0], minlength=self.n_labels).float()
+            self.label_frequencies.copy_(counts / counts.sum().clamp_min(1))
         if self.counts_model:
             if "counts" not in train:
                 raise cm.CountDataMissing(f"vae likelihood {self.hparams.likelihood!r} needs raw counts in "
@@ -132,33 +207,58 @@ class VAE(GenerativeModel):
             self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
 
     # ---- networks -----------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.encoder(torch.cat([x * observed, observed.float()], dim=1))
+    def encode(self, x: torch.Tensor, observed: torch.Tensor | None, labels: torch.Tensor | None = None):
+        """Latent mean and log-variance of rows `x` (unobserved entries already zero; `observed`
+        None when every entry is observed).
+
+        The first layer is Linear([x, observed, one-hot]) computed by parts of its weight: the
+        mask part is one column sum when the batch is fully observed (most count data), and the
+        one-hot part a lookup, so the encoder costs about what an encoder of x alone does."""
+        first, n = self.encoder[0], self.hparams.n_genes
+        weight = first.weight
+        hidden = F.linear(x, weight[:, :n], first.bias)
+        if observed is None:  # fully observed
+            hidden = hidden + weight[:, n : 2 * n].sum(1)
+        else:
+            hidden = hidden + F.linear(observed.to(x.dtype), weight[:, n : 2 * n])
+        if self.n_labels:
+            hidden = hidden + F.linear(one_hot(labels, self.n_labels, len(x), x.device), weight[:, 2 * n :])
+        hidden = self.encoder[1:](hidden)
         return self.to_latent_mean(hidden), self.to_latent_log_var(hidden).clamp(-10, 10)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """X's scale: the Gaussian mean, or log1p of the expected normalised expression."""
-        if self.counts_model:
-            share = cm.expected_share(self.count_head(self.decoder(z)))
-            return torch.log1p(share * self.hparams.target_sum)
-        return self.to_gene_mean(self.decoder(z))
+    def decoder_input(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z, with the label one-hot appended for a conditional model."""
+        if not self.n_labels:
+            return z
+        return torch.cat([z, one_hot(labels, self.n_labels, len(z), z.device)], dim=1)
 
-    def count_params(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.count_head(self.decoder(z))
+    def decode(self, zc: torch.Tensor) -> torch.Tensor:
+        """X's scale at decoder input `zc`: the Gaussian mean, or log1p of the expected normalised expression."""
+        if self.counts_model:
+            share = cm.expected_share(self.count_head(self.decoder(zc)))
+            return torch.log1p(share * self.hparams.target_sum)
+        return self.to_gene_mean(self.decoder(zc))
+
+    def count_params(self, zc: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.count_head(self.decoder(zc))
 
     def log_var(self) -> torch.Tensor:
         return self.gene_log_var.clamp(*LOG_VAR_RANGE)
 
     def loss(self, batch):
-        x, observed = batch["x"], batch["observed"]
-        mean, log_var = self.encode(x, observed)
+        x, observed, labels = batch["x"], batch["observed"], batch.get("labels")
+        if bool(observed.all()):
+            observed = None  # skips the mask's work in the encoder and the likelihood
+        mean, log_var = self.encode(x, observed, labels)
         z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+        zc = self.decoder_input(z, labels)
         if self.counts_model:
-            nll = -cm.count_log_prob(batch["counts"], batch["library"], self.count_params(z)) * observed
+            nll = -cm.observed_log_prob_rows(batch["counts"], batch["library"], self.count_params(zc), observed)
         else:
-            nll = gaussian_nll(x, self.decode(z), self.log_var()) * observed
+            nll = gaussian_nll(x, self.decode(zc), self.log_var())
+            nll = (nll if observed is None else nll * observed).sum(1)
         kl = -0.5 * (1 + log_var - mean**2 - log_var.exp())
-        return (nll.sum(1) + self.kl_weight() * kl.sum(1)).mean()
+        return (nll + self.kl_weight() * kl.sum(1)).mean()
 
     def kl_weight(self) -> float:
         warmup = self.hparams.kl_warmup_epochs
@@ -166,21 +266,47 @@ class VAE(GenerativeModel):
             return self.hparams.beta
         return self.hparams.beta * min(1.0, (self.current_epoch + 1) / (warmup + 1))
 
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, fused=self._fused_adam() or None)
+
+    def _fused_adam(self) -> bool:
+        """Adam's fused kernel does the default update in one pass per parameter (a fifth of a
+        CPU step at scVI's size). CPU and CUDA have it; Lightning refuses it with gradient
+        clipping under mixed precision (it unscales inside its step), so full precision only."""
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        return self.device.type in ("cpu", "cuda") and precision in ("32-true", "32", "64-true", "64")
+
     # ---- use ----------------------------------------------------------------------------
     @inference
-    def sample(self, n: int, generator: torch.Generator) -> np.ndarray:
+    def sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None) -> np.ndarray:
         """Decoder means at z ~ N(0, I) plus Gaussian noise with the learned per-gene variance.
         Count likelihoods: counts drawn from the NB / ZINB at a library drawn from the training
-        libraries, normalised to target_sum and log1p'd (X's scale)."""
+        libraries, normalised to target_sum and log1p'd (X's scale). A conditional model decodes
+        at `labels` (n indices into `hparams.label_names`; default: drawn at the training
+        frequencies); an unconditional one rejects them."""
         device = self.device
+        codes = self._sample_labels(n, generator, labels)
         z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(device)
+        zc = self.decoder_input(z, codes)
         if self.counts_model:
             library = cm.draw_libraries(self.library_quantiles, n, generator)
-            counts = cm.draw_counts(self.count_params(z), library.to(device), generator)
+            counts = cm.draw_counts(self.count_params(zc), library.to(device), generator)
             return cm.normalise(counts, library, self.hparams.target_sum).numpy().astype(np.float32)
         noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
-        x = self.decode(z) + noise * (0.5 * self.log_var()).exp()
+        x = self.decode(zc) + noise * (0.5 * self.log_var()).exp()
         return x.cpu().numpy().astype(np.float32)
+
+    def _sample_labels(self, n: int, generator: torch.Generator, labels) -> torch.Tensor | None:
+        if not self.n_labels:
+            if labels is not None:
+                raise ValueError("this vae model is not conditional (condition_on is null): it takes no labels")
+            return None
+        if labels is None:
+            return torch.multinomial(self.label_frequencies.cpu(), n, replacement=True, generator=generator)
+        codes = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        if codes.shape != (n,) or (codes < 0).any() or (codes >= self.n_labels).any():
+            raise ValueError(f"labels must be {n} indices into label_names {list(self.hparams.label_names)}")
+        return codes
 
     @inference
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
@@ -188,43 +314,102 @@ class VAE(GenerativeModel):
         Count likelihoods: E[log1p(counts / library * target_sum)] under the decoded NB / ZINB at
         the row's library (obs["library_size"], else the median training library): X's expected
         value, which for sparse counts is far below log1p of the expected normalised expression."""
+        codes = self._row_labels(obs, len(values))
         if self.counts_model:
             library = cm.row_libraries(obs, len(values), self.library_quantiles).to(self.device)
             means = [
-                cm.impute_rows(self.count_params, self._latent_mean(values[rows], observed[rows]), library[rows],
-                               self.hparams.target_sum)
+                cm.impute_rows(self.count_params, self._mean_input(values[rows], observed[rows], codes, rows),
+                               library[rows], self.hparams.target_sum)
                 for rows in row_chunks(len(values))
             ]
             return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
-        means = [self.decode(self._latent_mean(values[rows], observed[rows])) for rows in row_chunks(len(values))]
+        means = [self.decode(self._mean_input(values[rows], observed[rows], codes, rows)) for rows in row_chunks(len(values))]
         return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
 
     @inference
-    def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
-        """Latent means; `observed` defaults to the non-NaN entries."""
+    def impute_draws(self, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator,
+                     obs=None) -> np.ndarray:
+        """`n_draws` imputations (n_draws, rows, genes): per draw and row, z from the encoder's
+        posterior, then a draw of the likelihood at z (Gaussian with the per-gene variance, or
+        NB / ZINB counts at the row's library, normalised and log1p'd onto X's scale).
+        Observed entries are `values` in every draw."""
+        codes = self._row_labels(obs, len(values))
+        library = cm.row_libraries(obs, len(values), self.library_quantiles) if self.counts_model else None
+        out = np.empty((n_draws, *values.shape), dtype=np.float32)
+        for rows in row_chunks(len(values)):
+            x, seen = self._input(values[rows], observed[rows])
+            mean, log_var = self.encode(x, seen, None if codes is None else codes[rows])
+            for draw in range(n_draws):
+                eps = torch.randn(mean.shape, generator=generator).to(self.device)
+                zc = self.decoder_input(mean + eps * (0.5 * log_var).exp(), None if codes is None else codes[rows])
+                out[draw, rows] = keep_observed(values[rows], observed[rows], self._draw_x(zc, library, rows, generator))
+        return out
+
+    def _draw_x(self, zc: torch.Tensor, library: torch.Tensor | None, rows: slice, generator) -> np.ndarray:
+        """One draw of the likelihood at decoder input `zc`, on X's scale."""
+        if self.counts_model:
+            counts = cm.draw_counts(self.count_params(zc), library[rows].to(self.device), generator)
+            return cm.normalise(counts, library[rows], self.hparams.target_sum).numpy()
+        noise = torch.randn(len(zc), self.hparams.n_genes, generator=generator).to(self.device)
+        return (self.decode(zc) + noise * (0.5 * self.log_var()).exp()).cpu().numpy()
+
+    @inference
+    def embed(self, values: np.ndarray, observed: np.ndarray | None = None, obs=None) -> np.ndarray:
+        """Latent means; `observed` defaults to the non-NaN entries; a conditional model reads
+        the rows' labels from `obs`."""
         observed = ~np.isnan(values) if observed is None else observed
-        latents = [self._latent_mean(values[rows], observed[rows]) for rows in row_chunks(len(values))]
+        codes = self._row_labels(obs, len(values))
+        latents = [self._latent_mean(values[rows], observed[rows], codes, rows) for rows in row_chunks(len(values))]
         return stack_rows(latents, self.hparams.latent_dim)
 
     @inference
     def count_log_likelihood(self, values: np.ndarray, observed: np.ndarray, counts: np.ndarray,
-                             library: np.ndarray) -> np.ndarray:
+                             library: np.ndarray, obs=None) -> np.ndarray:
         """log p(count) of every entry given the latent mean of the row's observed entries
         (count likelihoods only): score held-out entries with it."""
         if not self.counts_model:
             raise ValueError("count_log_likelihood needs likelihood nb or zinb")
+        codes = self._row_labels(obs, len(values))
         parts = []
         for rows in row_chunks(len(values)):
-            params = self.count_params(self._latent_mean(values[rows], observed[rows]))
+            zc = self._mean_input(values[rows], observed[rows], codes, rows)
             lib = torch.from_numpy(np.asarray(library[rows], dtype=np.float32)).to(self.device)
-            parts.append(cm.count_log_prob(torch.from_numpy(np.asarray(counts[rows], dtype=np.float32)), lib, params))
+            parts.append(cm.count_log_prob(torch.from_numpy(np.asarray(counts[rows], dtype=np.float32)), lib,
+                                           self.count_params(zc)))
         return stack_rows(parts, self.hparams.n_genes)
 
-    def _latent_mean(self, values: np.ndarray, observed: np.ndarray) -> torch.Tensor:
+    def _row_labels(self, obs, n_rows: int) -> torch.Tensor | None:
+        """Codes of obs["label"] for a conditional model (-1 where missing or unknown), else None."""
+        if not self.n_labels:
+            return None
+        if obs is None or LABEL_COLUMN not in obs:
+            return torch.full((n_rows,), -1, dtype=torch.int64)
+        return torch.from_numpy(label_codes(obs[LABEL_COLUMN], self.hparams.label_names))
+
+    def _input(self, values: np.ndarray, observed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.where(observed, values, 0.0).astype(np.float32)).to(self.device)
-        return self.encode(x, torch.from_numpy(observed).to(self.device))[0]
+        return x, torch.from_numpy(observed).to(self.device)
+
+    def _latent_mean(self, values, observed, codes: torch.Tensor | None, rows: slice) -> torch.Tensor:
+        """The latent mean of the rows' observed entries."""
+        return self.encode(*self._input(values, observed), None if codes is None else codes[rows])[0]
+
+    def _mean_input(self, values, observed, codes: torch.Tensor | None, rows: slice) -> torch.Tensor:
+        """Decoder input at the latent mean (z, plus the one-hot of a conditional model)."""
+        return self.decoder_input(self._latent_mean(values, observed, codes, rows), None if codes is None else codes[rows])
+
+
+def _check_conditioning(condition_on, names: list[str]) -> int:
+    """The number of labels the networks take (0: unconditional); rejects what cannot work."""
+    if condition_on is None:
+        return 0
+    if condition_on != LABEL_COLUMN:
+        raise ValueError(f"vae: condition_on may only be {LABEL_COLUMN!r} (or null), not {condition_on!r}")
+    if not names:
+        raise ValueError(f"vae: condition_on {LABEL_COLUMN!r} needs labels in obs[{LABEL_COLUMN!r}] "
+                         "(the sheet's label column)")
+    return len(names)
 
 
 def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (log_var + (x - mean) ** 2 / log_var.exp() + math.log(2 * math.pi))
-
