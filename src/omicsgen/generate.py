@@ -1,21 +1,31 @@
-"""Draw samples from a trained model into samples.h5ad (and a FASTA file for sequences)."""
+"""Draw samples from a trained model into samples.h5ad (and a FASTA file for sequences).
+
+Expression samples are drawn and written GENERATE_CHUNK rows at a time, straight into the
+output's X, so a million generated cells never exist in memory at once. A conditional model
+(`hparams.condition_on`) gets labels drawn at the training-label frequencies; they are written
+as obs["label"].
+"""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import torch
 
 from .alphabet import PAD, decode, gc_fraction
 from .errors import InputError
-from .models.base import Unsupported, modality
+from .models.base import Unsupported, modality, split_rows
 from .models.registry import load_model_for, training_record
-from .provenance import meta, stamp, write_h5ad, write_text
+from .provenance import atomic_path, meta, stamp, write_h5ad, write_text
 
 FASTA_WIDTH = 60
+# Rows of expression samples drawn and written at a time (about 130 MB at 2,000 genes).
+GENERATE_CHUNK = 16384
 
 
 def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_path=None) -> Path:
@@ -31,16 +41,25 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
         raise unsupported(checkpoint, model, "generate samples", model.cannot_sample)
 
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    labels = draw_labels(model, reference, n_samples, generator, data_path)
     try:
-        samples = model.sample(n_samples, torch.Generator().manual_seed(seed))
+        if data_modality == "expression":
+            x_chunks = sample_chunks(model, n_samples, generator, labels)
+            first = next(x_chunks, None)  # drawn here, so a family that cannot sample says so now
+            x_chunks = itertools.chain([] if first is None else [first], x_chunks)
+        else:
+            samples = model.sample(n_samples, generator, **label_kwargs(labels))
     except Unsupported as err:
         raise unsupported(checkpoint, model, "generate samples", str(err)) from None
-    if data_modality == "sequence":
+    if data_modality == "expression":
+        adata = expression_layout(n_samples, reference)
+    elif data_modality == "sequence":
         adata = sequence_samples(samples, reference)
     elif data_modality == "timecourse":
         adata = timecourse_samples(samples, reference)
-    else:
-        adata = expression_samples(samples, reference)
+    if labels is not None:
+        adata.obs["label"] = label_column(labels, model.hparams["label_names"])
     adata.obs["origin"] = "generated"
 
     adata.uns["omicsgen"] = {
@@ -52,8 +71,72 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
     stamp(adata, "generate", params, inputs=[data_path, checkpoint], seed=seed)
     if fasta_path is not None:
         write_text(fasta(adata), fasta_path)
-    write_h5ad(adata, out_path)
+    if data_modality == "expression":
+        write_in_chunks(adata, x_chunks, out_path)
+    else:
+        write_h5ad(adata, out_path)
     return out_path
+
+
+# ---- conditional models ------------------------------------------------------------------
+def draw_labels(model, reference: ad.AnnData, n: int, generator: torch.Generator, data_path) -> np.ndarray | None:
+    """For a conditional model, `n` indices into `hparams.label_names` drawn at the frequencies
+    of the labels of the reference's train rows; None for other models."""
+    column = model.hparams.get("condition_on")
+    if not column:
+        return None
+    names = [str(name) for name in model.hparams["label_names"]]
+    if column not in reference.obs:
+        raise InputError(data_path, f"the model is conditional on obs[{column!r}], which this data lacks",
+                         hint="generate from the data the model was trained on")
+    train_labels = reference.obs[column][split_rows(reference, "train")].dropna().astype(str)
+    counts = train_labels.value_counts().reindex(names, fill_value=0).to_numpy(dtype=np.float64)
+    if counts.sum() == 0:
+        raise InputError(data_path, f"no train rows carry one of the model's labels {names}",
+                         hint="generate from the data the model was trained on")
+    return torch.multinomial(torch.from_numpy(counts), n, replacement=True, generator=generator).numpy()
+
+
+def label_kwargs(labels: np.ndarray | None, rows: slice = slice(None)) -> dict:
+    return {} if labels is None else {"labels": labels[rows]}
+
+
+def label_column(codes: np.ndarray, names) -> pd.Categorical:
+    names = [str(name) for name in names]
+    return pd.Categorical.from_codes(codes, categories=names)
+
+
+# ---- expression, written in chunks -------------------------------------------------------------
+def expression_layout(n: int, reference: ad.AnnData) -> ad.AnnData:
+    """The samples' AnnData without X (obs, var): X is written chunk by chunk."""
+    return ad.AnnData(obs=pd.DataFrame(index=sample_ids(n)), var=pd.DataFrame(index=reference.var_names.copy()))
+
+
+def sample_chunks(model, n: int, generator: torch.Generator, labels):
+    """Samples of GENERATE_CHUNK rows at a time, in row order, from one seeded generator."""
+    for start in range(0, n, GENERATE_CHUNK):
+        rows = slice(start, min(start + GENERATE_CHUNK, n))
+        yield np.asarray(model.sample(rows.stop - rows.start, generator, **label_kwargs(labels, rows)), dtype=np.float32)
+
+
+def write_in_chunks(adata: ad.AnnData, blocks, out_path: Path) -> None:
+    """`adata` (no X) written by anndata, then X added as a dense h5ad array one chunk at a time;
+    the file appears at `out_path` only when complete."""
+    n_rows, n_cols = adata.n_obs, adata.n_vars
+    with atomic_path(out_path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+        with h5py.File(tmp, "a") as f:
+            chunked = n_rows > 0 and n_cols > 0
+            x = f.create_dataset("X", shape=(n_rows, n_cols), dtype=np.float32,
+                                 chunks=True if chunked else None, compression="gzip" if chunked else None)
+            x.attrs["encoding-type"] = "array"
+            x.attrs["encoding-version"] = "0.2.0"
+            start = 0
+            for block in blocks:
+                x[start : start + len(block)] = block
+                start += len(block)
+            if start != n_rows:
+                raise RuntimeError(f"generated {start} rows, expected {n_rows}")
 
 
 class FamilyCannot(InputError):
@@ -75,12 +158,6 @@ def inherited_provenance(source: ad.AnnData, checkpoint: Path) -> dict:
 
 def sample_ids(n: int) -> list[str]:
     return [f"sample_{i + 1}" for i in range(n)]
-
-
-def expression_samples(x: np.ndarray, reference: ad.AnnData) -> ad.AnnData:
-    adata = ad.AnnData(x.astype(np.float32), obs=pd.DataFrame(index=sample_ids(len(x))))
-    adata.var_names = reference.var_names
-    return adata
 
 
 def timecourse_samples(samples, reference: ad.AnnData) -> ad.AnnData:
