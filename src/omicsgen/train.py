@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -35,6 +37,8 @@ from .errors import InputError
 from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality, with_lr_schedule
 from .models.registry import FAMILIES
 from .provenance import atomic_path, checksum, meta, package_versions, stamp, write_text
+
+LOG = logging.getLogger(__name__)
 
 # Kill the training process right after this epoch's checkpoint (tests of resuming only).
 FAIL_AFTER_EPOCH_ENV = "OMICSGEN_TEST_KILL_AFTER_EPOCH"
@@ -153,21 +157,21 @@ def _resume_dir(out_dir: Path, data_path: Path, family: str, hparams: dict, sett
     return work_dir
 
 
-def _resumable(last: Path) -> Path | None:
-    """The last-epoch checkpoint when one was written completely (a kill can cut one short).
-    The interrupted run's CSV log is kept as `metrics.upto<epoch>.csv` (Lightning's CSV logger
+def _resumable(last: Path) -> tuple[Path | None, int]:
+    """The last-epoch checkpoint when one was written completely (a kill can cut one short), and
+    the epoch to start from. The interrupted run's CSV log is kept as `metrics.upto<epoch>.csv` (Lightning's CSV logger
     starts a new file), and merged back by `_write_metrics`."""
     if not last.exists():
-        return None
+        return None, 0
     try:
         epoch = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"])
     except Exception:  # noqa: BLE001 - any unreadable file means: start afresh
         last.unlink()
-        return None
+        return None, 0
     log = last.parent / "metrics.csv"
     if log.exists():
         log.rename(last.parent / f"metrics.upto{epoch}.csv")
-    return last
+    return last, epoch + 1
 
 
 class RandomState(Callback):
@@ -234,6 +238,32 @@ class DeviceResidentData(Callback):
             batches.to_device(pl_module.device)
 
 
+class Throughput(Callback):
+    """Seconds spent in training batches (validation and checkpoints excluded), for the log line
+    `train rows/s` that bench/scale.py reads."""
+
+    def __init__(self):
+        self.seconds, self.started = 0.0, None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.started = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._stop()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.started is not None:
+            self.seconds += time.perf_counter() - self.started
+            self.started = None
+
+    def report(self, epochs: int, rows_per_epoch: int) -> None:
+        LOG.info("trained %d epochs of %d rows in %.1f s of training steps: %.0f train rows/s", epochs,
+                 rows_per_epoch, self.seconds, epochs * rows_per_epoch / max(self.seconds, 1e-9))
+
+
 # ---- fitting -------------------------------------------------------------------------------
 def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir: Path):
     """Run Lightning, resuming from `work_dir/last.ckpt` when there is one; returns the trainer
@@ -259,7 +289,9 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         callbacks = [best]
     train_batches = InMemoryBatches(train_tensors, batch_size, shuffle=True, seed=seed)
     val_batches = InMemoryBatches(val_tensors, batch_size) if has_val else None
-    callbacks += [last, RandomState(), FollowTrainerEpoch(train_batches), DeviceResidentData(train_batches, val_batches)]
+    throughput = Throughput()
+    callbacks += [last, RandomState(), FollowTrainerEpoch(train_batches), DeviceResidentData(train_batches, val_batches),
+                  throughput]
     if os.environ.get(FAIL_AFTER_EPOCH_ENV):
         callbacks.append(KillAfterEpoch(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
     trainer = lightning.Trainer(
@@ -279,8 +311,9 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
-    resume_from = _resumable(work_dir / "last.ckpt")
+    resume_from, first_epoch = _resumable(work_dir / "last.ckpt")
     trainer.fit(model, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume_from)
+    throughput.report(trainer.current_epoch - first_epoch, train_batches.n_rows)
     return trainer, Path(best.best_model_path)
 
 
