@@ -84,3 +84,30 @@ def test_ae_nb_output_and_time_courses(tmp_path):
     assert out.obs["series"].nunique() == 4
     imputed = ad.read_h5ad(impute(tmp_path / "tc.h5ad", ckpt, tmp_path / "imputed.h5ad", seed=0))
     assert np.isfinite(imputed.layers["imputed"]).all()
+
+
+def test_ae_zinb_output_uses_the_size_factor_and_imputes_counts(tmp_path):
+    """DCA-like ZINB output: the mean scales with the row's library (its size factor), and the
+    imputation of held-out entries beats per-gene means."""
+    adata = make_counts(n_cells=300)
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    ckpt = train(tmp_path / "counts.h5ad", tmp_path / "zinb", "ae", {**HPARAMS, "output": "zinb"},
+                 {"max_epochs": 15, "batch_size": 32, "learning_rate": 3e-3}, seed=0)
+    model = load_model(ckpt)
+    observed, heldout = observed_mask(adata), adata.layers["heldout"]
+    filled = model.impute(adata.X, observed, obs=adata.obs)
+    assert np.array_equal(filled[observed], adata.X[observed])
+    gene_means = np.nanmean(np.where(observed, adata.X, np.nan), axis=0)
+    model_mse = np.mean((filled[heldout] - adata.X[heldout]) ** 2)
+    baseline_mse = np.mean((np.broadcast_to(gene_means, adata.shape)[heldout] - adata.X[heldout]) ** 2)
+    assert model_mse < 0.8 * baseline_mse, (model_mse, baseline_mse)
+    code = model.embed(adata.X[:1], observed[:1])
+    params = model.head(torch.from_numpy(code))
+    assert set(params) == {"rho", "theta", "pi_logits"}
+    small, large = (
+        model.impute(np.full((1, adata.n_vars), np.nan, dtype=np.float32), np.zeros((1, adata.n_vars), bool),
+                     obs=pd.DataFrame({"library_size": [library]}))
+        for library in (200.0, 5000.0)
+    )
+    # Same row, more counts at a larger size factor: fewer zeros, so E[log1p(normalised)] rises.
+    assert (large > small).mean() > 0.9

@@ -3,7 +3,8 @@
 Training hides a random `noise` fraction of each row's observed entries from the encoder (input
 dropout) and scores the reconstruction of every observed entry, so the network learns to fill
 what it cannot see. `output: gaussian` models X (per-gene variance); `nb` / `zinb` model the raw
-counts like the count VAE (softmax over genes times the library, per-gene dispersion).
+counts as DCA does, with the cell's size factor: NB / ZINB mean = softmax over genes times the
+cell's library size (obs["library_size"]), per-gene dispersion, per-entry dropout logits (zinb).
 
 - impute: the reconstruction from the row's observed entries (Gaussian mean, or for count
   outputs the expected X value E[log1p(counts / library * target_sum)]); observed entries are kept.
@@ -113,10 +114,9 @@ class Autoencoder(GenerativeModel):
             seen = observed & (torch.rand(observed.shape, device=observed.device) >= self.hparams.noise)
         out = self.head(self.encode(x, seen))
         if self.counts_model:
-            nll = -cm.count_log_prob(batch["counts"], batch["library"], out)
-        else:
-            nll = gaussian_nll(x, out, self.log_var())
-        return (nll * observed).sum(1).mean()
+            full = bool(observed.all())
+            return -cm.observed_log_prob_rows(batch["counts"], batch["library"], out, None if full else observed).mean()
+        return (gaussian_nll(x, out, self.log_var()) * observed).sum(1).mean()
 
     def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
         """Store codes of up to N_CODES rows (evenly spaced) and their per-dimension spread."""
