@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_models import make_expression
+from test_models import make_clustered_sequences, make_expression
 
+from omicsgen.alphabet import MISSING
 from omicsgen.errors import InputError
 from omicsgen.generate import generate
 from omicsgen.impute import impute
@@ -68,3 +69,118 @@ def test_wgan_same_seed_same_weights(tmp_path):
     )
     for name, tensor in first.state_dict().items():
         assert torch.equal(tensor, second.state_dict()[name]), name
+
+
+# ---- sequences, labels, library sizes --------------------------------------------------------
+SEQ_HPARAMS = {"hidden_dim": 32, "latent_dim": 8, "n_critic": 2, "condition_on": "label"}
+SEQ_TRAINER = {"batch_size": 16, "max_epochs": 25}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small convolutions on 2 shared, busy cores run many times faster on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sequence_run(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("seqwgan")
+    make_clustered_sequences().write_h5ad(root / "masked.h5ad")
+    return root, train(root / "masked.h5ad", root / "model", "wgan", SEQ_HPARAMS, SEQ_TRAINER, seed=0)
+
+
+def _agreement(samples, consensus):
+    """Per cluster: the share of sampled positions equal to its consensus."""
+    return np.array([(samples == c).mean() for c in consensus])
+
+
+def test_sequence_wgan_samples_valid_records_from_the_learned_clusters(sequence_run):
+    root, checkpoint = sequence_run
+    model = load_model(checkpoint)
+    assert model.family == "wgan" and type(model).__name__ == "SequenceWGAN"
+    assert list(model.hparams.label_names) == ["cluster0", "cluster1", "cluster2"]
+    adata = ad.read_h5ad(root / "masked.h5ad")
+    out = generate(root / "masked.h5ad", checkpoint, root / "samples.h5ad", 300, seed=0)
+    samples = ad.read_h5ad(out).obsm["tokens"]
+    assert samples.shape == (300, 30) and not (samples == MISSING).any() and (samples < 7).all()
+    assert np.array_equal(samples, ad.read_h5ad(generate(root / "masked.h5ad", checkpoint, root / "again.h5ad",
+                                                         300, seed=0)).obsm["tokens"])
+    consensus = adata.uns["consensus"]
+    nearest = np.max([(samples == c).mean(1) for c in consensus], axis=0)
+    untrained = get_family("wgan").from_data(adata, **SEQ_HPARAMS).sample(300, torch.Generator().manual_seed(0))
+    untrained_nearest = np.max([(untrained == c).mean(1) for c in consensus], axis=0)
+    # Data: 0.8 agreement with the record's own cluster; a mix of clusters agrees with none.
+    assert np.median(nearest) > 0.6 and np.median(nearest) > np.median(untrained_nearest) + 0.2
+
+
+def test_conditional_sequence_wgan_follows_the_label(sequence_run):
+    root, checkpoint = sequence_run
+    model = load_model(checkpoint)
+    consensus = ad.read_h5ad(root / "masked.h5ad").uns["consensus"]
+    for label in range(3):
+        samples = model.sample(200, torch.Generator().manual_seed(label), labels=np.full(200, label))
+        agreement = _agreement(samples, consensus)
+        others = np.delete(agreement, label)
+        assert agreement[label] > 0.6 and agreement[label] > others.max() + 0.2, agreement
+    with pytest.raises(ValueError, match="indices into label_names"):
+        model.sample(2, torch.Generator().manual_seed(0), labels=np.array([0, 3]))
+
+
+def test_unconditional_models_reject_labels_and_conditioning_needs_labels():
+    adata = make_clustered_sequences(n=100)
+    model = get_family("wgan").from_data(adata, hidden_dim=8)
+    with pytest.raises(ValueError, match="not conditional"):
+        model.sample(2, torch.Generator().manual_seed(0), labels=np.array([0, 1]))
+    del adata.obs["label"]
+    with pytest.raises(ValueError, match="needs obs\\['label'\\]"):
+        get_family("wgan").from_data(adata, condition_on="label")
+    with pytest.raises(ValueError, match="may only be 'label'"):
+        get_family("wgan").from_data(make_expression(n_cells=50), condition_on="batch")
+
+
+def test_conditional_expression_wgan_shifts_with_the_label(tmp_path, one_thread):
+    adata = make_expression(n_cells=600, n_genes=6, rank=1, noise=0.3)
+    label = np.random.default_rng(1).integers(0, 2, adata.n_obs)
+    adata.X = adata.X + np.where(label[:, None] == 1, 2.0, -2.0).astype(np.float32)
+    adata.obs["label"] = np.where(label == 1, "high", "low")  # names sort: high = 0, low = 1
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    hparams = {**HPARAMS, "condition_on": "label"}
+    model = load_model(train(tmp_path / "masked.h5ad", tmp_path / "model", "wgan", hparams,
+                             {"batch_size": 16, "max_epochs": 20, "learning_rate": 1e-3}, seed=0))
+    assert list(model.hparams.label_names) == ["high", "low"]
+    high = model.sample(300, torch.Generator().manual_seed(0), labels=np.zeros(300, int)).mean(0)
+    low = model.sample(300, torch.Generator().manual_seed(0), labels=np.ones(300, int)).mean(0)
+    assert ((high - low) > 2.0).all(), high - low  # the data: 4 on every gene
+
+
+def _counts_data(n_cells=300, n_genes=20, seed=0) -> ad.AnnData:
+    """Poisson counts with varying library sizes; X = log1p(counts / library * 1e4), as preprocess makes it."""
+    rng = np.random.default_rng(seed)
+    rates = rng.gamma(2.0, 1.0, size=(n_cells, n_genes)) * rng.lognormal(1.5, 0.5, size=(n_cells, 1))
+    counts = rng.poisson(rates).astype(np.float32)
+    x = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
+    adata = make_expression(n_cells=n_cells, n_genes=n_genes)
+    adata.X = np.where(np.isnan(adata.X), np.nan, x).astype(np.float32)
+    adata.layers["counts"] = counts
+    return adata
+
+
+def test_expression_wgan_output_is_library_size_aware_on_log_normalised_counts(tmp_path, one_thread):
+    adata = _counts_data()
+    observed = observed_mask(adata)
+    totals = (np.expm1(np.where(observed, adata.X, 0)).sum(1) * adata.n_vars / observed.sum(1))
+    assert not get_family("wgan").from_data(make_expression(n_cells=50)).lsn  # auto: no counts, no LSN
+    assert not get_family("wgan").from_data(adata, library_size=False).lsn
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    model = load_model(train(tmp_path / "masked.h5ad", tmp_path / "model", "wgan", HPARAMS, {"max_epochs": 2}, seed=0))
+    assert model.lsn
+    samples = model.sample(500, torch.Generator().manual_seed(0))
+    assert (samples >= 0).all() and np.isfinite(samples).all()
+    sample_totals = np.expm1(samples).sum(1)
+    train_rows = (adata.obs["split"] == "train").to_numpy()
+    low, high = np.quantile(totals[train_rows], [0.0, 1.0])
+    assert (sample_totals >= low * 0.999).all() and (sample_totals <= high * 1.001).all()
+    assert np.array_equal(samples, model.sample(500, torch.Generator().manual_seed(0)))

@@ -304,7 +304,7 @@ class SequenceWGAN(ConditionalWGAN):
             "tokens": nn.Conv1d(hidden_dim, vocab_size, 1),
         })
         self.critic_net = nn.ModuleDict({
-            "convolve": _conv_stack(vocab_size + 1, hidden_dim, n_layers, kernel_size, padding,
+            "convolve": _conv_stack(vocab_size + 1 + n_labels, hidden_dim, n_layers, kernel_size, padding,
                                     lambda: nn.LeakyReLU(0.2)),
             "score": _mlp(hidden_dim * max_length + n_labels, hidden_dim, 1, 1, lambda: nn.LeakyReLU(0.2)),
         })
@@ -336,7 +336,9 @@ class SequenceWGAN(ConditionalWGAN):
         return one_hot * m, m
 
     def critic(self, one_hot, m, cond) -> torch.Tensor:
-        features = self.critic_net["convolve"](torch.cat([one_hot * m, m], dim=1)).flatten(1)
+        # The label is a constant input channel too, so every position can be judged against it.
+        label_channels = cond[:, :, None].expand(-1, -1, one_hot.shape[2])
+        features = self.critic_net["convolve"](torch.cat([one_hot * m, m, label_channels], dim=1)).flatten(1)
         return self.critic_net["score"](torch.cat([features, cond], dim=1)).squeeze(1)
 
     def generate(self, z, cond, generator: torch.Generator | None = None) -> torch.Tensor:
