@@ -102,6 +102,7 @@ def test_evaluate_scores_calibration_on_heldout_test_entries(tmp_path):
     assert matched["n_scored"] == results["matched"]["imputation"]["n_scored"] and matched["n_draws"] == 50
     assert abs(matched["coverage_90"] - 0.9) < 0.08 and overconfident["coverage_90"] < 0.3
     assert matched["calibration_error"] < overconfident["calibration_error"]
+    assert 0 < matched["n_scored_nonzero"] < matched["n_scored"] and abs(matched["coverage_90_nonzero"] - 0.9) < 0.1
     assert all_keys(results["matched"]) <= documented_keys()
 
 

@@ -41,7 +41,7 @@ LOWER_IS_BETTER = {
     "c2st_auc", "gene_mean_abs_diff", "gene_variance_abs_diff", "gene_zero_fraction_abs_diff",
     "corr_matrix_distance", "aa_composition_distance", "heldout_nll", "heldout_perplexity",
     *(f"rmse_horizon_{h}" for h in FORECAST_HORIZONS), "median_abs_error", "counts_median_abs_error",
-    "calibration_error",
+    "calibration_error", "calibration_error_nonzero",
 }  # fmt: skip
 HIGHER_IS_BETTER = {
     "pearson_r", "median_gene_pearson_r", "accuracy", "uniqueness", "novelty", "spearman_r",

@@ -32,7 +32,7 @@ COLUMN_ORDER = [
     "rmse", "mae", "median_abs_error", "pearson_r", "spearman_r", "median_gene_rmse", "median_gene_mae", "median_gene_pearson_r",
     "rmse_nonzero", "mae_nonzero", "pearson_r_nonzero", "spearman_r_nonzero", "counts_rmse", "counts_mae",
     "counts_median_abs_error", "counts_rmse_nonzero", "calibration_error", "coverage_50", "coverage_90",
-    "interval_width_50", "interval_width_90", "accuracy", "heldout_nll", "heldout_perplexity",
+    "interval_width_50", "interval_width_90", "calibration_error_nonzero", "coverage_50_nonzero", "coverage_90_nonzero", "accuracy", "heldout_nll", "heldout_perplexity",
     "mmd2", "c2st_auc", "kmer_js_mean", "kmer_js_1", "kmer_js_2", "kmer_js_3", "kmer_js_4", "kmer_js_5", "kmer_js_6",
     "aa_composition_distance", "gc_mean_abs_diff", "gc_mean", "uniqueness", "novelty",
     "nearest_train_distance_mean", "nearest_train_distance_median", "label_accuracy",
