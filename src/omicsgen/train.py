@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from .batches import InMemoryBatches
 from .errors import InputError
-from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality, with_lr_schedule
+from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality, split_rows, with_lr_schedule
 from .models.registry import FAMILIES
 from .provenance import atomic_path, checksum, meta, package_versions, stamp, write_text
 
@@ -66,16 +66,15 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     """Fit `family` on the train split, stop early on the val loss, write the best model.
 
     Writes `out_dir/model.ckpt` and `out_dir/metrics.csv` (epoch, train_loss, val_loss), each
-    atomically. Lightning's own files live in a temporary folder inside `out_dir` that is
-    removed at the end. Returns the checkpoint path.
+    atomically. Lightning's own files live in `out_dir/.train-<key>/` (see the module's notes
+    on resuming), removed at the end. Returns the checkpoint path.
     """
     data_path, out_dir = Path(data_path), Path(out_dir)
     adata = ad.read_h5ad(data_path)
     cls = family_class(family, adata, data_path)
     settings = trainer_settings(trainer, data_path)
     model_hparams = model_settings(cls, hparams, settings, data_path)
-    train_tensors, val_tensors = cls.tensors(adata, "train"), cls.tensors(adata, "val")
-    if _n_rows(train_tensors) == 0:
+    if not split_rows(adata, "train").any():
         raise InputError(data_path, "no rows in the train split", hint="check obs['split']")
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
@@ -85,6 +84,10 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
         model = cls.from_data(dense_train_view(adata), **model_hparams)  # starting values from train rows
     except ValueError as err:  # hyper-parameters the data cannot support (e.g. nb without counts)
         raise InputError(data_path, str(err), hint=f"{family} hyper-parameters") from None
+    train_tensors, val_tensors = cls.tensors(adata, "train"), cls.tensors(adata, "val")
+    calibrates = type(model).calibrate is not GenerativeModel.calibrate
+    if not calibrates:
+        adata = None  # the tensors hold what training needs: free the file's matrices (large data)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = _resume_dir(out_dir, data_path, family, {**cls.defaults, **model_hparams}, settings, seed)
@@ -94,7 +97,7 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
         return checkpoint_path
     record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed)
     # Post-hoc statistics (e.g. residual noise) use every row training was allowed to see.
-    calibration = cls.tensors(adata, ["train", "val"])
+    calibration = cls.tensors(adata, ["train", "val"]) if calibrates else None
     _write_checkpoint(model, best, calibration, record, checkpoint_path)
     _write_metrics(work_dir / "metrics.csv", out_dir / "metrics.csv")
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -314,6 +317,9 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     resume_from, first_epoch = _resumable(work_dir / "last.ckpt")
     trainer.fit(model, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume_from)
     throughput.report(trainer.current_epoch - first_epoch, train_batches.n_rows)
+    for batches in (train_batches, val_batches):  # the trainer outlives this call: release the data
+        if batches is not None:
+            batches.tensors = {}
     return trainer, Path(best.best_model_path)
 
 
@@ -341,7 +347,8 @@ def _write_checkpoint(model, best: Path, calibration_tensors, record: dict, path
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     model = model.cpu()
     model.load_state_dict(checkpoint["state_dict"])
-    model.calibrate(calibration_tensors)
+    if calibration_tensors is not None:
+        model.calibrate(calibration_tensors)
     checkpoint["state_dict"] = model.state_dict()
     checkpoint["omicsgen"] = record
     with atomic_path(path) as tmp:
