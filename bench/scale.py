@@ -7,7 +7,11 @@ stage runs as `omicsgen <stage>` in its own process; the benchmark prints its wa
 memory (the process's max RSS, from wait4) and, for training, the cells/s of the training steps
 (from the `train rows/s` line of `omicsgen train`, validation and checkpointing excluded).
 
-    python bench/scale.py [--sizes 10000 100000 1000000] [--scratch DIR] [--threads 2]
+    python bench/scale.py [--sizes 10000 100000 1000000] [--scratch DIR] [--threads 1] [--stages ...]
+
+Torch threads default to 1: on cores shared with other work, OpenMP's spinning threads make a
+2-thread epoch up to 30x slower than a 1-thread one (measured here: 53 vs 1,765 cells/s).
+With --scratch, inputs built earlier are reused and --stages reruns only some stages.
 """
 
 from __future__ import annotations
@@ -77,13 +81,15 @@ def stages(folder: Path) -> dict[str, list[str]]:
     }
 
 
-def bench_size(n_cells: int, scratch: Path, threads: int) -> list[dict]:
+def bench_size(n_cells: int, scratch: Path, threads: int, only: list[str]) -> list[dict]:
     folder = scratch / f"cells_{n_cells}"
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "raw.h5ad").exists():
         build_counts(folder / "raw.h5ad", n_cells)
     results = []
     for stage, command in stages(folder).items():
+        if stage not in only:
+            continue
         result = run_stage(command, threads)
         row = {"cells": n_cells, "stage": stage, "seconds": round(result["seconds"], 1),
                "peak_gb": round(result["peak_gb"], 2), "train_cells_per_s": ""}
@@ -102,13 +108,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--scratch", type=Path, default=None, help="keeps the built inputs between runs")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stages", nargs="+", default=["ingest", "preprocess", "mask", "train"])
     args = parser.parse_args()
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="omicsgen-scale-"))
     print(f"# scratch {scratch}; {args.threads} torch threads; stage wall time, peak RSS, training cells/s")
     print("cells\tstage\tseconds\tpeak_gb\ttrain_cells_per_s", flush=True)
     for n_cells in args.sizes:
-        bench_size(n_cells, scratch, args.threads)
+        bench_size(n_cells, scratch, args.threads, args.stages)
 
 
 if __name__ == "__main__":

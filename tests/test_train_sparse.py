@@ -58,3 +58,10 @@ def test_sparse_and_dense_data_train_the_same_weights(tmp_path, masked, likeliho
         weights[name] = load_model(path).state_dict()
     for key, tensor in weights["dense"].items():
         torch.testing.assert_close(weights["sparse"][key], tensor, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_batches_stay_on_the_host_for_a_cpu_device(masked):
+    sparse = ad.read_h5ad(masked / "sparse.h5ad")
+    loader = InMemoryBatches(VAE.tensors(sparse, "train"), 16)
+    assert loader.to_device(torch.device("cpu")) == "host"
+    assert isinstance(loader.tensors["x"], CsrRows) and not loader.tensors["x"].pin

@@ -166,13 +166,15 @@ def _resumable(last: Path) -> tuple[Path | None, int]:
     starts a new file), and merged back by `_write_metrics`."""
     if not last.exists():
         return None, 0
+    first_rank = _get_rank() in (None, 0)  # DDP ranks > 0 start after rank 0 has done this
     try:
         epoch = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"])
     except Exception:  # noqa: BLE001 - any unreadable file means: start afresh
-        last.unlink()
+        if first_rank:
+            last.unlink()
         return None, 0
     log = last.parent / "metrics.csv"
-    if log.exists():
+    if first_rank and log.exists():
         log.rename(last.parent / f"metrics.upto{epoch}.csv")
     return last, epoch + 1
 
