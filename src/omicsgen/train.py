@@ -288,10 +288,8 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=monitor, mode="min", save_weights_only=True,
                                enable_version_counter=False)
         callbacks = [EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"]), best]
-    else:  # the last epoch's weights, all epochs run
-        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=None, save_weights_only=True,
-                               enable_version_counter=False)
-        callbacks = [best]
+    else:  # the last epoch's weights, all epochs run (a second monitor-less checkpoint would clash with `last`)
+        best, callbacks = last, []
     train_batches = InMemoryBatches(train_tensors, batch_size, shuffle=True, seed=seed)
     val_batches = InMemoryBatches(val_tensors, batch_size) if has_val else None
     throughput = Throughput()
