@@ -1,3 +1,6 @@
+# An interrupted job leaves Lightning's last checkpoint in results/{dataset}/{model}/.train-<key>/
+# (not a declared output, so Snakemake keeps it when the job fails); rerunning the job resumes
+# from it when the input and settings are unchanged (docs/data-format.md).
 rule train:
     input:
         "results/{dataset}/masked.h5ad",

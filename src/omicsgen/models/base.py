@@ -24,7 +24,7 @@ from ..provenance import meta
 # Rows per forward pass at inference: bounds memory on the largest inputs without slowing small ones.
 INFERENCE_CHUNK = 4096
 # Train rows `init_from_data` sees when X is sparse (a dense copy of them): enough for starting values.
-INIT_ROWS = 50_000
+INIT_ROWS = 10_000
 
 
 def modality(adata: ad.AnnData) -> str:
