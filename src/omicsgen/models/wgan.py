@@ -10,9 +10,12 @@ MisGAN construction).
 Expression: data are standardised per gene inside the model (train rows' observed entries).
 With library-size aware output (scGAN's LSN layer; `library_size: auto` turns it on when X is
 log-normalised counts, i.e. the data keep raw counts in `layers["counts"]`) the generator gives
-non-negative shares over the genes (ReLU, normalised to sum 1) that are scaled by a row total
-drawn from the training rows' totals (of expm1(X) over these genes) and log1p'd: every sample
-has a realistic library size and exact zeros where the generator gives none.
+non-negative shares over the genes (ReLU, normalised to sum 1) and, from one more output unit, a
+quantile of the training rows' totals (of expm1(X) over these genes); the shares times that
+total, log1p'd, are the row: every sample has a library size inside the training range and
+exact zeros where the generator gives none. (scGAN fixes one total for all cells; ours vary
+over the genes kept, and a total drawn independently of the shares would scale all genes
+together, a gene-gene correlation the data do not have, so the generator chooses it.)
 
 Sequences: the generator gives a softmax over the tokens (MISSING excluded) at every position
 (linear layer, then 1-d convolutions); the critic is a 1-d CNN over one-hot + mask channels.
@@ -158,7 +161,7 @@ class ConditionalWGAN(GenerativeModel):
         for rows in row_chunks(n):
             z = self.latent(rows.stop - rows.start, generator)
             cond = self.condition(None if codes is None else codes[rows].to(self.device), len(z))
-            parts.append(self.to_data(self.generate(z, cond, generator)))
+            parts.append(self.to_data(self.generate(z, cond)))
         return np.concatenate(parts)
 
     def sample_labels(self, n: int, generator: torch.Generator, labels) -> torch.Tensor | None:
@@ -205,7 +208,8 @@ class WGAN(ConditionalWGAN):
         self.automatic_optimization = False
         self.gradient_clip = None
         self.lsn = library_size is True or (library_size == "auto" and log_normalised)
-        self.generator_net = _mlp(latent_dim + n_labels, hidden_dim, n_layers, n_genes, nn.ReLU)
+        # With LSN, one more output: the row total's quantile (as a logit).
+        self.generator_net = _mlp(latent_dim + n_labels, hidden_dim, n_layers, n_genes + int(self.lsn), nn.ReLU)
         if self.lsn:  # shares start positive everywhere, so no gene starts dead under the ReLU
             nn.init.constant_(self.generator_net[-1].bias, 1.0)
         self.critic_net = _mlp(2 * n_genes + n_labels, hidden_dim, n_layers, 1, lambda: nn.LeakyReLU(0.2))
@@ -247,21 +251,21 @@ class WGAN(ConditionalWGAN):
     def critic(self, standardised, m, cond) -> torch.Tensor:
         return self.critic_net(torch.cat([standardised * m, m, cond], dim=1)).squeeze(1)
 
-    def generate(self, z, cond, generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(self, z, cond) -> torch.Tensor:
         """Generator output, standardised like the critic's real input."""
         out = self.generator_net(torch.cat([z, cond], dim=1))
         if not self.lsn:
             return out
-        shares = F.relu(out)
+        shares = F.relu(out[:, :-1])
         shares = shares / shares.sum(1, keepdim=True).clamp_min(1e-8)
-        totals = self._draw_totals(len(z), generator)
+        totals = self._total_at(torch.sigmoid(out[:, -1]))
         return (torch.log1p(shares * totals[:, None]) - self.gene_mean) / self.gene_std
 
-    def _draw_totals(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Row totals from the training distribution (inverse CDF at uniform draws)."""
+    def _total_at(self, quantile: torch.Tensor) -> torch.Tensor:
+        """The training rows' total at a quantile in [0, 1] (interpolated, so differentiable)."""
         q = self.total_quantiles
-        position = torch.rand(n, generator=generator).to(q.device) * (len(q) - 1)
-        low = position.floor().long().clamp(max=len(q) - 2)
+        position = quantile * (len(q) - 1)
+        low = position.detach().floor().long().clamp(max=len(q) - 2)
         frac = position - low
         return q[low] * (1 - frac) + q[low + 1] * frac
 
@@ -341,7 +345,7 @@ class SequenceWGAN(ConditionalWGAN):
         features = self.critic_net["convolve"](torch.cat([one_hot * m, m, label_channels], dim=1)).flatten(1)
         return self.critic_net["score"](torch.cat([features, cond], dim=1)).squeeze(1)
 
-    def generate(self, z, cond, generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(self, z, cond) -> torch.Tensor:
         """Softmax over the tokens at every position, n x vocab x length."""
         hidden = self.generator_net["project"](torch.cat([z, cond], dim=1))
         hidden = self.generator_net["convolve"](F.relu(hidden.view(len(z), self.hparams.hidden_dim, -1)))
