@@ -56,3 +56,14 @@ def test_row_nll_equals_the_elementwise_log_prob(zero_inflated, with_mask):
     expected = torch.autograd.grad(plain.sum(), leaves)
     got = torch.autograd.grad(fast.sum(), leaves)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(expected, got))
+
+
+def test_gene_shares_are_the_softmax_without_the_rest_bucket():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(9, 13, generator=generator, requires_grad=True)
+    grad_out = torch.randn(9, 12, generator=generator)
+    plain = torch.softmax(logits, dim=-1)[:, :-1]
+    shares = cm.GeneShares.apply(logits)
+    assert torch.allclose(plain, shares)
+    expected, got = (torch.autograd.grad(out, logits, grad_out)[0] for out in (plain, shares))
+    assert torch.allclose(expected, got, atol=1e-6)

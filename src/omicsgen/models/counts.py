@@ -83,6 +83,28 @@ def draw_libraries(quantiles: torch.Tensor, n: int, generator: torch.Generator) 
     return (q[low] * (1 - frac) + q[low + 1] * frac).clamp_min(1.0)
 
 
+class GeneShares(torch.autograd.Function):
+    """`softmax(logits, -1)[..., :-1]`: the genes' shares without the rest bucket. Its own
+    backward writes the logits' gradient in one pass; autograd through the slice would first
+    build a zero-filled gradient of the full softmax."""
+
+    @staticmethod
+    def forward(ctx, logits):
+        shares = torch.softmax(logits, dim=-1)
+        ctx.save_for_backward(shares)
+        return shares[..., :-1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (shares,) = ctx.saved_tensors
+        genes = shares[..., :-1]
+        inner = (grad * genes).sum(-1, keepdim=True)  # the rest bucket's own gradient is 0
+        out = torch.empty_like(shares)
+        out[..., :-1] = genes * (grad - inner)
+        out[..., -1:] = -shares[..., -1:] * inner
+        return out
+
+
 class CountHead(nn.Module):
     """Decoder output -> softmax over genes (+ rest bucket), per-gene dispersion, zero-inflation logits."""
 
@@ -110,7 +132,7 @@ class CountHead(nn.Module):
                 self.to_dropout.bias.fill_(-3.0)
 
     def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
-        rho = torch.softmax(self.to_logits(hidden), dim=-1)[..., : self.n_genes]
+        rho = GeneShares.apply(self.to_logits(hidden))
         out = {"rho": rho, "theta": self.log_theta.clamp(-6, 10).exp()}
         if self.to_dropout is not None:
             out["pi_logits"] = self.to_dropout(hidden)
@@ -174,7 +196,7 @@ def observed_log_prob_rows(
     if observed is not None:
         as_zero = as_zero * observed
         x = x * observed
-    flat = x.flatten().nonzero().squeeze(1)  # counts are >= 0: nonzero means a positive count
+    flat = (x.flatten() > 0).nonzero().squeeze(1)  # the positive counts (a bool nonzero is the fastest)
     genes = flat % n_genes
     xs = x.flatten()[flat]
     theta_s = theta[genes]
