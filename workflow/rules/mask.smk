@@ -7,7 +7,10 @@ rule mask:
         rate=config["mask"]["rate"],
         mechanism=config["mask"]["mechanism"],
         span_length=config["mask"].get("span_length", 10),
-        nonzero_only="--nonzero-only" if config["mask"].get("nonzero_only", False) else "",
+        # expression and time courses only: a sequence's tokens have no zeros to spare
+        nonzero_only=lambda wildcards: "--nonzero-only"
+        if config["mask"].get("nonzero_only", False) and modality(wildcards.dataset) != "sequence"
+        else "",
         seed=dataset_seed,
     log:
         "logs/{dataset}/mask.log",
