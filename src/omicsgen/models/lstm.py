@@ -171,7 +171,7 @@ class RecurrentLanguageModel(GenerativeModel):
         window_logits, _ = self(window_inputs, _repeat_state(state, n_cand))
         targets = right.repeat_interleave(n_cand, 0)
         log_p = window_logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        right_score = (log_p * scored_targets(targets)).sum(1).view(n_rows, n_cand)
+        right_score = log_p.masked_fill(~scored_targets(targets), 0.0).sum(1).view(n_rows, n_cand)
         return candidates[(score + right_score).argmax(1)]
 
     @inference
