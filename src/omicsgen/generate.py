@@ -94,6 +94,8 @@ def draw_labels(model, reference: ad.AnnData, n: int, generator: torch.Generator
     if counts.sum() == 0:
         raise InputError(data_path, f"no train rows carry one of the model's labels {names}",
                          hint="generate from the data the model was trained on")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     return torch.multinomial(torch.from_numpy(counts), n, replacement=True, generator=generator).numpy()
 
 
