@@ -63,7 +63,7 @@ def run_stage(command: list[str], threads: int) -> dict:
         output = log.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{output[-3000:]}")
-    return {"seconds": seconds, "peak_gb": usage.ru_maxrss / 1024**2, "output": output}
+    return {"seconds": seconds, "peak_gb": usage.ru_maxrss / 1024**2, "output": output}  # KiB -> GiB
 
 
 def stages(folder: Path) -> dict[str, list[str]]:
@@ -92,7 +92,7 @@ def bench_size(n_cells: int, scratch: Path, threads: int, only: list[str]) -> li
             continue
         result = run_stage(command, threads)
         row = {"cells": n_cells, "stage": stage, "seconds": round(result["seconds"], 1),
-               "peak_gb": round(result["peak_gb"], 2), "train_cells_per_s": ""}
+               "peak_gib": round(result["peak_gb"], 2), "train_cells_per_s": ""}
         if stage == "train":
             match = THROUGHPUT.search(result["output"])
             row["train_cells_per_s"] = int(match.group(2)) if match else "?"
@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="omicsgen-scale-"))
     print(f"# scratch {scratch}; {args.threads} torch threads; stage wall time, peak RSS, training cells/s")
-    print("cells\tstage\tseconds\tpeak_gb\ttrain_cells_per_s", flush=True)
+    print("cells\tstage\tseconds\tpeak_gib\ttrain_cells_per_s", flush=True)
     for n_cells in args.sizes:
         bench_size(n_cells, scratch, args.threads, args.stages)
 
