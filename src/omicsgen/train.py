@@ -240,7 +240,7 @@ class DeviceResidentData(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         for batches in self.batches:
-            batches.to_device(pl_module.device)
+            batches.to_device(trainer.strategy.root_device)
 
 
 class Throughput(Callback):
