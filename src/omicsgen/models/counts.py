@@ -132,7 +132,11 @@ class CountHead(nn.Module):
                 self.to_dropout.bias.fill_(-3.0)
 
     def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
-        rho = GeneShares.apply(self.to_logits(hidden))
+        logits = self.to_logits(hidden)
+        if torch.is_autocast_enabled(logits.device.type):  # mixed precision: the plain ops, which autocast casts
+            rho = torch.softmax(logits, dim=-1)[..., : self.n_genes]
+        else:
+            rho = GeneShares.apply(logits)
         out = {"rho": rho, "theta": self.log_theta.clamp(-6, 10).exp()}
         if self.to_dropout is not None:
             out["pi_logits"] = self.to_dropout(hidden)

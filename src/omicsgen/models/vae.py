@@ -217,7 +217,12 @@ class VAE(GenerativeModel):
         first = self.encoder[0]
         mask = None if observed is None else observed.to(x.dtype)
         cond = one_hot(labels, self.n_labels, len(x), x.device) if self.n_labels else None
-        hidden = self.encoder[1:](SplitInputLinear.apply(x, mask, cond, first.weight, first.bias))
+        if torch.is_autocast_enabled(x.device.type):  # mixed precision: the plain layer, which autocast casts
+            parts = [x, torch.ones_like(x) if mask is None else mask] + ([cond] if cond is not None else [])
+            hidden = first(torch.cat(parts, dim=1))
+        else:
+            hidden = SplitInputLinear.apply(x, mask, cond, first.weight, first.bias)
+        hidden = self.encoder[1:](hidden)
         return self.to_latent_mean(hidden), self.to_latent_log_var(hidden).clamp(-10, 10)
 
     def decoder_input(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
