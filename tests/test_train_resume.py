@@ -102,13 +102,9 @@ def test_unknown_lr_schedule_is_a_clear_error(tmp_path, masked):
         train(masked, tmp_path / "x", "vae", HPARAMS, {"lr_schedule": "step"}, seed=0)
 
 
-BF16_VAE_BREAK = ("the VAE's fused first encoder layer (a custom autograd Function in models/vae.py) mixes "
-                  "autocast's bfloat16 output with float32 weights in its in-place addmm_")
-
-
 @pytest.mark.parametrize("family, hparams", [
     ("ae", {"hidden_dim": 32, "output": "nb"}),
-    pytest.param("vae", HPARAMS, marks=pytest.mark.xfail(reason=BF16_VAE_BREAK, raises=RuntimeError)),
+    ("vae", HPARAMS),
 ])
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path, masked, family, hparams):
     trainer = {"max_epochs": 3, "batch_size": 64, "precision": "bf16-mixed"}

@@ -51,7 +51,9 @@ def impute(data_path, checkpoint, out_path, seed: int, n_draws: int = N_DRAWS) -
     else:
         adata.layers["imputed"] = filled
     if model.has_latent:
-        adata.obsm[f"X_{model.family}"] = model.embed(values, observed)
+        # a conditional model embeds each row with its own label
+        labelled = {"obs": adata.obs} if model.hparams.get("condition_on") else {}
+        adata.obsm[f"X_{model.family}"] = model.embed(values, observed, **labelled)
     drawn = 0
     if n_draws > 0 and getattr(model, "can_draw_imputations", False) and modality(adata) != "sequence":
         summary = summarise_draws(model, values, observed, n_draws, torch.Generator().manual_seed(seed), adata.obs)
