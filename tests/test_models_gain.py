@@ -14,6 +14,7 @@ from omicsgen.generate import generate
 from omicsgen.impute import impute
 from omicsgen.models import load_model
 from omicsgen.models.base import Unsupported, observed_mask
+from omicsgen.models.gain import GAIN
 from omicsgen.train import train
 
 HPARAMS = {"hidden_dim": 64}
@@ -67,3 +68,25 @@ def test_gain_same_seed_same_weights_and_time_courses(tmp_path):
         assert torch.equal(tensor, second.state_dict()[name]), name
     imputed = ad.read_h5ad(impute(tmp_path / "tc.h5ad", tmp_path / "a" / "model.ckpt", tmp_path / "imputed.h5ad", seed=0))
     assert np.isfinite(imputed.layers["imputed"]).all()
+
+
+def test_gain_validation_hides_the_same_entries_every_epoch(monkeypatch):
+    """Early stopping compares epochs on one set of hidden val entries, and drawing it leaves the
+    training noise (the global RNG) alone."""
+    adata = make_expression(n_cells=60)
+    model = GAIN.from_data(adata, **HPARAMS)
+    batch = {key: value[:32] for key, value in GAIN.tensors(adata, ["train", "val"]).items()}
+    logged = []
+    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.append(float(value)))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        model.validation_step(batch, 0)
+        assert torch.equal(torch.get_rng_state(), state)
+        torch.rand(1000)  # the training steps between two validation passes draw noise
+        model.validation_step(batch, 0)
+    assert logged[0] == logged[1]
+    hide = GAIN.validation_hide((400, 50), 0, "cpu")
+    assert 0.15 < hide.float().mean() < 0.25
+    assert torch.equal(hide, GAIN.validation_hide((400, 50), 0, "cpu"))
+    assert not torch.equal(hide, GAIN.validation_hide((400, 50), 1, "cpu"))  # batches differ

@@ -9,8 +9,8 @@ reconstruction MSE of the observed ones. Manual optimisation: one discriminator 
 generator step, per batch.
 
 Losses logged: `train_loss` is the generator's reconstruction MSE on observed entries (scaled);
-`val_loss` is the imputation MSE (scaled) on a random 20% of the val rows' observed entries,
-hidden from the generator: what early stopping should watch.
+`val_loss` is the imputation MSE (scaled) on a fixed random 20% of the val rows' observed
+entries (the same entries every epoch), hidden from the generator: what early stopping should watch.
 
 GAIN is an imputer, not a generative model: it has no distribution to draw whole rows from
 (filling fully masked rows would only return the generator's response to noise), so `sample`
@@ -35,6 +35,7 @@ from .base import (
 from .vae import VAE
 
 VAL_HIDE = 0.2
+VAL_HIDE_SEED = 20180
 NOISE_SCALE = 0.01
 
 
@@ -113,10 +114,18 @@ class GAIN(GenerativeModel):
 
     def validation_step(self, batch, batch_idx):
         scaled, observed = self.scale(batch["x"]), batch["observed"]
-        hide = observed & (torch.rand(observed.shape, device=observed.device) < VAL_HIDE)
+        hide = observed & self.validation_hide(observed.shape, batch_idx, observed.device)
         fake = self.generate(scaled, observed & ~hide, torch.full_like(scaled, NOISE_SCALE / 2))
         mse = ((fake - scaled) ** 2 * hide).sum() / hide.sum().clamp_min(1)
         self.log("val_loss", mse, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+
+    @staticmethod
+    def validation_hide(shape, batch_idx: int, device) -> torch.Tensor:
+        """The val entries hidden from the generator: the same ones every epoch (val batches are
+        not shuffled), so epochs are compared on one set of entries, not on fresh draws whose
+        luck the best checkpoint would pick; its own generator leaves the training noise alone."""
+        generator = torch.Generator(device=device).manual_seed(VAL_HIDE_SEED + batch_idx)
+        return torch.rand(shape, generator=generator, device=device) < VAL_HIDE
 
     def configure_optimizers(self):
         lr = self.hparams.learning_rate
