@@ -304,5 +304,21 @@ def with_lr_schedule(optimizer: torch.optim.Optimizer, schedule: dict | None):
     raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {name!r}")
 
 
+def draw_label_codes(model: GenerativeModel, n: int, generator: torch.Generator, labels) -> torch.Tensor | None:
+    """The label indices a conditional model samples at: `labels` checked, or drawn at the training
+    frequencies (`model.label_frequencies`) when None; None for an unconditional model, which
+    rejects labels."""
+    if not model.n_labels:
+        if labels is not None:
+            raise ValueError(f"this {model.family} model is not conditional (condition_on is null): it takes no labels")
+        return None
+    if labels is None:
+        return torch.multinomial(model.label_frequencies.cpu(), n, replacement=True, generator=generator)
+    codes = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if codes.shape != (n,) or (codes < 0).any() or (codes >= model.n_labels).any():
+        raise ValueError(f"labels must be {n} indices into label_names {list(model.hparams.label_names)}")
+    return codes
+
+
 def _batch_rows(batch: dict[str, torch.Tensor]) -> int:
     return len(next(iter(batch.values())))

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from . import counts as cm
 from .base import (
+    draw_label_codes,
     GenerativeModel,
     data_matrix,
     inference,
@@ -302,7 +303,7 @@ class VAE(GenerativeModel):
         at `labels` (n indices into `hparams.label_names`; default: drawn at the training
         frequencies); an unconditional one rejects them."""
         device = self.device
-        codes = self._sample_labels(n, generator, labels)
+        codes = draw_label_codes(self, n, generator, labels)
         z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(device)
         zc = self.decoder_input(z, codes)
         if self.counts_model:
@@ -312,18 +313,6 @@ class VAE(GenerativeModel):
         noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
         x = self.decode(zc) + noise * (0.5 * self.log_var()).exp()
         return x.cpu().numpy().astype(np.float32)
-
-    def _sample_labels(self, n: int, generator: torch.Generator, labels) -> torch.Tensor | None:
-        if not self.n_labels:
-            if labels is not None:
-                raise ValueError("this vae model is not conditional (condition_on is null): it takes no labels")
-            return None
-        if labels is None:
-            return torch.multinomial(self.label_frequencies.cpu(), n, replacement=True, generator=generator)
-        codes = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-        if codes.shape != (n,) or (codes < 0).any() or (codes >= self.n_labels).any():
-            raise ValueError(f"labels must be {n} indices into label_names {list(self.hparams.label_names)}")
-        return codes
 
     @inference
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:

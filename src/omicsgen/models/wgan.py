@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from ..alphabet import MISSING, PAD
 from . import counts as cm
-from .base import GenerativeModel, Unsupported, inference, row_chunks, split_rows
+from .base import GenerativeModel, Unsupported, draw_label_codes, inference, row_chunks, split_rows
 from .lstm import RecurrentLanguageModel
 from .vae import VAE
 
@@ -156,25 +156,13 @@ class ConditionalWGAN(GenerativeModel):
         `hparams.label_names`) or, without them, draws labels at the training frequencies."""
         if n == 0:
             return self.sample(1, generator)[:0]
-        codes = self.sample_labels(n, generator, labels)
+        codes = draw_label_codes(self, n, generator, labels)
         parts = []
         for rows in row_chunks(n):
             z = self.latent(rows.stop - rows.start, generator)
             cond = self.condition(None if codes is None else codes[rows].to(self.device), len(z))
             parts.append(self.to_data(self.generate(z, cond)))
         return np.concatenate(parts)
-
-    def sample_labels(self, n: int, generator: torch.Generator, labels) -> torch.Tensor | None:
-        if not self.n_labels:
-            if labels is not None:
-                raise ValueError(f"this {self.family} model is not conditional (condition_on is null): it takes no labels")
-            return None
-        if labels is None:
-            return torch.multinomial(self.label_frequencies.cpu(), n, replacement=True, generator=generator)
-        codes = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-        if codes.shape != (n,) or (codes < 0).any() or (codes >= self.n_labels).any():
-            raise ValueError(f"labels must be {n} indices into label_names {list(self.hparams.label_names)}")
-        return codes
 
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
         raise Unsupported(self.cannot_impute)
