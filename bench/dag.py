@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,10 @@ def main(n_datasets: int = 200) -> None:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"),
                         "--directory", str(folder), "-n", "-q"], check=True, capture_output=True, env=env)
-        print(f"snakemake -n, {n_datasets} datasets x 6 models: {time.perf_counter() - start:.1f} s  [target < 20 s]")
+        wall = time.perf_counter() - start
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = children.ru_utime + children.ru_stime  # what the machine's load does not inflate
+        print(f"snakemake -n, {n_datasets} datasets x 6 models: {wall:.1f} s wall, {cpu:.1f} s CPU  [target < 20 s]")
 
 
 if __name__ == "__main__":

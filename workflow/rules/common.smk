@@ -16,8 +16,7 @@ DATASETS = (
     .fillna("")
     .set_index("dataset", drop=False)
 )
-for _, row in DATASETS.iterrows():
-    validate(row.to_frame().T.reset_index(drop=True), schema="../schemas/datasets.schema.yaml")
+validate(DATASETS.reset_index(drop=True), schema="../schemas/datasets.schema.yaml")  # every row; one call, as it loads the schema
 if DATASETS.index.duplicated().any():
     raise ValueError(f"{config['datasets']}: duplicate dataset ids: {sorted(set(DATASETS.index[DATASETS.index.duplicated()]))}")
 MODELS = expand_models(config["models"])  # a list of values is a sweep: one model per value
@@ -31,19 +30,22 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)) or "^$",
 
 
+SHEET = DATASETS.to_dict("index")  # dataset -> {column: value}: input functions run per job, and .loc is slow
+
+
 def modality(dataset):
-    return DATASETS.loc[dataset, "modality"]
+    return SHEET[dataset]["modality"]
 
 
 def dataset_seed(wildcards):
     """The sheet's `seed` for this dataset (repeats of one experiment differ only in it), else the config's."""
-    value = DATASETS.loc[wildcards.dataset].get("seed", "")
+    value = SHEET[wildcards.dataset].get("seed", "")
     return int(value) if value else config["seed"]
 
 
 def sheet_option(dataset, column):
     """An optional sheet column as a CLI option, or nothing when the cell is empty."""
-    value = DATASETS.loc[dataset].get(column, "")
+    value = SHEET[dataset].get(column, "")
     return f"--{column} {shlex.quote(value)}" if value else ""
 
 
