@@ -41,6 +41,8 @@ def tiny_gain_project(folder: Path) -> Path:
     for name, spec in config["models"].items():
         spec["datasets"] = REPEATS if name in ("gain", "ae") else []
     config["trainer"].update(max_epochs=3, patience=2)
+    for spec in config["models"].values():  # a model's own trainer (GAIN's 10,000 steps) shrinks too
+        spec.get("trainer", {}).update(max_epochs=3, patience=2)
     config["generate"]["n_samples"] = 40
     (folder / "config" / "papers" / "tiny.yaml").write_text(yaml.safe_dump(config))
     return folder
