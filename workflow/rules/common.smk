@@ -75,8 +75,7 @@ def model_trainer(wildcards):
 def family_can(model, dataset, action):
     """Whether a configured model can `sample` or `impute` on a dataset's modality (GAIN cannot
     sample, a GAN cannot impute): its generate / impute jobs exist only when it can."""
-    family = FAMILIES[MODELS[model]["family"]]
-    cls = family.model_class(modality(dataset)) if hasattr(family, "model_class") else family
+    cls = FAMILIES[MODELS[model]["family"]].model_class(modality(dataset))
     return getattr(cls, f"can_{action}")
 
 

@@ -1,6 +1,6 @@
 rule ingest:
     input:
-        lambda wildcards: DATASETS.loc[wildcards.dataset, "path"],
+        lambda wildcards: SHEET[wildcards.dataset]["path"],
     output:
         "results/{dataset}/ingested.h5ad",
     params:
