@@ -9,7 +9,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from omicsgen import impute as impute_module
 from omicsgen.batches import CsrRows, InMemoryBatches
+from omicsgen.impute import impute
 from omicsgen.ingest import ingest
 from omicsgen.mask import mask
 from omicsgen.models import load_model
@@ -65,3 +67,26 @@ def test_batches_stay_on_the_host_for_a_cpu_device(masked):
     loader = InMemoryBatches(VAE.tensors(sparse, "train"), 16)
     assert loader.to_device(torch.device("cpu")) == "host"
     assert isinstance(loader.tensors["x"], CsrRows) and not loader.tensors["x"].pin
+
+
+def test_imputing_sparse_data_block_by_block_writes_the_dense_result_as_csr(tmp_path, masked, monkeypatch):
+    checkpoint = train(masked / "sparse.h5ad", tmp_path / "model", "vae", {"likelihood": "nb", "hidden_dim": 32},
+                       TRAINER, seed=0)
+    whole = ad.read_h5ad(impute(masked / "dense.h5ad", checkpoint, tmp_path / "dense_imputed.h5ad", seed=0, n_draws=4))
+    monkeypatch.setattr(impute_module, "INFERENCE_CHUNK", 37)  # many blocks, the last one short
+    monkeypatch.setattr(impute_module, "MAX_DRAW_ENTRIES", 50)  # fewer than the unobserved test entries
+    blocks = ad.read_h5ad(impute(masked / "sparse.h5ad", checkpoint, tmp_path / "sparse_imputed.h5ad", seed=0, n_draws=4))
+    for key in ("imputed", "imputed_sd", "imputed_lower", "imputed_upper"):
+        assert sp.issparse(blocks.layers[key]), key
+        assert not isinstance(whole.layers[key], sp.spmatrix), key
+    np.testing.assert_allclose(blocks.layers["imputed"].toarray(), whole.layers["imputed"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(blocks.obsm["X_vae"], whole.obsm["X_vae"], rtol=1e-5, atol=1e-6)
+    held = whole.layers["heldout"].astype(bool)
+    assert (blocks.layers["imputed"].toarray()[held] > 0).all()  # every held-out entry predicted
+    assert (blocks.layers["imputed_sd"].toarray()[~held] == 0).all() and (blocks.layers["imputed_sd"].toarray()[held] > 0).any()
+    # draws: all unobserved test entries when they fit, a seeded subset when capped
+    test = (whole.obs["split"] == "test").to_numpy()
+    kept, capped = whole.uns[impute_module.DRAWS_KEY], blocks.uns[impute_module.DRAWS_KEY]
+    assert not kept["sampled"] and len(kept["rows"]) == held[test].sum()
+    assert capped["sampled"] and 0 < len(capped["rows"]) < len(kept["rows"])
+    assert test[capped["rows"]].all() and held[capped["rows"], capped["cols"]].all()

@@ -22,6 +22,7 @@ from .errors import InputError
 from .models.base import Unsupported, modality, split_rows
 from .models.registry import load_model_for, training_record
 from .provenance import atomic_path, meta, stamp, write_h5ad, write_text
+from .rowwriter import RowWriter
 
 FASTA_WIDTH = 60
 # Rows of expression samples drawn and written at a time (about 130 MB at 2,000 genes).
@@ -122,23 +123,15 @@ def sample_chunks(model, n: int, generator: torch.Generator, labels):
 
 
 def write_in_chunks(adata: ad.AnnData, blocks, out_path: Path) -> None:
-    """`adata` (no X) written by anndata, then X added as a dense h5ad array one chunk at a time;
-    the file appears at `out_path` only when complete."""
-    n_rows, n_cols = adata.n_obs, adata.n_vars
+    """`adata` (no X) written by anndata, then X added one block of rows at a time; the file
+    appears at `out_path` only when complete."""
     with atomic_path(out_path) as tmp:
         adata.write_h5ad(tmp, compression="gzip")
         with h5py.File(tmp, "a") as f:
-            chunked = n_rows > 0 and n_cols > 0
-            x = f.create_dataset("X", shape=(n_rows, n_cols), dtype=np.float32,
-                                 chunks=True if chunked else None, compression="gzip" if chunked else None)
-            x.attrs["encoding-type"] = "array"
-            x.attrs["encoding-version"] = "0.2.0"
-            start = 0
+            x = RowWriter(f, "X", adata.n_obs, adata.n_vars, np.float32)
             for block in blocks:
-                x[start : start + len(block)] = block
-                start += len(block)
-            if start != n_rows:
-                raise RuntimeError(f"generated {start} rows, expected {n_rows}")
+                x.append(block)
+            x.close()
 
 
 class FamilyCannot(InputError):

@@ -1,4 +1,9 @@
-"""Fill held-out and natively missing entries with a trained model: imputed.h5ad."""
+"""Fill held-out and natively missing entries with a trained model: imputed.h5ad.
+
+The fill is computed and written a block of rows at a time (when the family treats rows on
+their own), so memory holds one block of the output, not the whole matrix: a million cells
+impute like ten thousand. Sparse (CSR) data gives sparse output layers.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,26 @@ import logging
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import torch
+from anndata.io import write_elem
 
 from .generate import inherited_provenance, unsupported
-from .models.base import INFERENCE_CHUNK, Unsupported, data_matrix, modality, observed_mask
+from .models.base import INFERENCE_CHUNK, Unsupported, data_rows, is_sparse, modality, split_rows
 from .models.registry import load_model_for
-from .provenance import meta, stamp, write_h5ad
+from .provenance import atomic_path, meta, stamp
+from .rowwriter import RowWriter
 
 log = logging.getLogger(__name__)
 
 N_DRAWS = 20  # multiple imputation: draws per entry when the family can draw (config impute.n_draws)
 INTERVAL = 0.9  # imputed_lower / imputed_upper: the central 90% interval of the draws
-DRAWS_KEY = "imputation_draws"  # uns: the draws at the unobserved entries (evaluate scores calibration)
+DRAWS_KEY = "imputation_draws"  # uns: draws at unobserved test entries (evaluate scores calibration)
+DRAWS_SPLIT = "test"  # the rows whose draws are kept: the ones evaluate scores
+# Unobserved test entries whose draws are kept at most (a seeded random subset beyond): 40 MB at
+# 20 draws, enough for coverage to two decimals, at any data size.
+MAX_DRAW_ENTRIES = 500_000
 
 
 def impute(data_path, checkpoint, out_path, seed: int, n_draws: int = N_DRAWS) -> Path:
@@ -32,71 +44,122 @@ def impute(data_path, checkpoint, out_path, seed: int, n_draws: int = N_DRAWS) -
     Probabilistic families (`can_draw_imputations`) also draw `n_draws` imputations (0 = none):
     `layers["imputed_sd"]`, `["imputed_lower"]`, `["imputed_upper"]` (their standard deviation
     and central 90% interval; sd 0 and lower = upper = the value where observed) and, for
-    calibration scoring, the draws at the unobserved entries in `uns["imputation_draws"]`.
+    calibration scoring, the draws at the unobserved entries of the test rows (at most
+    MAX_DRAW_ENTRIES of them) in `uns["imputation_draws"]`.
     """
     data_path, checkpoint, out_path = Path(data_path), Path(checkpoint), Path(out_path)
     adata = ad.read_h5ad(data_path)
     model = load_model_for(checkpoint, adata, data_path)
     if not model.can_impute:
         raise unsupported(checkpoint, model, "impute", model.cannot_impute)
-
-    torch.manual_seed(seed)
-    values, observed = data_matrix(adata), observed_mask(adata)
-    try:
-        filled = model.impute(values, observed, obs=adata.obs)
-    except Unsupported as err:
-        raise unsupported(checkpoint, model, "impute", str(err)) from None
-    if modality(adata) == "sequence":
-        adata.obsm["tokens_imputed"] = filled
-    else:
-        adata.layers["imputed"] = filled
-    if model.has_latent:
-        # a conditional model embeds each row with its own label
-        labelled = {"obs": adata.obs} if model.hparams.get("condition_on") else {}
-        adata.obsm[f"X_{model.family}"] = model.embed(values, observed, **labelled)
-    drawn = 0
-    if n_draws > 0 and getattr(model, "can_draw_imputations", False) and modality(adata) != "sequence":
-        summary = summarise_draws(model, values, observed, n_draws, torch.Generator().manual_seed(seed), adata.obs)
-        adata.uns[DRAWS_KEY] = summary.pop("draws")
-        adata.layers.update(summary)
-        drawn = n_draws
-    elif n_draws > 0:
+    drawing = n_draws > 0 and getattr(model, "can_draw_imputations", False) and modality(adata) != "sequence"
+    if n_draws > 0 and not drawing:
         log.info("%s: one imputation (the family draws none)", model.family)
+    n_draws = n_draws if drawing else 0
 
     meta(adata)["provenance"] = inherited_provenance(adata, checkpoint)
-    params = {"checkpoint": str(checkpoint), "family": model.family, "n_draws": drawn}
+    params = {"checkpoint": str(checkpoint), "family": model.family, "n_draws": n_draws}
     stamp(adata, "impute", params, inputs=[data_path, checkpoint], seed=seed)
-    write_h5ad(adata, out_path)
+    torch.manual_seed(seed)
+    with atomic_path(out_path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")  # the copy of masked.h5ad; the fills follow
+        with h5py.File(tmp, "a") as out:
+            try:
+                write_fills(out, adata, model, n_draws, seed)
+            except Unsupported as err:
+                raise unsupported(checkpoint, model, "impute", str(err)) from None
     return out_path
 
 
-def summarise_draws(model, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator, obs=None) -> dict:
-    """Per-entry spread of `n_draws` imputations, drawn a block of rows at a time so that memory
-    holds n_draws x block x columns, never n_draws x all rows.
+def row_blocks(adata: ad.AnnData, model) -> list[slice]:
+    n_rows = adata.n_obs
+    if not model.rows_independent or n_rows == 0:
+        return [slice(0, n_rows)]
+    return [slice(start, min(start + INFERENCE_CHUNK, n_rows)) for start in range(0, n_rows, INFERENCE_CHUNK)]
 
-    Returns layers `imputed_sd`, `imputed_lower`, `imputed_upper` (float32, shaped like
-    `values`) and `draws`: {"rows", "cols", "values"} with the draws (entries x n_draws, float32)
-    at the unobserved entries only, in row-major order. Rows are drawn independently (obs, if
-    given, is cut to the block)."""
-    n_rows, n_cols = values.shape
-    sd = np.zeros((n_rows, n_cols), dtype=np.float32)
-    lower = np.array(values, dtype=np.float32)
-    upper = lower.copy()
-    kept = []
-    quantiles = [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2]
-    for start in range(0, n_rows, INFERENCE_CHUNK):
-        block = slice(start, min(start + INFERENCE_CHUNK, n_rows))
-        block_obs = obs.iloc[block] if obs is not None else None
-        draws = np.asarray(model.impute_draws(values[block], observed[block], n_draws, generator, obs=block_obs), dtype=np.float32)
-        if draws.shape != (n_draws, block.stop - block.start, n_cols):
-            raise ValueError(f"{model.family}.impute_draws returned shape {draws.shape}, expected {(n_draws, block.stop - block.start, n_cols)}")
-        hidden = ~observed[block]
+
+def write_fills(out: h5py.File, adata: ad.AnnData, model, n_draws: int, seed: int) -> None:
+    """The fill (and embedding, draw summaries, draws) block by block into the open file."""
+    sparse = is_sparse(adata)
+    writers: dict[str, RowWriter] = {}
+
+    def put(slot: str, key: str, block: np.ndarray, dtype=np.float32, as_sparse: bool = False) -> None:
+        if key not in writers:  # widths (the latent size) are known from the first block
+            writers[key] = RowWriter(out[slot], key, adata.n_obs, block.shape[1], dtype, as_sparse)
+        writers[key].append(block)
+
+    draws = None
+    if n_draws:
+        test_rows = split_rows(adata, DRAWS_SPLIT)
+        draws = DrawKeeper(model, n_draws, seed, test_rows, draw_keep_fraction(adata, model, test_rows))
+    for rows in row_blocks(adata, model):
+        values, observed = data_rows(adata, rows)
+        obs = adata.obs.iloc[rows]
+        filled = model.impute(values, observed, obs=obs)
+        if modality(adata) == "sequence":
+            put("obsm", "tokens_imputed", filled, np.int8)
+        else:
+            put("layers", "imputed", filled, as_sparse=sparse)
+        if model.has_latent:
+            # a conditional model embeds each row with its own label
+            labelled = {"obs": obs} if model.hparams.get("condition_on") else {}
+            put("obsm", f"X_{model.family}", model.embed(values, observed, **labelled))
+        if draws is not None:
+            for key, layer in draws.summarise(rows, values, observed, obs).items():
+                put("layers", key, layer, as_sparse=sparse)
+    for writer in writers.values():
+        writer.close()
+    if draws is not None:
+        write_elem(out["uns"], DRAWS_KEY, draws.kept())
+
+
+def draw_keep_fraction(adata: ad.AnnData, model, keep_rows: np.ndarray) -> float:
+    """The fraction of the unobserved entries of `keep_rows` whose draws fit in MAX_DRAW_ENTRIES."""
+    n_unobserved = sum(int((~data_rows(adata, rows)[1][keep_rows[rows]]).sum()) for rows in row_blocks(adata, model))
+    return min(1.0, MAX_DRAW_ENTRIES / max(n_unobserved, 1))
+
+
+class DrawKeeper:
+    """Draws `n_draws` imputations per block of rows, summarises them per entry and keeps the
+    draws at the unobserved entries of `keep_rows` (a seeded `keep_fraction` of them)."""
+
+    def __init__(self, model, n_draws: int, seed: int, keep_rows: np.ndarray, keep_fraction: float = 1.0):
+        self.model, self.n_draws, self.keep_rows, self.keep_fraction = model, n_draws, keep_rows, keep_fraction
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.rows, self.cols, self.values = [], [], []
+
+    def summarise(self, rows: slice, values: np.ndarray, observed: np.ndarray, obs) -> dict[str, np.ndarray]:
+        """Layers `imputed_sd`, `imputed_lower`, `imputed_upper` for the block (float32)."""
+        n_rows, n_cols = values.shape
+        draws = np.asarray(self.model.impute_draws(values, observed, self.n_draws, self.generator, obs=obs), dtype=np.float32)
+        if draws.shape != (self.n_draws, n_rows, n_cols):
+            raise ValueError(f"{self.model.family}.impute_draws returned shape {draws.shape}, expected {(self.n_draws, n_rows, n_cols)}")
+        hidden = ~observed
         at_hidden = draws[:, hidden]  # n_draws x hidden entries of the block
-        sd[block][hidden] = at_hidden.std(axis=0)
-        low, high = np.quantile(at_hidden, quantiles, axis=0)
-        lower[block][hidden], upper[block][hidden] = low, high
-        kept.append(at_hidden.T)
-    rows, cols = np.nonzero(~observed)
-    entries = np.concatenate(kept) if kept else np.zeros((0, n_draws), dtype=np.float32)
-    draws = {"rows": rows.astype(np.int32), "cols": cols.astype(np.int32), "values": entries.astype(np.float32)}
-    return {"imputed_sd": sd, "imputed_lower": lower, "imputed_upper": upper, "draws": draws}
+        sd = np.zeros((n_rows, n_cols), dtype=np.float32)
+        lower, upper = np.array(values, dtype=np.float32), np.array(values, dtype=np.float32)
+        sd[hidden] = at_hidden.std(axis=0)
+        lower[hidden], upper[hidden] = np.quantile(at_hidden, [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2], axis=0)
+        self._keep(rows, hidden & self.keep_rows[rows, None], draws)
+        return {"imputed_sd": sd, "imputed_lower": lower, "imputed_upper": upper}
+
+    def _keep(self, rows: slice, entries: np.ndarray, draws: np.ndarray) -> None:
+        block_rows, cols = np.nonzero(entries)  # row-major
+        if self.keep_fraction < 1:
+            chosen = self.rng.random(len(cols)) < self.keep_fraction
+            block_rows, cols = block_rows[chosen], cols[chosen]
+        self.rows.append((block_rows + rows.start).astype(np.int32))
+        self.cols.append(cols.astype(np.int32))
+        self.values.append(draws[:, block_rows, cols].T)
+
+    def kept(self) -> dict:
+        """{"rows", "cols", "values" (entries x n_draws), "sampled"}: row-major; sampled is True when
+        only a random subset of the unobserved test entries was kept."""
+        values = np.concatenate(self.values) if self.values else np.zeros((0, self.n_draws), dtype=np.float32)
+        return {
+            "rows": np.concatenate(self.rows) if self.rows else np.zeros(0, dtype=np.int32),
+            "cols": np.concatenate(self.cols) if self.cols else np.zeros(0, dtype=np.int32),
+            "values": values.astype(np.float32),
+            "sampled": bool(self.keep_fraction < 1),
+        }

@@ -68,6 +68,18 @@ def observed_mask(adata: ad.AnnData) -> np.ndarray:
     return ~missing & ~heldout_mask(adata)
 
 
+def data_rows(adata: ad.AnnData, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """`data_matrix` and `observed_mask` for a block of rows only (dense), however large the file."""
+    if modality(adata) == "sequence":
+        values = np.asarray(adata.obsm["tokens"][rows])
+        missing = values == MISSING
+    else:
+        values = dense(adata.X[rows], dtype=np.float32)
+        missing = np.isnan(values)
+    held = dense(heldout_layer(adata)[rows], dtype=bool) if meta(adata).get("mask") else False
+    return values, ~missing & ~held
+
+
 def sparse_tensors(adata: ad.AnnData, split, with_counts: bool) -> dict:
     """`tensors` for a CSR X (no NaN there): rows of X and of the raw counts with the held-out
     entries removed, and the observed mask, each a `CsrRows` densified a batch at a time;
@@ -167,6 +179,8 @@ class GenerativeModel(lightning.LightningModule):
     modalities: ClassVar[tuple[str, ...]]
     defaults: ClassVar[dict]
     has_latent: ClassVar[bool] = False
+    # True: `impute` / `embed` treat each row on its own, so large data is imputed in row blocks.
+    rows_independent: ClassVar[bool] = True
     # What the family can do; `sample` / `impute` of a family that cannot raise `Unsupported`,
     # with `cannot_sample` / `cannot_impute` saying why.
     # False: no early stopping and the last epoch's weights are kept (GANs, whose losses do

@@ -30,6 +30,7 @@ class RecurrentForecaster(GenerativeModel):
 
     cell_type: ClassVar[str]
     modalities = ("timecourse",)
+    rows_independent = False  # a row is imputed from the earlier points of its series
     shape_hparams = ("n_genes",)
     defaults = {"hidden_dim": 64, "learning_rate": 1e-3}
 
