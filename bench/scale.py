@@ -1,5 +1,6 @@
-"""Scale benchmark: ingest, preprocess, mask and one training epoch of the NB VAE (scVI's
-architecture: 128 hidden, 10 latent, 1 layer, batch 128) for 10k, 100k and 1M cells x 2,000 genes.
+"""Scale benchmark: ingest, preprocess, mask, one training epoch of the NB VAE (scVI's
+architecture: 128 hidden, 10 latent, 1 layer, batch 128), generating as many cells as the data
+has and imputing with 20 draws, for 10k, 100k and 1M cells x 2,000 genes.
 
 The count matrices are built by resampling the real 10x cells of resources/mouse_10x_counts.h5ad
 (with replacement) and tiling its 1,000 genes twice; they stay sparse (CSR) end to end. Each
@@ -37,6 +38,7 @@ PREPROCESS = {"min_genes": 20, "min_cells": 0, "target_sum": 10000, "n_top_genes
 SPLIT = {"val": 0.1, "test": 0.2}
 VAE = {"likelihood": "nb", "hidden_dim": 128, "latent_dim": 10, "n_layers": 1}
 TRAINER = {"max_epochs": 1, "batch_size": 128, "accelerator": "cpu"}
+N_DRAWS = 20  # the default run's multiple imputation
 THROUGHPUT = re.compile(r"in ([\d.]+) s of training steps: (\d+) train rows/s")
 
 
@@ -66,8 +68,9 @@ def run_stage(command: list[str], threads: int) -> dict:
     return {"seconds": seconds, "peak_gb": usage.ru_maxrss / 1024**2, "output": output}  # KiB -> GiB
 
 
-def stages(folder: Path) -> dict[str, list[str]]:
+def stages(folder: Path, n_cells: int) -> dict[str, list[str]]:
     omicsgen = [sys.executable, "-m", "omicsgen.cli"]
+    checkpoint = str(folder / "vae" / "model.ckpt")
     data = {name: str(folder / f"{name}.h5ad") for name in ("raw", "ingested", "prepared", "masked")}
     return {
         "ingest": omicsgen + ["ingest", "--input", data["raw"], "--output", data["ingested"], "--dataset", "scale",
@@ -78,6 +81,10 @@ def stages(folder: Path) -> dict[str, list[str]]:
                             "--mechanism", "mcar", "--seed", "0"],
         "train": omicsgen + ["train", "--input", data["masked"], "--outdir", str(folder / "vae"), "--family", "vae",
                              "--params", json.dumps(VAE), "--trainer", json.dumps(TRAINER), "--seed", "0"],
+        "generate": omicsgen + ["generate", "--input", data["masked"], "--checkpoint", checkpoint, "--seed", "0",
+                                "--output", str(folder / "vae" / "samples.h5ad"), "--n-samples", str(n_cells)],
+        "impute": omicsgen + ["impute", "--input", data["masked"], "--checkpoint", checkpoint, "--seed", "0",
+                              "--output", str(folder / "vae" / "imputed.h5ad"), "--n-draws", str(N_DRAWS)],
     }
 
 
@@ -87,7 +94,7 @@ def bench_size(n_cells: int, scratch: Path, threads: int, only: list[str]) -> li
     if not (folder / "raw.h5ad").exists():
         build_counts(folder / "raw.h5ad", n_cells)
     results = []
-    for stage, command in stages(folder).items():
+    for stage, command in stages(folder, n_cells).items():
         if stage not in only:
             continue
         result = run_stage(command, threads)
@@ -109,7 +116,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--scratch", type=Path, default=None, help="keeps the built inputs between runs")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--stages", nargs="+", default=["ingest", "preprocess", "mask", "train"])
+    parser.add_argument("--stages", nargs="+", default=["ingest", "preprocess", "mask", "train", "generate", "impute"])
     args = parser.parse_args()
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="omicsgen-scale-"))
     print(f"# scratch {scratch}; {args.threads} torch threads; stage wall time, peak RSS, training cells/s")

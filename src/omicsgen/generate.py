@@ -25,8 +25,9 @@ from .provenance import atomic_path, meta, stamp, write_h5ad, write_text
 from .rowwriter import RowWriter
 
 FASTA_WIDTH = 60
-# Rows of expression samples drawn and written at a time (about 130 MB at 2,000 genes).
-GENERATE_CHUNK = 16384
+# Rows of expression samples drawn and written at a time: a few float64 temporaries of the
+# count draws (65 MB each at 2,000 genes) bound the memory, whatever the number of samples.
+GENERATE_CHUNK = 4096
 
 
 def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_path=None) -> Path:

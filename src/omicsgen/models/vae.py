@@ -348,13 +348,15 @@ class VAE(GenerativeModel):
             for draw in range(n_draws):
                 eps = torch.randn(mean.shape, generator=generator).to(self.device)
                 zc = self.decoder_input(mean + eps * (0.5 * log_var).exp(), None if codes is None else codes[rows])
-                out[draw, rows] = keep_observed(values[rows], observed[rows], self._draw_x(zc, library, rows, generator))
+                drawn = self._draw_x(zc, library, rows, generator, hidden=torch.from_numpy(~observed[rows]))
+                out[draw, rows] = keep_observed(values[rows], observed[rows], drawn)
         return out
 
-    def _draw_x(self, zc: torch.Tensor, library: torch.Tensor | None, rows: slice, generator) -> np.ndarray:
-        """One draw of the likelihood at decoder input `zc`, on X's scale."""
+    def _draw_x(self, zc: torch.Tensor, library: torch.Tensor | None, rows: slice, generator, hidden) -> np.ndarray:
+        """One draw of the likelihood at decoder input `zc`, on X's scale (counts are drawn at the
+        `hidden` entries only: the others are replaced by the observed values)."""
         if self.counts_model:
-            counts = cm.draw_counts(self.count_params(zc), library[rows].to(self.device), generator)
+            counts = cm.draw_counts(self.count_params(zc), library[rows].to(self.device), generator, where=hidden)
             return cm.normalise(counts, library[rows], self.hparams.target_sum).numpy()
         noise = torch.randn(len(zc), self.hparams.n_genes, generator=generator).to(self.device)
         return (self.decode(zc) + noise * (0.5 * self.log_var()).exp()).cpu().numpy()
