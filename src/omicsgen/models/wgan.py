@@ -9,13 +9,17 @@ MisGAN construction).
 
 Expression: data are standardised per gene inside the model (train rows' observed entries).
 With library-size aware output (scGAN's LSN layer; `library_size: auto` turns it on when X is
-log-normalised counts, i.e. the data keep raw counts in `layers["counts"]`) the generator gives
-non-negative shares over the genes (ReLU, normalised to sum 1) and, from one more output unit, a
-quantile of the training rows' totals (of expm1(X) over these genes); the shares times that
-total, log1p'd, are the row: every sample has a library size inside the training range and
-exact zeros where the generator gives none. (scGAN fixes one total for all cells; ours vary
-over the genes kept, and a total drawn independently of the shares would scale all genes
-together, a gene-gene correlation the data do not have, so the generator chooses it.)
+log-normalised counts, i.e. the data keep raw counts in `layers["counts"]`; `true` demands them)
+a generated row is made the way preprocessing made a real one, `log1p(counts / library *
+target_sum)`: the generator gives non-negative shares (ReLU, normalised to sum 1) over the genes
+plus one "rest" bucket (the library's share in genes outside the matrix, as in the count models),
+the library is the training libraries' quantile at Phi(last latent coordinate) (so it follows the
+data's depth distribution and the generator knows the depth it generates at), and the counts are
+Poisson draws around shares times library (straight-through gradient). Why counts and not
+scGAN's continuous output: shallow 10x cells (mouse_10x: median 45 UMIs in the 256 genes kept)
+take values on a coarse lattice (no nonzero entry below log1p(target_sum / library), 1.9 there);
+a continuous output fills the gaps, and a random forest tells such cells from real ones at
+ROC-AUC 1.0 (docs/papers.md, scGAN section).
 
 Sequences: the generator gives a softmax over the tokens (MISSING excluded) at every position
 (linear layer, then 1-d convolutions); the critic is a 1-d CNN over one-hot + mask channels.
@@ -82,8 +86,8 @@ def label_tensors(adata: ad.AnnData, rows: np.ndarray) -> dict[str, torch.Tensor
 class ConditionalWGAN(GenerativeModel):
     """What both data layouts share: the adversarial training loop, labels and sampling API.
 
-    Subclasses give `real(batch) -> (real, mask)`, `generate(z, condition)` (generator output
-    in the critic's layout), `critic(x, mask, condition)` and `to_data(generated)`.
+    Subclasses give `real(batch) -> (real, mask)`, `generate(z, condition, generator=None)`
+    (generator output in the critic's layout; `generator` seeds any sampling inside it), `critic(x, mask, condition)` and `to_data(generated)`.
     """
 
     select_on_loss = False
@@ -161,8 +165,11 @@ class ConditionalWGAN(GenerativeModel):
         for rows in row_chunks(n):
             z = self.latent(rows.stop - rows.start, generator)
             cond = self.condition(None if codes is None else codes[rows].to(self.device), len(z))
-            parts.append(self.to_data(self.generate(z, cond)))
+            parts.append(self.sample_rows(z, cond, generator))
         return np.concatenate(parts)
+
+    def sample_rows(self, z, cond, generator: torch.Generator) -> np.ndarray:
+        return self.to_data(self.generate(z, cond, generator))
 
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
         raise Unsupported(self.cannot_impute)
@@ -192,13 +199,15 @@ class WGAN(ConditionalWGAN):
         super().__init__()
         if library_size not in LIBRARY_SIZE_MODES:
             raise ValueError(f"wgan: library_size must be auto, true or false, not {library_size!r}")
+        if library_size is True and not log_normalised:
+            raise ValueError("wgan: library_size true needs log-normalised counts (raw counts in layers['counts'])")
         label_names = list(label_names) if condition_on else []
         n_labels = self.setup_conditioning(condition_on, label_names)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.gradient_clip = None
         self.lsn = library_size is True or (library_size == "auto" and log_normalised)
-        # With LSN, one more output: the row total's quantile (as a logit).
+        # With LSN, one more output: the share of the library outside the matrix ("rest").
         self.generator_net = _mlp(latent_dim + n_labels, hidden_dim, n_layers, n_genes + int(self.lsn), nn.ReLU)
         if self.lsn:  # shares start positive everywhere, so no gene starts dead under the ReLU
             nn.init.constant_(self.generator_net[-1].bias, 1.0)
@@ -206,7 +215,7 @@ class WGAN(ConditionalWGAN):
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("gene_std", torch.ones(n_genes))
         self.register_buffer("gene_min", torch.full((n_genes,), -torch.inf))
-        self.register_buffer("total_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
+        self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
         self.register_buffer("label_frequencies", torch.full((max(n_labels, 1),), 1.0 / max(n_labels, 1)))
 
     @staticmethod
@@ -224,14 +233,24 @@ class WGAN(ConditionalWGAN):
         mean = (x * m).sum(0) / n
         std = (((x - mean) ** 2 * m).sum(0) / n).sqrt().clamp_min(1e-3)
         low = torch.where(m, x, torch.inf).amin(0)
-        # Row totals on the normalised scale, observed entries scaled up to the full row.
-        totals = (torch.expm1(x) * m).sum(1) * m.shape[1] / m.sum(1).clamp_min(1)
         with torch.no_grad():
             self.gene_mean.copy_(mean)
             self.gene_std.copy_(std)
             self.gene_min.copy_(torch.where(m.any(0), low, -torch.inf))
-            self.total_quantiles.copy_(cm.library_quantiles(totals))
+            if self.lsn:
+                self._init_libraries(adata, x, m)
         self.init_label_frequencies(adata)
+
+    def _init_libraries(self, adata: ad.AnnData, x: torch.Tensor, m: torch.Tensor) -> None:
+        """Training library quantiles; the rest bucket's bias so that its starting share is the
+        mean share of the library outside the matrix (two thirds on mouse_10x): starting at
+        1/(n_genes + 1) instead, the generator spends its first epochs moving counts out."""
+        rows = split_rows(adata, "train")
+        self.library_quantiles.copy_(cm.library_quantiles(cm.count_tensors(adata, rows, m.numpy())["library"]))
+        # Share of the library in the matrix, from X (observed entries scaled up to the full row).
+        inside = (torch.expm1(x) * m).sum(1) / m.sum(1).clamp_min(1) * m.shape[1] / self.hparams.target_sum
+        rest = (1 - inside.mean()).clamp(0.01, 0.99)
+        self.generator_net[-1].bias[-1] = self.hparams.n_genes * rest / (1 - rest)
 
     # ---- networks -----------------------------------------------------------------------
     def real(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,23 +260,40 @@ class WGAN(ConditionalWGAN):
     def critic(self, standardised, m, cond) -> torch.Tensor:
         return self.critic_net(torch.cat([standardised * m, m, cond], dim=1)).squeeze(1)
 
-    def generate(self, z, cond) -> torch.Tensor:
+    def generate(self, z, cond, generator: torch.Generator | None = None) -> torch.Tensor:
         """Generator output, standardised like the critic's real input."""
-        out = self.generator_net(torch.cat([z, cond], dim=1))
         if not self.lsn:
-            return out
-        shares = F.relu(out[:, :-1])
-        shares = shares / shares.sum(1, keepdim=True).clamp_min(1e-8)
-        totals = self._total_at(torch.sigmoid(out[:, -1]))
-        return (torch.log1p(shares * totals[:, None]) - self.gene_mean) / self.gene_std
+            return self.generator_net(torch.cat([z, cond], dim=1))
+        return (self.normalised_counts(z, cond, generator) - self.gene_mean) / self.gene_std
 
-    def _total_at(self, quantile: torch.Tensor) -> torch.Tensor:
-        """The training rows' total at a quantile in [0, 1] (interpolated, so differentiable)."""
-        q = self.total_quantiles
+    def sample_rows(self, z, cond, generator: torch.Generator) -> np.ndarray:
+        if not self.lsn:
+            return super().sample_rows(z, cond, generator)
+        # On the data scale as made, not through the standardisation and back: exact zeros stay exact.
+        return self.normalised_counts(z, cond, generator).cpu().numpy().astype(np.float32)
+
+    def normalised_counts(self, z, cond, generator: torch.Generator | None) -> torch.Tensor:
+        """LSN: rows made like real ones, log1p(counts / library * target_sum)."""
+        out = self.generator_net(torch.cat([z, cond], dim=1))
+        shares = F.relu(out)
+        shares = shares[:, :-1] / shares.sum(1, keepdim=True).clamp_min(1e-8)  # the rest bucket dropped
+        library = self.library_at(torch.special.ndtr(z[:, -1]))[:, None]
+        counts = self._poisson(shares * library, generator)
+        return torch.log1p(counts * self.hparams.target_sum / library)
+
+    @staticmethod
+    def _poisson(mean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Poisson counts; the gradient passes straight through to the mean."""
+        draws = torch.poisson(mean.detach().cpu(), generator=generator).to(mean.device)
+        return mean + (draws - mean).detach() if torch.is_grad_enabled() else draws
+
+    def library_at(self, quantile: torch.Tensor) -> torch.Tensor:
+        """The training rows' library size at a quantile in [0, 1] (interpolated)."""
+        q = self.library_quantiles
         position = quantile * (len(q) - 1)
-        low = position.detach().floor().long().clamp(max=len(q) - 2)
+        low = position.floor().long().clamp(max=len(q) - 2)
         frac = position - low
-        return q[low] * (1 - frac) + q[low + 1] * frac
+        return (q[low] * (1 - frac) + q[low + 1] * frac).clamp_min(1.0)
 
     def to_data(self, generated: torch.Tensor) -> np.ndarray:
         x = generated * self.gene_std + self.gene_mean
@@ -337,7 +373,7 @@ class SequenceWGAN(ConditionalWGAN):
         features = self.critic_net["convolve"](torch.cat([one_hot * m, m, label_channels], dim=1)).flatten(1)
         return self.critic_net["score"](torch.cat([features, cond], dim=1)).squeeze(1)
 
-    def generate(self, z, cond) -> torch.Tensor:
+    def generate(self, z, cond, generator: torch.Generator | None = None) -> torch.Tensor:
         """Softmax over the tokens at every position, n x vocab x length."""
         hidden = self.generator_net["project"](torch.cat([z, cond], dim=1))
         hidden = self.generator_net["convolve"](F.relu(hidden.view(len(z), self.hparams.hidden_dim, -1)))
