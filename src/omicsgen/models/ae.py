@@ -157,7 +157,8 @@ class Autoencoder(GenerativeModel):
         if self.counts_model:
             library = cm.row_libraries(obs, len(values), self.library_quantiles).to(self.device)
             parts = [
-                cm.impute_rows(self.head, self._code(values[rows], observed[rows]), library[rows], self.hparams.target_sum)
+                cm.expected_log_normalised(self.head(self._code(values[rows], observed[rows])), library[rows],
+                                           self.hparams.target_sum, where=torch.from_numpy(~observed[rows]))
                 for rows in row_chunks(len(values))
             ]
             return keep_observed(values, observed, stack_rows(parts, self.hparams.n_genes))

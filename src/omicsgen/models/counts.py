@@ -225,38 +225,46 @@ def expected_share(params: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def expected_log_normalised(
-    params: dict[str, torch.Tensor], library: torch.Tensor, total: float, k_max: int = 64
+    params: dict[str, torch.Tensor], library: torch.Tensor, total: float, k_max: int = 64, where: torch.Tensor | None = None
 ) -> torch.Tensor:
     """E[log1p(counts / library * total)] under the NB / ZINB: X's expected value, what an
     imputation scored on X's scale should predict. For sparse counts it is far below
     log1p(E[counts] / library * total) (most draws are 0). Exact sum over counts 0..k_max-1;
     entries whose distribution puts more than 0.1% of its mass beyond k_max (highly expressed
-    genes, where log1p is nearly linear over the spread) use log1p of the mean instead."""
+    genes, where log1p is nearly linear over the spread) use log1p of the mean instead.
+    With `where` (rows x genes, boolean) only those entries are computed; the rest are 0.
+    Entries go a block at a time, so the (entries, k_max) table stays around 16 MB."""
     mu = params["rho"] * library[:, None]
-    k = torch.arange(k_max, dtype=mu.dtype, device=mu.device).expand(*mu.shape, k_max)
-    mu3, theta3 = mu.unsqueeze(-1), params["theta"].unsqueeze(-1)
+    where = torch.ones_like(mu, dtype=torch.bool) if where is None else where.to(mu.device)
+    entries = {
+        "mu": mu[where],
+        "theta": params["theta"].expand_as(mu)[where],
+        "scale": (total / library)[:, None].expand_as(mu)[where],
+        "share": expected_share(params)[where],
+    }
     if "pi_logits" in params:
-        log_p = zinb_log_prob(k, mu3, theta3, params["pi_logits"].unsqueeze(-1))
+        entries["pi_logits"] = params["pi_logits"][where]
+    step = max(1, (1 << 22) // k_max)
+    n = len(entries["mu"])
+    parts = [_expected_at({key: t[start : start + step] for key, t in entries.items()}, total, k_max) for start in range(0, n, step)]
+    out = torch.zeros_like(mu)
+    if parts:
+        out[where] = torch.cat(parts)
+    return out
+
+
+def _expected_at(entries: dict[str, torch.Tensor], total: float, k_max: int) -> torch.Tensor:
+    """`expected_log_normalised` for flat vectors of entries."""
+    k = torch.arange(k_max, dtype=entries["mu"].dtype, device=entries["mu"].device)[None, :]
+    mu, theta = entries["mu"][:, None], entries["theta"][:, None]
+    if "pi_logits" in entries:
+        log_p = zinb_log_prob(k, mu, theta, entries["pi_logits"][:, None])
     else:
-        log_p = nb_log_prob(k, mu3, theta3)
+        log_p = nb_log_prob(k, mu, theta)
     p = log_p.exp()
-    values = torch.log1p(k * (total / library)[:, None, None])
-    exact = (p * values).sum(-1)
+    exact = (p * torch.log1p(k * entries["scale"][:, None])).sum(-1)
     mass = p.sum(-1)
-    fallback = torch.log1p(expected_share(params) * total)
-    return torch.where(mass > 0.999, exact / mass.clamp_min(EPS), fallback)
-
-
-def impute_rows(head, latents: torch.Tensor, library: torch.Tensor, total: float, k_max: int = 64) -> torch.Tensor:
-    """`expected_log_normalised` of the count parameters `head(latents)`, in row blocks small
-    enough that the (rows, genes, k_max) table stays around 16 MB."""
-    n_genes = head(latents[:1])["rho"].shape[1] if len(latents) else 1
-    step = max(1, (1 << 22) // (n_genes * k_max))
-    parts = [
-        expected_log_normalised(head(latents[start : start + step]), library[start : start + step], total, k_max)
-        for start in range(0, len(latents), step)
-    ]
-    return torch.cat(parts) if parts else torch.zeros(0, n_genes)
+    return torch.where(mass > 0.999, exact / mass.clamp_min(EPS), torch.log1p(entries["share"] * total))
 
 
 def row_libraries(obs, n_rows: int, quantiles: torch.Tensor) -> torch.Tensor:

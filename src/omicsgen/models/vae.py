@@ -324,8 +324,8 @@ class VAE(GenerativeModel):
         if self.counts_model:
             library = cm.row_libraries(obs, len(values), self.library_quantiles).to(self.device)
             means = [
-                cm.impute_rows(self.count_params, self._mean_input(values[rows], observed[rows], codes, rows),
-                               library[rows], self.hparams.target_sum)
+                cm.expected_log_normalised(self.count_params(self._mean_input(values[rows], observed[rows], codes, rows)),
+                                           library[rows], self.hparams.target_sum, where=torch.from_numpy(~observed[rows]))
                 for rows in row_chunks(len(values))
             ]
             return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
