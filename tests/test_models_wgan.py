@@ -3,11 +3,14 @@ says so in one line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import RESOURCES
 from test_models import make_clustered_sequences, make_expression
 
 from omicsgen.alphabet import MISSING
@@ -16,8 +19,11 @@ from omicsgen.evaluate import data as evaluate_data
 from omicsgen.evaluate.scoring import NumericGenerationScorer
 from omicsgen.generate import generate
 from omicsgen.impute import impute
+from omicsgen.ingest import ingest
+from omicsgen.mask import mask
 from omicsgen.models import get_family, load_model
 from omicsgen.models.base import Unsupported, observed_mask
+from omicsgen.preprocess import preprocess
 from omicsgen.train import train
 
 HPARAMS = {"hidden_dim": 64, "latent_dim": 8, "n_critic": 2}
@@ -158,45 +164,29 @@ def test_conditional_expression_wgan_shifts_with_the_label(tmp_path, one_thread)
     assert ((high - low) > 2.0).all(), high - low  # the data: 4 on every gene
 
 
-def _counts_data(n_cells=300, n_genes=20, seed=0) -> ad.AnnData:
-    """Poisson counts with varying library sizes; obs["library_size"] and X = log1p(counts / library * 1e4),
-    as preprocess makes them."""
-    rng = np.random.default_rng(seed)
-    rates = rng.gamma(2.0, 1.0, size=(n_cells, n_genes)) * rng.lognormal(1.5, 0.5, size=(n_cells, 1))
-    counts = rng.poisson(rates).astype(np.float32)
-    x = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
-    adata = make_expression(n_cells=n_cells, n_genes=n_genes)
-    adata.X = np.where(np.isnan(adata.X), np.nan, x).astype(np.float32)
-    adata.layers["counts"] = counts
-    adata.obs["library_size"] = counts.sum(1)
-    return adata
+@pytest.fixture(scope="module")
+def shallow_cells(tmp_path_factory) -> Path:
+    """Real shallow 10x cells (~140 UMIs a cell) through ingest, preprocess and mask: 1500 cells with
+    30+ detected genes, the 30 most variable genes. preprocess keeps the raw counts (layers["counts"])
+    and the library over all 1000 genes (obs["library_size"]), which turns the WGAN's LSN output on;
+    X = log1p(counts / library * 1e4), whose nonzero values lie on a coarse lattice."""
+    folder = tmp_path_factory.mktemp("shallow_cells")
+    cells = ad.read_h5ad(RESOURCES / "mouse_10x_counts.h5ad")
+    cells[(cells.X > 0).sum(axis=1).A1 >= 30][:1500].copy().write_h5ad(folder / "cells.h5ad")
+    ingest(folder / "cells.h5ad", folder / "ingested.h5ad", "cells", "expression")
+    preprocess(folder / "ingested.h5ad", folder / "preprocessed.h5ad", {"n_top_genes": 30, "min_cells": 3},
+               {"val": 0.1, "test": 0.2}, 0)
+    mask(folder / "preprocessed.h5ad", folder / "masked.h5ad", rate=0.1, mechanism="mcar", seed=0)
+    return folder / "masked.h5ad"
 
 
-def _shallow_counts_data(n_cells=1500, n_genes=30, seed=0) -> ad.AnnData:
-    """10x-like shallow cells: 3 cell types with sparse gene profiles, libraries of ~40-400 UMIs
-    of which the matrix's genes hold a third (the rest: genes not kept); obs["library_size"] and
-    X = log1p(counts / library * 1e4), as preprocess makes them. Nonzero X lies on a coarse lattice."""
-    rng = np.random.default_rng(seed)
-    profiles = rng.dirichlet(np.full(n_genes, 0.3), size=3)
-    types = rng.integers(0, 3, n_cells)
-    library = np.round(rng.lognormal(np.log(120), 0.6, n_cells)).astype(np.float32)
-    counts = rng.poisson(profiles[types] * library[:, None] / 3).astype(np.float32)
-    adata = make_expression(n_cells=n_cells, n_genes=n_genes)
-    x = np.log1p(counts / library[:, None] * 1e4)
-    adata.X = np.where(np.isnan(adata.X), np.nan, x).astype(np.float32)
-    adata.layers["counts"] = counts
-    adata.obs["library_size"] = library
-    return adata
-
-
-def test_expression_wgan_lsn_makes_normalised_counts(tmp_path, one_thread):
-    adata = _counts_data()
+def test_expression_wgan_lsn_makes_normalised_counts(tmp_path, one_thread, shallow_cells):
+    adata = ad.read_h5ad(shallow_cells)
     assert not get_family("wgan").from_data(make_expression(n_cells=50)).lsn  # auto: no counts, no LSN
     assert not get_family("wgan").from_data(adata, library_size=False).lsn
     with pytest.raises(ValueError, match="library_size true needs"):
         get_family("wgan").from_data(make_expression(n_cells=50), library_size=True)
-    adata.write_h5ad(tmp_path / "masked.h5ad")
-    model = load_model(train(tmp_path / "masked.h5ad", tmp_path / "model", "wgan", HPARAMS, {"max_epochs": 2}, seed=0))
+    model = load_model(train(shallow_cells, tmp_path / "model", "wgan", HPARAMS, {"max_epochs": 2}, seed=0))
     assert model.lsn
     samples = model.sample(500, torch.Generator().manual_seed(0))
     assert np.isfinite(samples).all() and (samples >= 0).all() and (samples == 0).any()
@@ -212,13 +202,13 @@ def test_expression_wgan_lsn_makes_normalised_counts(tmp_path, one_thread):
     assert train_library.min() - 1e-3 <= library.min() and library.max() <= train_library.max() + 1e-3
 
 
-def test_expression_wgan_cells_are_hard_to_tell_from_shallow_real_cells(tmp_path, one_thread):
+def test_expression_wgan_cells_are_hard_to_tell_from_shallow_real_cells(tmp_path, one_thread, shallow_cells):
     """The scGAN realism check in small: a random forest on generated vs real test cells. A
     continuous output (exact zeros aside) fills the gaps of the real cells' lattice of values
-    (the old output: AUC 0.98 here); counts on that lattice: 0.85 (real train vs test: 0.53)."""
-    adata = _shallow_counts_data()
-    adata.write_h5ad(tmp_path / "masked.h5ad")
-    checkpoint = train(tmp_path / "masked.h5ad", tmp_path / "model", "wgan", HPARAMS,
+    (the old output, commit 0e2417a: AUC 0.96-0.98 on three 1500-cell cuts of the file); counts
+    on that lattice: 0.70-0.72 (real train vs test: 0.48-0.54)."""
+    adata = ad.read_h5ad(shallow_cells)
+    checkpoint = train(shallow_cells, tmp_path / "model", "wgan", HPARAMS,
                        {"batch_size": 32, "max_epochs": 30, "learning_rate": 1e-3}, seed=0)
     samples = load_model(checkpoint).sample(500, torch.Generator().manual_seed(0))
     truth, split = evaluate_data.values(adata), adata.obs["split"].to_numpy()
@@ -226,4 +216,4 @@ def test_expression_wgan_cells_are_hard_to_tell_from_shallow_real_cells(tmp_path
     # No nonzero value below the lattice's first step at the deepest training library.
     assert samples[samples > 0].min() >= np.log1p(1e4 / train_library) - 1e-4
     scorer = NumericGenerationScorer(truth[split == "train"], truth[split == "test"], seed=0)
-    assert scorer.score(samples.astype(np.float64))["c2st_auc"] < 0.92
+    assert scorer.score(samples.astype(np.float64))["c2st_auc"] < 0.85
