@@ -66,7 +66,7 @@ def test_filter_removing_everything_is_a_clear_error(tmp_path, tiny_data):
 
 
 def test_timecourse_split_by_series_and_genes_by_variance(tmp_path, tiny_data):
-    adata = run(tmp_path, tiny_data["flu"], "timecourse", {"n_top_genes": 50})
+    adata = run(tmp_path, tiny_data["flu"], "timecourse", {"n_top_genes": 50, "filter_continuous": True})
     assert adata.n_vars == 50 and adata.uns["omicsgen"]["x_scale"] == "as_given"
     assert (adata.obs.groupby("series", observed=True)["split"].nunique() == 1).all()
     assert set(adata.obs["split"]) == {"train", "val", "test"}
@@ -194,3 +194,26 @@ def test_minmax_keeps_sparse_counts_sparse(tmp_path, tiny_data):
     adata = run(tmp_path, tiny_data["cells"], "expression", {"n_top_genes": 50, "scale": "minmax"})
     assert sp.issparse(adata.X) and adata.X.min() == 0 and adata.X.max() == pytest.approx(1.0)
     assert dense(adata.X).max(axis=0) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_continuous_values_keep_every_feature_unless_asked(tmp_path):
+    """min_cells / min_genes / HVG measure counts: a centred continuous table (negative values,
+    a native NA) keeps every row and feature with the count filters set, and says so."""
+    frame = breast_cancer_table(tmp_path / "bc.csv", missing_at=(4, 2))
+    centred = frame - frame.mean()  # many values below 0: "detected in few samples" for every feature
+    centred.to_csv(tmp_path / "bc.csv", index_label="sample")
+    params = {"min_genes": 20, "min_cells": 400, "n_top_genes": 5}
+    adata = run(tmp_path, tmp_path / "bc.csv", "expression", params, orientation="samples_as_rows")
+    assert adata.shape == frame.shape and list(adata.var_names) == list(frame.columns)
+    assert np.isnan(adata.X).sum() == 1
+    decisions = json.loads(adata.uns["omicsgen"]["decisions"])
+    assert decisions[-1]["value"] == "none" and "filter_continuous" in decisions[-1]["setting"]
+    assert "min_cells=400" in decisions[-1]["why"]
+    asked = run(tmp_path, tmp_path / "bc.csv", "expression", {"n_top_genes": 5, "filter_continuous": True},
+                name="asked", orientation="samples_as_rows")
+    assert asked.n_vars == 5
+
+
+def test_counts_are_still_filtered(tmp_path, tiny_data):
+    adata = run(tmp_path, tiny_data["cells"], "expression", {"min_cells": 5, "n_top_genes": 40})
+    assert adata.n_vars == 40 and "decisions" not in adata.uns["omicsgen"]

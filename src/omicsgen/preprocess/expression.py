@@ -7,6 +7,9 @@ sees them as zeros and the NaNs are put back afterwards, so `impute` has them to
 
 from __future__ import annotations
 
+import json
+import logging
+
 import anndata as ad
 import numpy as np
 import scanpy as sc
@@ -15,6 +18,8 @@ import scipy.sparse as sp
 from ..errors import InputError
 from ..provenance import meta
 from .removed import record_removed
+
+LOG = logging.getLogger(__name__)
 
 # `scale` values: false (none), true / "zscore" (z-score per feature, clipped), "minmax" ([0, 1]).
 SCALINGS = (False, True, "zscore", "minmax")
@@ -28,15 +33,18 @@ def prepare_expression(adata: ad.AnnData, params: dict, removed: list[dict]) -> 
         missing = np.isnan(adata.X)
         adata.layers["missing"] = missing
         adata.X[missing] = 0.0
-    adata = _filter(adata, params, removed, source)
-    adata = _filter_mito(adata, params, removed, source)
     is_counts = meta(adata).get("input_scale") == "counts"
+    filters = _applies_filters(adata, params, is_counts)
+    if filters:
+        adata = _filter(adata, params, removed, source)
+        adata = _filter_mito(adata, params, removed, source)
     if is_counts:
         adata.layers["counts"] = adata.X.copy()
         adata.obs["library_size"] = np.asarray(adata.X.sum(axis=1), dtype=np.float32).ravel()
         sc.pp.normalize_total(adata, target_sum=float(params.get("target_sum", 1e4)))
         sc.pp.log1p(adata)
-    adata = _select_genes(adata, params, removed, is_counts)
+    if filters:
+        adata = _select_genes(adata, params, removed, is_counts)
     if scaling in (True, "zscore"):
         adata.X = _dense(adata.X)  # z-scores are dense whatever the input
         sc.pp.scale(adata, max_value=10)  # z-scores per gene, clipped: for Gaussian models only
@@ -47,6 +55,37 @@ def prepare_expression(adata: ad.AnnData, params: dict, removed: list[dict]) -> 
     suffix = {True: "_scaled", "zscore": "_scaled", "minmax": "_minmax"}.get(scaling, "")
     meta(adata)["x_scale"] = ("log1p_normalised" if is_counts else "as_given") + suffix
     return adata
+
+
+def _applies_filters(adata: ad.AnnData, params: dict, is_counts: bool) -> bool:
+    """Detection-based QC (min_genes, min_cells, mito share) and HVG selection measure counts:
+    on continuous or normalised values (centred, negative, log ratios) "detected" means nothing,
+    and a removed feature would never be filled. So they run on counts, and on other values only
+    when the config's `filter_continuous` asks; the choice is recorded as a decision."""
+    if is_counts:
+        return True
+    asked = bool(params.get("filter_continuous", False))
+    wanted = [k for k in ("min_genes", "min_cells", "n_top_genes", "max_pct_mito") if params.get(k)]
+    if asked:
+        why = "the config asks for the count filters on continuous values too"
+    else:
+        why = ("the values are not counts: detection filters and HVG selection by counts do not apply, "
+               "so every feature is modelled and comes back filled")
+        if wanted:
+            why += f" (not applied: {', '.join(f'{k}={params[k]}' for k in wanted)})"
+    record_decision(adata, "feature and sample filters on continuous values", "applied" if asked else "none",
+                    why, "preprocess.<modality>.filter_continuous")
+    return asked
+
+
+def record_decision(adata: ad.AnnData, what: str, value, why: str, setting: str) -> None:
+    """Append to `uns["omicsgen"]["decisions"]`, kept as JSON text (h5ad cannot store a list of
+    dicts; `report.decisions.data_decisions` reads either form) and log it."""
+    stored = meta(adata).get("decisions", "[]")
+    decisions = json.loads(stored) if isinstance(stored, str) else list(stored)
+    decisions.append({"what": what, "value": str(value), "why": why, "setting": setting})
+    meta(adata)["decisions"] = json.dumps(decisions)
+    LOG.info("decision: %s = %s (%s; setting: %s)", what, value, why, setting)
 
 
 def _scaling(value, source: str):
