@@ -1,0 +1,140 @@
+"""A new user's data, run as the README says: real datasets omicsgen does not ship (tests/unseen/,
+sources in its README), one sheet, `snakemake --cores 2 --config datasets=<sheet>` from a project
+folder with the shipped config. The only other config is a --configfile of trainer/generate sizes,
+so the run stays short: it picks no model and no dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+UNSEEN = ROOT / "tests" / "unseen"
+
+# dataset -> (modality, file, samples (rows) and features the input holds, or None where the reader may
+# legitimately drop or reshape, e.g. sequence positions). The sheet gives no format, alphabet or
+# orientation: a new user leaves them to the tool.
+CORPUS = {
+    "globins45": ("sequence", "globins45.fa", 45),
+    "fn3_pfam": ("sequence", "fn3.sto", 98),
+    "made1_dfam": ("sequence", "made1.sto", 100),
+    "bacteria_16s": ("sequence", "bacteria_16s.fa.gz", 100),
+    "amplicon_reads": ("sequence", "amplicon_reads.fastq.gz", 200),
+    "tp53_msa": ("sequence", "tp53_protein_msa.fasta", 5),
+    "cor6_genbank": ("sequence", "cor6_6.gb", 6),
+    "guo_qpcr": ("expression", "guo_qpcr.csv", (428, 48)),
+    "khan_srbct": ("expression", "khan_srbct.csv.gz", (63, 500)),
+    "marioni_counts": ("expression", "marioni_counts.tsv", (10, 1500)),
+    "metabolites_cold": ("expression", "metabolites_cold.csv", (52, 154)),
+    "lung_clinical": ("expression", "lung_clinical.csv", (228, 10)),
+    "lung_otus": ("expression", "lung_otus.tsv", (78, 500)),
+    "mouse_diet": ("timecourse", "mouse_diet_timecourse.tsv", (139, 40)),
+}
+# what the values are, as any reader of the file can tell (negative values are never counts)
+VALUE_KIND = {"guo_qpcr": "normalised", "khan_srbct": "normalised", "metabolites_cold": "normalised",
+              "marioni_counts": "counts", "lung_otus": "counts"}
+# sizes only: fewer epochs and samples, nothing about which models or datasets run
+SIZES = {"trainer": {"max_epochs": 3, "patience": 2, "batch_size": 64}, "generate": {"n_samples": 40}}
+
+
+def run_as_new_user(folder: Path) -> subprocess.CompletedProcess:
+    """The shipped config in the project folder, the user's files under data/, a sheet naming them."""
+    (folder / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "config.yaml", folder / "config" / "config.yaml")
+    shutil.copytree(UNSEEN, folder / "data", ignore=shutil.ignore_patterns("README.md"))
+    sheet = "dataset\tmodality\tpath\n" + "".join(f"{name}\t{modality}\tdata/{file}\n"
+                                                   for name, (modality, file, _) in CORPUS.items())
+    (folder / "my.tsv").write_text(sheet)
+    (folder / "sizes.yaml").write_text(yaml.safe_dump(SIZES))
+    # the rules call the `omicsgen` command installed beside this Python
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"),
+                           "--cores", "2", "--keep-going",
+                           "--configfile", "sizes.yaml", "--config", "datasets=my.tsv"],
+                          cwd=folder, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def unseen_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("unseen")
+    result = run_as_new_user(folder)
+    (folder / "snakemake.out").write_text(result.stdout + result.stderr)
+    return folder, result
+
+
+def test_the_readme_command_finishes(unseen_run):
+    folder, result = unseen_run
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+
+
+def test_no_log_holds_a_traceback(unseen_run):
+    folder, _ = unseen_run
+    crashed = {str(log.relative_to(folder)): _traceback_tail(log) for log in (folder / "logs").rglob("*")
+               if log.is_file() and "Traceback" in log.read_text(errors="replace")}
+    assert not crashed, json.dumps(crashed, indent=1)
+
+
+def _traceback_tail(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize("dataset", CORPUS)
+def test_every_dataset_gets_its_page(unseen_run, dataset):
+    folder, _ = unseen_run
+    assert (folder / "results" / dataset / "report.html").is_file(), _why_missing(folder, dataset)
+
+
+@pytest.mark.parametrize("dataset", CORPUS)
+def test_every_dataset_gets_a_trained_model_scored_on_imputation(unseen_run, dataset):
+    folder, _ = unseen_run
+    scored = {}
+    for scores in (folder / "results" / dataset).glob("*/scores.json"):
+        if scores.parent.name == "baselines" or not (scores.parent / "model.ckpt").is_file():
+            continue
+        imputation = json.loads(scores.read_text()).get("imputation") or {}
+        finite = [k for k, v in imputation.items() if isinstance(v, (int, float)) and math.isfinite(v)]
+        if finite:
+            scored[scores.parent.name] = finite
+    assert scored, f"{dataset}: no trained model with imputation scores; {_why_missing(folder, dataset)}"
+
+
+@pytest.mark.parametrize("dataset", [d for d, (_, _, shape) in CORPUS.items() if shape is not None])
+def test_ingest_reads_every_sample_and_feature_the_right_way_round(unseen_run, dataset):
+    folder, _ = unseen_run
+    ingested = folder / "results" / dataset / "ingested.h5ad"
+    assert ingested.is_file(), _why_missing(folder, dataset)
+    adata = ad.read_h5ad(ingested, backed="r")
+    expected = CORPUS[dataset][2]
+    if isinstance(expected, tuple):
+        assert adata.shape == expected, f"{dataset}: read as {adata.shape}, the file holds {expected} (samples, features)"
+    else:
+        assert adata.n_obs == expected, f"{dataset}: {adata.n_obs} records read, the file holds {expected}"
+
+
+@pytest.mark.parametrize("dataset", VALUE_KIND)
+def test_values_are_read_as_what_they_are(unseen_run, dataset):
+    folder, _ = unseen_run
+    ingested = folder / "results" / dataset / "ingested.h5ad"
+    assert ingested.is_file(), _why_missing(folder, dataset)
+    scale = ad.read_h5ad(ingested, backed="r").uns["omicsgen"].get("input_scale")
+    assert scale == VALUE_KIND[dataset], f"{dataset}: read as {scale}"
+
+
+def _why_missing(folder: Path, dataset: str) -> str:
+    """The last line of each of the dataset's logs that ended in an error, for the failure message."""
+    logs = sorted(p for p in (folder / "logs").rglob("*") if p.is_file() and dataset in str(p))
+    errors = {str(p.relative_to(folder)): _traceback_tail(p) for p in logs
+              if "Error" in p.read_text(errors="replace")}
+    return f"logs with errors: {json.dumps(errors)}" if errors else "no log holds an error"
