@@ -112,9 +112,9 @@ def test_r_style_header_without_row_name_column(tmp_path):
 
 def test_declared_counts_are_checked(tmp_path):
     path = write(tmp_path / "c.csv", "cell,g1,g2\nc1,1,2\nc2,-3,4\n")
-    with pytest.raises(InputError, match="sample 'c2', gene 'g1': declared counts, but -3 is negative"):
+    with pytest.raises(InputError, match="sample 'c2', feature 'g1': declared counts, but -3 is negative"):
         read_dataset(path, "expression", values="counts")
-    assert read_dataset(path, "expression").uns["omicsgen"]["input_scale"] == "normalised"
+    assert read_dataset(path, "expression", values="normalised").uns["omicsgen"]["input_scale"] == "normalised"
     fractional = write(tmp_path / "f.csv", "cell,g1,g2\nc1,1,2.5\nc2,0,4\n")
     with pytest.raises(InputError, match="2.5 is not a whole number"):
         read_dataset(fractional, "expression", values="counts")

@@ -32,7 +32,9 @@ def open_text(path: Path):
             if b"\x00" in head:
                 raise InputError(path, "the file holds binary data, not text",
                                  hint="check that the sheet points at the right file and format")
-            yield io.TextIOWrapper(raw, encoding="utf-8", newline=None)
+            # utf-8-sig drops the byte-order mark Excel and Windows tools write; newline=None
+            # reads Windows (CRLF) and old Mac (CR) line endings as "\n"
+            yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None)
         except DAMAGED as err:
             raise InputError(path, f"the gzip file is damaged or truncated ({err})",
                              hint="download or compress the file again") from None

@@ -1,14 +1,20 @@
 """Delimited text tables (CSV/TSV, gzip too) parsed with pandas, with errors that name the cell.
 
-A first streaming pass checks the structure (unique header, one value per column on every line),
-which pandas would otherwise repair silently; pandas then parses the numbers in C. Only when a
-cell is not a number is the table re-read as text, to say which cell.
+Tables come as spreadsheets, R and pandas write them: RFC 4180 quoting (a quoted field may hold
+the separator, a doubled quote or a line break), a UTF-8 byte-order mark, Windows line endings,
+and R's header without the row-name column. A first streaming pass checks the structure (unique
+header, one value per column in every record), which pandas would otherwise repair silently;
+pandas then parses the numbers in C. Only when a cell is not a number is the table re-read as
+text, to say which cell.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,21 +23,27 @@ from ..errors import InputError
 from ._open import DAMAGED, is_gzip, open_text
 
 SEPARATORS = {"csv": ",", "tsv": "\t"}
+QUOTE = '"'
+
+
+class Structure(NamedTuple):
+    header: list[str]  # the header's fields, unquoted
+    lines: np.ndarray  # the file line on which each data record starts (blank lines and line breaks inside quotes counted)
 
 
 def read_numeric_table(path: Path, fmt: str) -> tuple[np.ndarray, pd.Index, pd.Index]:
     """Values (float32, NaN where NA/NaN/empty), row labels, column labels."""
     sep = SEPARATORS[fmt]
-    header = check_structure(path, sep, fmt)
-    dtypes = {name: np.float32 for name in header[1:]}
+    structure = check_structure(path, sep, fmt)
+    dtypes = {name: np.float32 for name in structure.header[1:]}
     try:
         table = _read_csv(path, sep, dtype=dtypes)
     except ValueError:
         table = read_text_table(path, fmt)  # a cell is not a number: find it for the message
-        return to_numeric(table, path), table.index, table.columns
+        return to_numeric(table, path, structure.lines), table.index, table.columns
     table.index = table.index.astype(str)
     values = table.to_numpy(dtype=np.float32)
-    _require_finite(values, table, path)
+    _require_finite(values, table, path, structure.lines)
     return values, table.index, table.columns
 
 
@@ -44,8 +56,9 @@ def read_text_table(path: Path, fmt: str) -> pd.DataFrame:
 
 
 def _read_csv(path: Path, sep: str, dtype) -> pd.DataFrame:
+    # pandas' C parser follows RFC 4180 quoting and drops a UTF-8 byte-order mark itself
     try:
-        return pd.read_csv(path, sep=sep, index_col=0, dtype=dtype, engine="c",
+        return pd.read_csv(path, sep=sep, index_col=0, dtype=dtype, engine="c", quotechar=QUOTE,
                            compression="gzip" if is_gzip(path) else None)
     except pd.errors.ParserError as err:
         raise InputError(path, f"rows of different lengths: {err}".rstrip(), hint="every row needs one value per column") from None
@@ -53,60 +66,142 @@ def _read_csv(path: Path, sep: str, dtype) -> pd.DataFrame:
         raise InputError(path, f"the gzip file is damaged or truncated ({err})") from None
 
 
-def check_structure(path: Path, sep: str, fmt: str) -> list[str]:
-    """The header's fields, after checking the table is a rectangle with unique column names."""
+def check_structure(path: Path, sep: str, fmt: str) -> Structure:
+    """The header's fields and where each record starts, after checking that the table is a
+    rectangle with unique column names."""
     with open_text(path) as handle:
-        first = handle.readline()
-        if not first.strip():
+        header_text = _header_record(handle)
+        if not header_text.strip():
             raise InputError(path, "the file is empty")
-        header = next(csv.reader([first.rstrip("\r\n")], delimiter=sep))
+        header = next(csv.reader(io.StringIO(header_text), delimiter=sep))
         if len(header) == 1:
             other = "tab" if sep == "," else "comma"
             raise InputError(path, f"found a single column with the '{fmt}' delimiter",
                              hint=f"is the file {other}-separated? set 'format' in the sheet")
         require_unique(pd.Index(header[1:]), path, "column name")
-        counts = [line.count(sep) for line in handle if line.strip()]
-    if not counts:
+        header_lines = max(1, header_text.count("\n"))
+        flat = itertools.chain.from_iterable(_records(handle, sep, header_lines))
+        lines, fields, spans = np.fromiter(flat, dtype=np.int64).reshape(-1, 3).T
+    if not len(lines):
         raise InputError(path, "the table has a header but no rows")
-    _require_rectangular(np.array(counts), first.count(sep), path, quoted='"' in first)
-    return header
+    if (spans < 0).any() or not _is_rectangular(fields, len(header)):
+        # Quote counting is exact for RFC 4180 files; a stray quote inside an unquoted field
+        # (5"UTR) is literal to pandas and the csv module, so let the csv module judge before failing.
+        lines, fields, spans = _csv_records(path, sep)
+        _require_rectangular(lines, fields, spans, len(header), path)
+    return Structure(header, lines)
 
 
-def _require_rectangular(counts: np.ndarray, header_count: int, path: Path, quoted: bool) -> None:
-    """A short row would be padded with NaN by pandas; here it is an error naming the line.
+def _header_record(handle) -> str:
+    """The header line, and the following lines while a quoted header field is still open."""
+    text = handle.readline()
+    while text.count(QUOTE) % 2:
+        more = handle.readline()
+        if not more:
+            break
+        text += more
+    return text
 
-    R's write.table leaves the row-name column out of the header: every row one field longer.
-    Quoted fields may hold the separator, so files with quoted headers are left to pandas.
+
+def _records(lines, sep: str, header_lines: int):
+    """(first line, number of fields, lines spanned) of each non-blank record; -1 lines spanned
+    when a quoted field is still open at the end of the file.
+
+    Separators are counted per line in C (`str.count`) unless the line holds a quote. Then the
+    line is split at its quotes: segments alternate outside / inside a quoted field (a doubled
+    quote "" leaves an empty outside segment between two inside ones), so only every other
+    segment's separators count, and an odd number of quotes carries the open field to the next line.
     """
-    if quoted:
+    pending = None  # (first line, separators so far) of a record whose quoted field is open
+    for number, line in enumerate(lines, start=header_lines + 1):
+        if pending is None:
+            if QUOTE not in line:
+                if line.strip() or sep in line:  # pandas skips lines of blanks, but not of tabs in a TSV
+                    yield number, line.count(sep) + 1, 1
+                continue
+            start, separators, inside = number, 0, False
+        else:
+            (start, separators), inside = pending, True
+        segments = line.split(QUOTE)
+        separators += sum(segment.count(sep) for segment in segments[int(inside) :: 2])
+        if (len(segments) - 1) % 2:
+            inside = not inside
+        pending = (start, separators) if inside else None
+        if not inside:
+            yield start, separators + 1, number - start + 1
+    if pending is not None:
+        yield pending[0], pending[1] + 1, -1
+
+
+def _csv_records(path: Path, sep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same as `_records`, parsed by the csv module (slow; used only to confirm a fault)."""
+    starts, fields, spans = [], [], []
+    consumed = 0
+    with open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        try:
+            next(reader)  # the header
+            consumed = reader.line_num
+            for row in reader:
+                if row and not (len(row) == 1 and not row[0].strip()):
+                    starts.append(consumed + 1)
+                    fields.append(len(row))
+                    spans.append(reader.line_num - consumed)
+                consumed = reader.line_num
+        except csv.Error as err:  # a quoted field that runs on for more than csv.field_size_limit()
+            raise InputError(path, f"a quoted field never ends ({err})", where=f"line {consumed + 1}",
+                             hint='is a quote (") left open?') from None
+    return np.array(starts, dtype=np.int64), np.array(fields, dtype=np.int64), np.array(spans, dtype=np.int64)
+
+
+def _is_rectangular(fields: np.ndarray, header_fields: int) -> bool:
+    # R's write.table leaves the row-name column out of the header: every record one field longer.
+    return bool((fields == header_fields).all() or (fields == header_fields + 1).all())
+
+
+def _require_rectangular(lines: np.ndarray, fields: np.ndarray, spans: np.ndarray, header_fields: int, path: Path) -> None:
+    """A short row would be padded with NaN by pandas; here it is an error naming the line."""
+    if _is_rectangular(fields, header_fields):
         return
-    expected = header_count + 1 if (counts == header_count + 1).all() else header_count
-    wrong = np.flatnonzero(counts != expected)
-    if wrong.size:
-        line = int(wrong[0]) + 2  # blank lines are skipped by pandas too, so this is the data line
-        raise InputError(path, f"rows of different lengths: {counts[wrong[0]] + 1} fields, the header has {header_count + 1}",
-                         where=f"line {line}", hint="every row needs one value per column")
+    r_style = (fields == header_fields + 1).sum() > (fields == header_fields).sum()
+    expected = header_fields + 1 if r_style else header_fields
+    wrong = int(np.flatnonzero(fields != expected)[0])
+    count = int(fields[wrong])
+    has = f"the other rows have {expected} (the header names one column fewer, as R writes it)" if r_style \
+        else f"the header has {header_fields}"
+    hint = "every row needs one value per column"
+    if spans[wrong] > 1:
+        hint = (f"the record runs on to line {lines[wrong] + spans[wrong] - 1} inside a quoted field: "
+                f"is a quote (\") left open? {hint}")
+    raise InputError(path, f"rows of different lengths: {count} field{'s' * (count != 1)}, {has}",
+                     where=f"line {lines[wrong]}", hint=hint)
 
 
-def to_numeric(table: pd.DataFrame, path: Path, first_data_line: int = 2) -> np.ndarray:
-    """The table as float32; a cell that is text but not a number is an error naming it."""
+def to_numeric(table: pd.DataFrame, path: Path, lines: np.ndarray | None = None) -> np.ndarray:
+    """The table as float32; a cell that is text but not a number is an error naming it.
+
+    `lines` gives the file line of each row (from `check_structure`); without it, row i is line i + 2."""
     values = table.apply(pd.to_numeric, errors="coerce")
     bad = values.isna().to_numpy() & table.notna().to_numpy()
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         raise InputError(path, f"'{table.iat[row, col]}' is not a number",
-                         where=f"line {row + first_data_line}, column '{table.columns[col]}'",
+                         where=f"line {_line(lines, row)}, column '{table.columns[col]}'",
                          hint="leave the cell empty or write NA for a missing value")
     matrix = values.to_numpy(dtype=np.float32)
-    _require_finite(matrix, table, path, first_data_line)
+    _require_finite(matrix, table, path, lines)
     return matrix
 
 
-def _require_finite(matrix: np.ndarray, table: pd.DataFrame, path: Path, first_data_line: int = 2) -> None:
+def _line(lines: np.ndarray | None, row: int) -> int:
+    return int(lines[row]) if lines is not None and row < len(lines) else row + 2
+
+
+def _require_finite(matrix: np.ndarray, table: pd.DataFrame, path: Path, lines: np.ndarray | None = None) -> None:
     infinite = np.argwhere(np.isinf(matrix))
     if infinite.size:
         row, col = (int(i) for i in infinite[0])
-        raise InputError(path, "infinite value", where=f"line {row + first_data_line}, column '{table.columns[col]}'",
+        raise InputError(path, "infinite value", where=f"line {_line(lines, row)}, column '{table.columns[col]}'",
                          hint="write NA for a missing value")
 
 

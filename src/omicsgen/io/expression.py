@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import anndata as ad
@@ -11,19 +10,19 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
+from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
 from ._table import read_numeric_table, require_unique
+from .orientation import ORIENTATIONS, decide
 
 EXPRESSION_FORMATS = ("csv", "tsv", "h5ad", "10x-h5", "10x-mtx", "zarr")
-ORIENTATIONS = ("auto", "samples_as_rows", "genes_as_rows")
-_GENE_INDEX_NAME = re.compile(r"gene|symbol|ensembl|feature|probe|transcript", re.IGNORECASE)
-
-
 VALUES = ("auto", "counts", "normalised")
 
 
 def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str = "auto") -> ad.AnnData:
+    if values not in VALUES:
+        raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
     if fmt in ("csv", "tsv"):
         adata = _read_delimited(path, fmt, orientation)
     else:
@@ -32,59 +31,103 @@ def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str
         raise InputError(path, f"the matrix is empty ({adata.n_obs} samples x {adata.n_vars} genes)")
     adata.X = _as_float32(adata.X)
     _check_finite(adata, path)
-    meta(adata)["input_scale"] = _input_scale(adata, values, path)
+    scale, why = _input_scale(adata, values, path)
+    meta(adata)["input_scale"] = scale
+    record_decision(adata, "values", scale, why, "the sheet's 'values' column (counts or normalised)")
     return adata
 
 
-def _input_scale(adata: ad.AnnData, values: str, path: Path) -> str:
-    """Counts when declared (then checked) or when every value is a non-negative integer."""
-    if values not in VALUES:
-        raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
-    if values == "counts":
-        _require_counts(adata, path)
-        return "counts"
+def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
+    """Counts when declared (then checked) or when every value is a non-negative whole number;
+    normalised when declared or when a value has a fraction. Whole numbers with a negative one
+    are neither for sure (centred data? a sign error?), so they stop with the cell named."""
     if values == "normalised":
-        return "normalised"
-    return "counts" if looks_like_counts(adata.X) else "normalised"
+        return "normalised", "set in the sheet"
+    negative, fraction = first_offending(adata.X)
+    if values == "counts":
+        if negative or fraction:
+            _raise_not_counts(adata, path, negative or fraction, "declared counts")
+        return "counts", "set in the sheet (checked: every value is a whole number >= 0)"
+    if fraction:
+        row, col, value = fraction
+        return "normalised", (f"values with a fraction, the first {value:g} at sample '{adata.obs_names[row]}', "
+                              f"feature '{adata.var_names[col]}'")
+    if negative:
+        _raise_not_counts(adata, path, negative, "every value is a whole number, as counts are")
+    if not _has_values(adata.X):
+        return "normalised", "no values at all (every cell is missing)"
+    return "counts", "every value is a whole number >= 0"
 
 
-def _require_counts(adata: ad.AnnData, path: Path) -> None:
-    matrix = adata.X.tocoo() if sp.issparse(adata.X) else adata.X
-    values = matrix.data if sp.issparse(adata.X) else matrix
-    bad = (values < 0) | (values != np.round(values))
-    if bad.any():
-        if sp.issparse(adata.X):
-            index = int(np.argmax(bad))
-            row, col = int(matrix.row[index]), int(matrix.col[index])
-        else:
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-        value = float(values[index] if sp.issparse(adata.X) else values[row, col])
-        what = "negative" if value < 0 else "not a whole number"
-        raise InputError(path, f"declared counts, but {value:g} is {what}",
-                         where=f"sample '{adata.obs_names[row]}', gene '{adata.var_names[col]}'",
-                         hint="set values to 'normalised' in the sheet if the data are not raw counts")
+def _raise_not_counts(adata: ad.AnnData, path: Path, cell: tuple[int, int, float], what: str):
+    row, col, value = cell
+    problem = "negative" if value < 0 else "not a whole number"
+    hint = ("set values to 'normalised' in the sheet if the data are centred (z-scores, log ratios, delta Ct); "
+            "counts cannot be negative" if value < 0 else
+            "set values to 'normalised' in the sheet if the data are not raw counts")
+    raise InputError(path, f"{what}, but {value:g} is {problem}",
+                     where=f"sample '{adata.obs_names[row]}', feature '{adata.var_names[col]}'", hint=hint)
+
+
+def first_offending(matrix, block: int = 4096) -> tuple[tuple | None, tuple | None]:
+    """The first negative and the first fractional value (row-major), as (row, column, value),
+    or None each. NaN is a missing value, neither. Dense matrices are scanned a block of rows at
+    a time, so no matrix-sized temporary is made."""
+    if sp.issparse(matrix):
+        csr = matrix.tocsr()
+        csr.sort_indices()
+        with np.errstate(invalid="ignore"):
+            masks = (csr.data < 0, (csr.data != np.round(csr.data)) & ~np.isnan(csr.data))
+        return tuple(_first_stored(csr, mask) for mask in masks)
+    negative = fraction = None
+    for start in range(0, matrix.shape[0], block):
+        rows = matrix[start : start + block]
+        with np.errstate(invalid="ignore"):
+            negative = negative or _first_dense(rows < 0, rows, start)
+            fraction = fraction or _first_dense((rows != np.round(rows)) & ~np.isnan(rows), rows, start)
+        if negative and fraction:
+            break
+    return negative, fraction
+
+
+def _first_dense(mask: np.ndarray, rows: np.ndarray, start: int) -> tuple | None:
+    if not mask.any():
+        return None
+    row, col = divmod(int(np.argmax(mask)), rows.shape[1])
+    return row + start, col, float(rows[row, col])
+
+
+def _first_stored(csr: sp.csr_matrix, mask: np.ndarray) -> tuple | None:
+    if not mask.any():
+        return None
+    i = int(np.argmax(mask))
+    row = int(np.searchsorted(csr.indptr, i, side="right")) - 1
+    return row, int(csr.indices[i]), float(csr.data[i])
+
+
+def _has_values(matrix) -> bool:
+    if sp.issparse(matrix):
+        return matrix.shape[0] * matrix.shape[1] > 0
+    return bool((~np.isnan(matrix)).any())
 
 
 def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
     matrix, rows, columns = read_numeric_table(path, fmt)
-    genes_as_rows = orientation == "genes_as_rows" or (orientation == "auto" and _genes_look_like_rows(rows, columns))
+    if orientation == "auto":
+        genes_as_rows, why = decide(rows, columns, path)
+    else:
+        genes_as_rows, why = orientation == "genes_as_rows", "set in the sheet"
     samples, genes = (columns, rows) if genes_as_rows else (rows, columns)
     require_unique(genes, path, "gene name")
     require_unique(samples, path, "sample name")
     adata = ad.AnnData(X=matrix.T if genes_as_rows else matrix)
     adata.obs_names, adata.var_names = samples.astype(str), genes.astype(str)
     meta(adata)["orientation"] = "genes_as_rows" if genes_as_rows else "samples_as_rows"
+    record_decision(adata, "orientation", meta(adata)["orientation"], why,
+                    "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
     return adata
-
-
-def _genes_look_like_rows(rows: pd.Index, columns: pd.Index) -> bool:
-    """Genes are rows when the index is named like a gene column, or rows far outnumber columns
-    (a bulk table: 20,000 genes x 12 samples). Otherwise one row a sample, as scanpy expects."""
-    if rows.name and _GENE_INDEX_NAME.search(str(rows.name)):
-        return True
-    return len(rows) > 5 * len(columns)
 
 
 def _read_container(path: Path, fmt: str) -> ad.AnnData:
@@ -120,9 +163,3 @@ def _check_finite(adata: ad.AnnData, path: Path) -> None:
     values = adata.X.data if sp.issparse(adata.X) else adata.X
     if np.isinf(values).any():
         raise InputError(path, "the matrix holds infinite values", hint="replace them with NA if they are missing")
-
-
-def looks_like_counts(matrix) -> bool:
-    """Raw counts are non-negative integers; anything else was normalised upstream."""
-    values = matrix.data if sp.issparse(matrix) else matrix[~np.isnan(matrix)]
-    return bool(values.size) and bool((values >= 0).all() and (values == np.round(values)).all())

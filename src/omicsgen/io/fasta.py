@@ -16,7 +16,9 @@ from Bio import SeqIO
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .. import alphabet as alph
+from ..decisions import record_decision
 from ..errors import InputError
+from ..provenance import meta
 from ._open import open_text
 
 SEQUENCE_FORMATS = ("fasta", "fasta-blast", "fastq", "genbank", "stockholm")
@@ -31,16 +33,37 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
         raise InputError(path, f"no {fmt} records found" if fmt not in ("fasta", "fasta-blast") else "the file is empty",
                          hint="check the 'path' and 'format' columns of the dataset sheet")
     ids, descriptions = _split_titles(titles, path)
-    name = detect_alphabet(sequences) if alphabet == "auto" else alphabet
+    name, why = detect_alphabet(sequences) if alphabet == "auto" else (alphabet, "set in the sheet")
     if name not in alph.RESIDUES:
         raise InputError(path, f"unknown alphabet '{alphabet}'", hint="use dna, rna, protein or auto")
     tokens, lengths, gc = tokenize(path, ids, sequences, name)
+    n_gapped = sum(b"-" in s or b"." in s for s in sequences)
     del sequences
     obs = pd.DataFrame({"id": ids, "description": descriptions, "length": lengths, "gc": gc},
                        index=pd.Index(ids, name="record"))
     adata = ad.AnnData(obs=obs, obsm={"tokens": tokens})
     adata.uns["alphabet"] = {"name": name, "symbols": alph.symbols(name)}
+    record_decision(adata, "alphabet", name, why, "the sheet's 'alphabet' column (dna, rna or protein)")
+    _record_alignment(adata, lengths, n_gapped)
     return adata
+
+
+def _record_alignment(adata: ad.AnnData, lengths: np.ndarray, n_gapped: int) -> None:
+    """`uns["omicsgen"]["aligned"]`: every record has the same length (a gapped multiple alignment,
+    or fixed-length records such as peaks of 200 nt), so position i means the same in each;
+    `uns["omicsgen"]["gapped"]`: some record holds alignment gaps ('-' or '.')."""
+    aligned = bool(lengths.min() == lengths.max())
+    info = meta(adata)
+    info["aligned"], info["gapped"] = aligned, bool(n_gapped)
+    gaps = f"{n_gapped:,} of {len(lengths):,} records hold gaps ('-' or '.')" if n_gapped else "no record holds a gap"
+    if aligned:
+        value = "aligned (gapped alignment)" if n_gapped else "aligned (equal length)"
+        why = f"every record is {int(lengths[0]):,} positions long; {gaps}"
+    else:
+        value = "unaligned"
+        why = f"record lengths differ ({int(lengths.min()):,}-{int(lengths.max()):,}); {gaps}"
+    record_decision(adata, "alignment", value, why,
+                    "none: a property of the file (align the records first to make it aligned)")
 
 
 def _read_fasta(handle, path: Path) -> tuple[list[str], list[bytes]]:
@@ -91,15 +114,22 @@ def _split_titles(titles: list[str], path: Path) -> tuple[list[str], list[str]]:
     return ids, descriptions
 
 
-def detect_alphabet(sequences: list[bytes]) -> str:
-    """DNA/RNA when nucleotide letters make up nearly all of the content, else protein."""
+def detect_alphabet(sequences: list[bytes]) -> tuple[str, str]:
+    """DNA/RNA when nucleotide letters make up nearly all of the content, else protein; and why."""
     sample = b"".join(sequences[:2000]).upper().replace(b"-", b"").replace(b".", b"")
     letters = set(sample.decode("ascii", "replace"))
-    if letters <= _NUCLEOTIDE_LETTERS and sample:
-        canonical = sum(sample.count(c) for c in b"ACGTUN") / len(sample)
-        if canonical > 0.9:
-            return "rna" if b"U" in sample and b"T" not in sample else "dna"
-    return "protein"
+    of = f"the first {min(len(sequences), 2000):,} records" if len(sequences) > 2000 else f"the {len(sequences):,} records"
+    others = sorted(letters - _NUCLEOTIDE_LETTERS)
+    if others or not sample:
+        shown = ", ".join(repr(c) for c in others[:6])
+        return "protein", f"letters that no nucleotide code uses ({shown}) in {of}" if others else "no letters"
+    canonical = sum(sample.count(c) for c in b"ACGTUN") / len(sample)
+    if canonical <= 0.9:
+        return "protein", (f"only {canonical:.0%} of the letters in {of} are A, C, G, T/U or N; "
+                           "the rest are IUPAC codes that are also amino acids")
+    if b"U" in sample and b"T" not in sample:
+        return "rna", f"{canonical:.0%} of the letters in {of} are A, C, G, U or N, with U and no T"
+    return "dna", f"{canonical:.0%} of the letters in {of} are A, C, G, T or N"
 
 
 def tokenize(path: Path, ids: list[str], sequences: list[bytes], name: str):
