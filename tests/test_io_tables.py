@@ -1,0 +1,265 @@
+"""Tables as spreadsheets, R and pandas write them, read right; orientation and value kind
+decided from the data and recorded; sequences' alphabet and alignment recorded.
+
+Every table is real data (cells of the shipped 10x mouse counts, the flu time course,
+scikit-learn's bundled tables) written here the way a user's tools write it."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from omicsgen import alphabet as alph
+from omicsgen.errors import InputError
+from omicsgen.io import read_dataset
+from omicsgen.io.orientation import axis_evidence
+
+
+@pytest.fixture(scope="module")
+def cells(tiny_data) -> pd.DataFrame:
+    """60 real cells (barcodes) x 40 real genes, raw UMI counts, as a DataFrame."""
+    adata = ad.read_h5ad(tiny_data["cells"])
+    genes = np.flatnonzero((adata.X > 0).sum(axis=0).A1 >= 30)[:40]
+    return pd.DataFrame(adata.X[:60, genes].toarray().astype(np.int64), index=adata.obs_names[:60],
+                        columns=adata.var_names[genes])
+
+
+def decided(adata) -> dict[str, dict]:
+    return {d["what"]: d for d in json.loads(adata.uns["omicsgen"]["decisions"])}
+
+
+def assert_reads_as(path, frame: pd.DataFrame, **kwargs):
+    adata = read_dataset(path, "expression", **kwargs)
+    assert list(adata.obs_names) == list(frame.index.astype(str))
+    assert list(adata.var_names) == list(frame.columns.astype(str))
+    x = adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X
+    np.testing.assert_allclose(x, frame.to_numpy(dtype=float), rtol=1e-6, equal_nan=True)
+    return adata
+
+
+# --- quoting, byte-order marks, line endings ---------------------------------------------------
+
+@pytest.mark.parametrize("encoding, ending", [("utf-8", "\n"), ("utf-8-sig", "\n"), ("utf-8", "\r\n"), ("utf-8-sig", "\r\n")])
+def test_quoted_separators_bom_and_crlf(tmp_path, cells, encoding, ending):
+    """Feature names holding the separator ("Xkr4, ENSMUSG..." as a spreadsheet column joins
+    them) are quoted by pandas, as RFC 4180 says; the old check counted their commas as fields."""
+    frame = cells.copy()
+    frame.columns = [f"{g}, gene {i}" for i, g in enumerate(frame.columns)]
+    frame.index.name = "cell"
+    path = tmp_path / "quoted.csv"
+    frame.to_csv(path, encoding=encoding, lineterminator=ending)
+    raw = path.read_bytes()
+    assert b'"' in raw and raw.startswith(b"\xef\xbb\xbf") == (encoding == "utf-8-sig")
+    adata = assert_reads_as(path, frame)
+    assert adata.uns["omicsgen"]["orientation"] == "samples_as_rows"
+    gz = tmp_path / "quoted.csv.gz"
+    gz.write_bytes(gzip.compress(raw))
+    assert_reads_as(gz, frame)
+
+
+def test_r_write_csv_and_write_table_layouts(tmp_path, cells):
+    """R's write.csv quotes every name and leaves the header's first cell empty (""); its
+    write.table leaves the row-name column out of the header altogether."""
+    frame = cells.T  # genes as rows, as R users often keep them
+    frame.to_csv(tmp_path / "r.csv", quoting=csv.QUOTE_NONNUMERIC, index_label="")
+    assert (tmp_path / "r.csv").read_text().startswith('"",')
+    adata = assert_reads_as(tmp_path / "r.csv", cells)
+    assert adata.uns["omicsgen"]["orientation"] == "genes_as_rows"
+    text = (tmp_path / "r.csv").read_text().split("\n", 1)
+    (tmp_path / "r_table.txt").write_text("\t".join(f'"{c}"' for c in frame.columns) + "\n"
+                                          + text[1].replace(",", "\t"))
+    assert_reads_as(tmp_path / "r_table.txt", cells)
+
+
+def test_line_breaks_and_doubled_quotes_inside_quoted_fields(tmp_path, cells):
+    frame = cells.iloc[:12, :6].copy()
+    frame.columns = [*frame.columns[:4], 'Actb "beta actin"', "Gapdh\n(housekeeping)"]
+    frame.index.name = "cell"
+    frame.to_csv(tmp_path / "multi.csv")
+    assert '""beta actin""' in (tmp_path / "multi.csv").read_text()
+    assert_reads_as(tmp_path / "multi.csv", frame)
+    # a bad cell after the two-line header is named by its line in the file (one more than its row)
+    frame = frame.astype(object)
+    frame.iat[5, 2] = "n.d."
+    frame.to_csv(tmp_path / "bad.csv")
+    with pytest.raises(InputError, match=rf"line 8, column '{frame.columns[2]}': 'n.d.' is not a number"):
+        read_dataset(tmp_path / "bad.csv", "expression")
+
+
+def test_ragged_rows_still_named_by_line(tmp_path, cells):
+    frame = cells.iloc[:8, :5].copy()
+    frame.columns = [f"{g}, id {i}" for i, g in enumerate(frame.columns)]
+    lines = frame.to_csv(index_label="cell").splitlines(keepends=True)
+    lines[4] = lines[4].rstrip("\n").rsplit(",", 1)[0] + "\n"  # one value short, behind quoted names
+    (tmp_path / "short.csv").write_text("".join(lines))
+    with pytest.raises(InputError, match="short.csv: line 5: rows of different lengths: 5 fields, the header has 6"):
+        read_dataset(tmp_path / "short.csv", "expression")
+    lines = frame.to_csv(index_label="cell").splitlines(keepends=True)
+    lines[3] = '"' + lines[3]  # a quote opened and never closed
+    (tmp_path / "open.csv").write_text("".join(lines))
+    with pytest.raises(InputError, match=r"line 4: rows of different lengths: .*is a quote \(\"\) left open"):
+        read_dataset(tmp_path / "open.csv", "expression")
+
+
+def test_stray_quote_inside_an_unquoted_name_is_literal(tmp_path):
+    """Not RFC 4180, but pandas and R read it as a letter, so we do too."""
+    path = tmp_path / "stray.tsv"
+    path.write_text('gene\tS1\tS2\tS3\nHoxa1 5"UTR\t1\t2\t3\nActb\t4\t5\t6\n')
+    adata = read_dataset(path, "expression")
+    assert list(adata.var_names) == ['Hoxa1 5"UTR', "Actb"]
+
+
+# --- orientation -----------------------------------------------------------------------------
+
+def test_qpcr_layout_cells_as_integer_rows_symbols_as_columns(tmp_path, tiny_data):
+    """428 cells with integer ids x 48 gene symbols: rows outnumber columns nine to one, yet
+    the names say the rows are cells (the layout that was read transposed)."""
+    adata = ad.read_h5ad(tiny_data["cells"])
+    frame = pd.DataFrame(adata.X[:300, :48].toarray(), index=range(1, 301), columns=adata.var_names[:48])
+    frame = pd.concat([frame, frame.iloc[:128].set_axis(range(301, 429))])  # 428 rows
+    frame = np.log2(frame + 1) - 2.5  # delta-Ct-like continuous values
+    frame.to_csv(tmp_path / "qpcr.csv")
+    read = assert_reads_as(tmp_path / "qpcr.csv", frame)
+    assert read.shape == (428, 48)
+    decision = decided(read)["orientation"]
+    assert decision["value"] == "samples_as_rows" and decision["why"].startswith("names")
+    assert "integer ids" in decision["why"] and "orientation" in decision["setting"]
+    assert decided(read)["values"]["value"] == "normalised"
+
+
+def test_bulk_genes_as_rows_by_id_by_symbol_and_by_accession(tmp_path, tiny_data):
+    adata = ad.read_h5ad(tiny_data["cells"])
+    groups = np.arange(adata.n_obs) % 12
+    bulk = pd.DataFrame({f"sample{g + 1}": adata.X[groups == g].sum(axis=0).A1.astype(int) for g in range(12)},
+                        index=pd.Index(adata.var["gene_ids"], name="gene_id"))
+    bulk.to_csv(tmp_path / "bulk.tsv", sep="\t")
+    read = assert_reads_as(tmp_path / "bulk.tsv", bulk.T)
+    assert decided(read)["orientation"]["value"] == "genes_as_rows" and decided(read)["values"]["value"] == "counts"
+    bulk.index = pd.Index(adata.var_names)  # symbols, index unnamed
+    bulk.to_csv(tmp_path / "symbols.csv")
+    assert read_dataset(tmp_path / "symbols.csv", "expression").uns["omicsgen"]["orientation"] == "genes_as_rows"
+    flu = pd.read_csv(tiny_data["flu"], sep="\t", index_col=0).iloc[:12, 3:]  # GSM samples x symbols
+    flu.T.rename_axis(None).to_csv(tmp_path / "flu_T.csv")
+    read = assert_reads_as(tmp_path / "flu_T.csv", flu)
+    assert "feature identifiers" not in decided(read)["orientation"]["why"] and "GSM" in decided(read)["orientation"]["why"]
+
+
+@pytest.mark.parametrize("loader", ["load_iris", "load_wine", "load_breast_cancer", "load_diabetes"])
+def test_sklearn_tables_either_way_round(tmp_path, loader):
+    """pandas' default integer index marks the samples, whichever axis it lands on."""
+    from sklearn import datasets
+
+    frame = getattr(datasets, loader)(as_frame=True).frame
+    frame.to_csv(tmp_path / "t.csv")
+    assert_reads_as(tmp_path / "t.csv", frame).uns["omicsgen"]["orientation"] == "samples_as_rows"
+    frame.T.to_csv(tmp_path / "t_T.csv")
+    assert_reads_as(tmp_path / "t_T.csv", frame).uns["omicsgen"]["orientation"] == "genes_as_rows"
+
+
+def test_orientation_stops_when_it_cannot_tell(tmp_path, cells):
+    """Integer ids on both axes and a near-square shape: nothing tells. Integer rows against
+    numbered sample-like columns, rows ten times the columns: names and shape disagree."""
+    square = cells.iloc[:40, :40].set_axis(range(40), axis=0).set_axis(range(100, 140), axis=1)
+    square.to_csv(tmp_path / "square.csv")
+    with pytest.raises(InputError, match="neither the names nor the shape tell.*set 'orientation' in the sheet") as err:
+        read_dataset(tmp_path / "square.csv", "expression")
+    assert "square.csv" in str(err.value) and "40 rows x 40 columns" in str(err.value)
+    assert_reads_as(tmp_path / "square.csv", square.T, orientation="genes_as_rows")
+    tall = pd.concat([cells] * 7).iloc[:, :30].set_axis(range(420)).set_axis([f"S{i}" for i in range(30)], axis=1)
+    tall.to_csv(tmp_path / "tall.csv")
+    with pytest.raises(InputError, match="the names and the shape disagree.*rows outnumber columns 14 to one"):
+        read_dataset(tmp_path / "tall.csv", "expression")
+    read = assert_reads_as(tmp_path / "tall.csv", tall, orientation="samples_as_rows")
+    assert decided(read)["orientation"]["why"] == "set in the sheet"
+
+
+FEATURES = {
+    "human symbols": ["ACTB", "GAPDH", "TP53", "HLA-A", "MT-CO1", "CD8A", "IL6"],
+    "mouse symbols": ["Actb", "Gapdh", "Trp53", "Cd8a", "Il6", "mt-Co1", "0610005C13Rik"],
+    "yeast ORFs": ["YAL001C", "YAL002W", "YBR160W", "YFL039C"],
+    "Arabidopsis AGI": ["AT1G01010", "AT1G01020", "AT3G18780", "ATCG00490"],
+    "E. coli": ["b0001", "b0002", "b0003", "thrL", "thrA", "thrB", "dnaK", "lacZ"],
+    "Ensembl": ["ENSG00000141510", "ENSMUSG00000029580.14", "ENSDARG00000037746"],
+    "probes": ["1007_s_at", "1053_at", "117_at", "AFFX-BioB-5_at"],
+    "metabolites": ["1,3-dimethyluric acid", "L-glutamine", "citric acid", "2-hydroxybutyric acid",
+                    "glycerol 3-phosphate", "N-acetylaspartate"],
+}
+SAMPLES = {
+    "integers": [str(i) for i in range(1, 30)],
+    "barcodes": ["AAACCTGAGATAGGAG-1", "AAACCTGAGCGGCTTC-1", "AAACCTGAGGAATCGC-1"],
+    "GEO": ["GSM757899", "GSM757900", "GSM757901"],
+    "numbered": ["sample1", "sample2", "sample3", "sample4"],
+    "R make.names": ["X0h", "X0h.1", "X1h", "X1h.1", "X4h", "X4h.1"],
+    "groups": ["R1L1Kidney", "R1L2Liver", "R1L3Kidney", "R1L4Liver", "R2L2Kidney", "R2L3Liver"],
+}
+
+
+@pytest.mark.parametrize("kind", FEATURES)
+def test_feature_names_of_many_organisms_lean_feature(kind):
+    assert axis_evidence(pd.Index(FEATURES[kind]), None).score > 0
+
+
+@pytest.mark.parametrize("kind", SAMPLES)
+def test_sample_names_lean_sample(kind):
+    assert axis_evidence(pd.Index(SAMPLES[kind]), None).score < 0
+
+
+# --- value kind ------------------------------------------------------------------------------
+
+def test_negative_whole_numbers_under_auto_stop_naming_the_cell(tmp_path, cells):
+    """Centred counts (each gene minus its rounded mean) are whole numbers below zero: not
+    counts, and not silently taken as normalised either."""
+    centred = cells - cells.mean().round().astype(int)
+    centred.index.name = "cell"
+    centred.to_csv(tmp_path / "centred.csv")
+    row, col = np.argwhere(centred.to_numpy() < 0)[0]
+    with pytest.raises(InputError) as err:
+        read_dataset(tmp_path / "centred.csv", "expression")
+    message = str(err.value)
+    assert f"sample '{centred.index[row]}', feature '{centred.columns[col]}'" in message
+    assert f"{centred.iat[row, col]} is negative" in message and "set values to 'normalised'" in message
+    read = assert_reads_as(tmp_path / "centred.csv", centred, values="normalised")
+    assert decided(read)["values"] == {"what": "values", "value": "normalised", "why": "set in the sheet",
+                                       "setting": decided(read)["values"]["setting"]}
+
+
+def test_value_kind_decision_says_why(tmp_path, cells):
+    cells.rename_axis("cell").to_csv(tmp_path / "counts.csv")
+    counts = decided(read_dataset(tmp_path / "counts.csv", "expression"))["values"]
+    assert counts["value"] == "counts" and "whole number" in counts["why"] and "values" in counts["setting"]
+    logged = np.log1p(cells).rename_axis("cell")
+    logged.to_csv(tmp_path / "log.csv")
+    why = decided(read_dataset(tmp_path / "log.csv", "expression"))["values"]["why"]
+    first = np.argwhere((logged.to_numpy() % 1) != 0)[0]
+    assert f"sample '{logged.index[first[0]]}', feature '{logged.columns[first[1]]}'" in why
+
+
+# --- sequences: alphabet and alignment ---------------------------------------------------------
+
+def test_alphabet_and_alignment_recorded(tmp_path, tiny_data):
+    ww = read_dataset(tiny_data["ww"], "sequence")
+    info = ww.uns["omicsgen"]
+    assert info["aligned"] is True and info["gapped"] is True
+    assert decided(ww)["alignment"]["value"] == "aligned (gapped alignment)"
+    assert decided(ww)["alphabet"]["value"] == "protein" and "alphabet" in decided(ww)["alphabet"]["setting"]
+    peaks = read_dataset(tiny_data["peaks"], "sequence")
+    assert (peaks.uns["omicsgen"]["aligned"], peaks.uns["omicsgen"]["gapped"]) == (True, False)
+    assert decided(peaks)["alphabet"]["value"] == "dna" and "A, C, G, T or N" in decided(peaks)["alphabet"]["why"]
+    # the same WW domains with their gaps removed: real, unaligned protein sequences
+    ungapped = "".join(line if line.startswith(">") else line.replace("-", "").replace(".", "")
+                       for line in tiny_data["ww"].read_text().splitlines(keepends=True))
+    (tmp_path / "ww_raw.fa").write_text(ungapped)
+    raw = read_dataset(tmp_path / "ww_raw.fa", "sequence")
+    assert (raw.uns["omicsgen"]["aligned"], raw.uns["omicsgen"]["gapped"]) == (False, False)
+    assert decided(raw)["alignment"]["value"] == "unaligned" and "lengths differ" in decided(raw)["alignment"]["why"]
+    assert not (raw.obsm["tokens"] == alph.GAP).any()
+    # the flags survive the h5ad round trip the pipeline makes
+    raw.write_h5ad(tmp_path / "raw.h5ad")
+    back = ad.read_h5ad(tmp_path / "raw.h5ad").uns["omicsgen"]
+    assert not bool(back["aligned"]) and not bool(back["gapped"]) and json.loads(back["decisions"])
