@@ -514,7 +514,7 @@ def test_baselines_use_the_model_metric_keys(tmp_path, make):
         tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / "model.json", forecast_fn=lambda h, t: h[-1], likelihood_fn=uniform
     )
     result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines" / "scores.json")
-    assert set(result) == {"dataset", "modality", "methods"}
+    assert set(result) == {"dataset", "modality", "methods", "protocol"}
     generation_keys = set(model["generation"]) - {"reference_train_vs_test"}
     for scores in result["methods"].values():
         assert set(scores) <= {"imputation", "generation", "forecast", "likelihood"}

@@ -7,6 +7,7 @@ reading the values it is scored on.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from .data import feature_means
 from .metrics import content_mask
 
 Forecaster = Callable[[np.ndarray, np.ndarray], np.ndarray]
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- numeric data
 
@@ -97,10 +99,10 @@ def mice_impute(train_observed: np.ndarray, observed: np.ndarray, seed: int = 0)
 
 def missforest_impute(train_observed: np.ndarray, observed: np.ndarray, seed: int = 0) -> np.ndarray:
     """MissForest-style imputation: IterativeImputer with a random forest per gene (20 trees, at
-    least 5 rows a leaf, seeded) on its 10 most correlated genes, 3 rounds, fit on at most 2,000
-    training rows so a 10,000-cell dataset stays within a minute."""
+    least 5 rows a leaf, seeded) on its 10 most correlated genes, 3 rounds. `numeric_fills` gives
+    it a capped subsample of the training rows (the config's evaluate.max_train_rows)."""
     forest = RandomForestRegressor(n_estimators=20, min_samples_leaf=5, max_features=0.5, n_jobs=1, random_state=seed)
-    return iterative_impute(train_observed, observed, max_iter=3, seed=seed, estimator=forest, max_train_rows=2000)
+    return iterative_impute(train_observed, observed, max_iter=3, seed=seed, estimator=forest)
 
 
 MAGIC_MISSING = "the magic-impute package is not installed (pip install magic-impute)"
@@ -114,12 +116,20 @@ def magic_impute(observed: np.ndarray, seed: int = 0, knn: int = 5, t: int = 3) 
     import magic  # optional: checked by `magic_available`
 
     start = np.where(np.isnan(observed), feature_means(observed), observed)
-    operator = magic.MAGIC(knn=knn, t=t, n_pca=min(100, min(start.shape) - 1), solver="exact",
+    # MAGIC's graph asks 3 * knn + 1 neighbours of each cell: fewer on few cells (`magic_too_small`).
+    knn = max(1, min(knn, (len(start) - 1) // 3))
+    n_pca = min(100, min(start.shape) - 1)
+    operator = magic.MAGIC(knn=knn, t=t, n_pca=n_pca if n_pca >= 2 else None, solver="exact",
                            random_state=seed, n_jobs=1, verbose=0)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         smoothed = np.asarray(operator.fit_transform(start), dtype=np.float64)
     return np.where(np.isnan(observed), smoothed, observed)
+
+
+def magic_too_small(n_rows: int) -> str | None:
+    """Why MAGIC cannot run on `n_rows` cells (its graph needs 3 * knn + 1 of them), or None."""
+    return f"MAGIC's cell graph needs at least 4 cells ({n_rows})" if n_rows < 4 else None
 
 
 def magic_available() -> bool:
@@ -378,31 +388,86 @@ def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # Each returns {method name: result for the test rows}; scores.baselines turns them into scores.
 
 
-def numeric_fills(adata: ad.AnnData, seed: int = 0) -> dict[str, np.ndarray]:
-    """Test rows with every unobserved entry filled, per imputation baseline."""
+# Baselines that fit on a capped subsample of training rows (their cost grows faster than the
+# rows, or they keep every row: kNN); mean, median and SVD use every training row.
+CAPPED = ("knn", "iterative", "mice", "missforest", "magic")
+NEEDS_TWO_FEATURES = ("iterative", "mice", "missforest")  # each feature regressed on the others
+
+
+def numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Test rows with every unobserved entry filled, per imputation baseline that could run."""
+    return fit_numeric_fills(adata, seed, max_train_rows)[0]
+
+
+def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None = None) -> tuple[dict, dict, dict]:
+    """Test rows with every unobserved entry filled, per imputation baseline, as three maps:
+    name -> filled test rows, name -> why it was skipped, name -> training rows it was fit on.
+
+    The slow baselines (CAPPED) fit on a seeded subsample of at most `max_train_rows` training
+    rows (`data.train_rows`: the same rows for the same split and seed); sizes a method cannot
+    handle are skipped with a reason, and neighbours / components shrink to what the rows allow."""
     observed = data.observed_values(adata)
     is_train, is_test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
     train, test = observed[is_train], observed[is_test]
-    fills = {
-        "mean": mean_impute(train, test),
-        "median": median_impute(train, test),
-        "knn": knn_impute(train, test),
-        "iterative": iterative_impute(train, test, seed=seed),
-        "mice": mice_impute(train, test, seed=seed),
-        "missforest": missforest_impute(train, test, seed=seed),
+    capped_rows = data.train_rows(adata.obs["split"].to_numpy(), seed, max_train_rows)
+    capped = observed[capped_rows]
+    n_features = observed.shape[1]
+    methods = {
+        "mean": (len(train), lambda: mean_impute(train, test)),
+        "median": (len(train), lambda: median_impute(train, test)),
+        "knn": (len(capped), lambda: knn_impute(capped, test)),
+        "iterative": (len(capped), lambda: iterative_impute(capped, test, seed=seed)),
+        "mice": (len(capped), lambda: mice_impute(capped, test, seed=seed)),
+        "missforest": (len(capped), lambda: missforest_impute(capped, test, seed=seed)),
     }
-    # SVD and MAGIC see train and test rows together (held-out entries hidden) and return the test rows.
+    # SVD and MAGIC see training and test rows together (held-out entries hidden) and return the test rows.
+    # Rows stay in file order, so results do not depend on how the rows were gathered.
     both = is_train | is_test
-    fills["svd"] = svd_impute(observed[both])[is_test[both]]
+    methods["svd"] = (len(train), lambda: svd_impute(observed[both])[is_test[both]])
+    cells = np.zeros(len(observed), dtype=bool)
+    cells[capped_rows] = True
+    cells |= is_test
     if magic_applies(adata) and magic_available():
-        fills["magic"] = magic_impute(observed[both], seed=seed)[is_test[both]]
+        methods["magic"] = (len(capped), lambda: magic_impute(observed[cells], seed=seed)[is_test[cells]])
     if data.modality(adata) == "timecourse":
         series = adata.obs["series"].astype(str).to_numpy()[is_test]
         times = adata.obs["time"].to_numpy(dtype=np.float64)[is_test]
         fallback = feature_means(train)
-        fills["linear"] = interpolate_series(test, series, times, fallback, "linear")
-        fills["last_value"] = interpolate_series(test, series, times, fallback, "last_value")
-    return fills
+        methods["linear"] = (0, lambda: interpolate_series(test, series, times, fallback, "linear"))
+        methods["last_value"] = (0, lambda: interpolate_series(test, series, times, fallback, "last_value"))
+    fills, skipped, fit_rows = {}, {}, {}
+    for name, (n_fit, fill) in methods.items():
+        reason = _too_small(name, n_fit, len(test), n_features, int(cells.sum()))
+        if reason is None:
+            reason, filled = _attempt(name, fill)
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        fills[name], fit_rows[name] = filled, n_fit
+    return fills, skipped, fit_rows
+
+
+def _too_small(name: str, n_fit: int, n_test: int, n_features: int, n_graph: int) -> str | None:
+    """Why baseline `name` cannot run on these sizes, or None."""
+    if n_test == 0:
+        return "the test split has no rows to fill"
+    if n_fit == 0 and name not in ("linear", "last_value"):
+        return "there are no training rows to fit on"
+    if name in NEEDS_TWO_FEATURES and n_features < 2:
+        return f"it regresses each feature on the others, and the data have {n_features} feature"
+    if name == "magic":
+        return magic_too_small(n_graph)
+    return None
+
+
+def _attempt(name: str, fill) -> tuple[str | None, np.ndarray | None]:
+    """Run one baseline; a numerical failure of the library on odd data skips it with the error
+    as its reason (logged), so one baseline never costs the dataset its page."""
+    try:
+        return None, fill()
+    except (ValueError, np.linalg.LinAlgError, IndexError) as err:
+        log.warning("baseline %s skipped: %s: %s", name, type(err).__name__, err)
+        return f"it failed on these data: {type(err).__name__}: {err}", None
 
 
 def magic_applies(adata: ad.AnnData) -> bool:

@@ -89,3 +89,83 @@ def filtered_steps(adata: ad.AnnData) -> list[dict]:
 
 def dense(matrix) -> np.ndarray:
     return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+
+
+# ---------------------------------------------------------------------------- which rows are read
+
+# Defaults of the config's `evaluate:` section (config/config.yaml documents the choice).
+MAX_ROWS = 10_000  # scored test rows; see docs/scores.md ("Subsampling") for why 10,000
+MAX_TRAIN_ROWS = 2_000  # training rows the slow baselines (kNN, MICE, MissForest, MAGIC) fit on
+BOOTSTRAP_RESAMPLES = 200
+
+
+def seeded_subset(rows: np.ndarray, cap: int | None, seed: int, stream: int) -> np.ndarray:
+    """At most `cap` of the sorted row indices `rows`, drawn without replacement from a generator
+    seeded by (seed, stream): the same rows for the same data, seed and purpose, whatever reads them."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if cap is None or len(rows) <= cap:
+        return rows
+    rng = np.random.default_rng([int(seed), stream])
+    return np.sort(rng.choice(rows, int(cap), replace=False))
+
+
+def scored_rows(split: np.ndarray, seed: int, max_rows: int | None = MAX_ROWS, series=None) -> np.ndarray:
+    """Indices of the test rows every model and baseline of a dataset is scored on: all of them,
+    or a seeded subsample of `max_rows` when the split is larger. They depend on the split column
+    and the seed only, so `evaluate` and `baselines` pick the same rows. Time courses keep whole
+    series (a forecast needs each series' earlier points): series are drawn until the cap is met."""
+    test = np.flatnonzero(np.asarray(split).astype(str) == "test")
+    if series is None:
+        return seeded_subset(test, max_rows, seed, stream=1)
+    if max_rows is None or len(test) <= max_rows:
+        return test
+    names = np.asarray(series).astype(str)[test]
+    order = np.random.default_rng([int(seed), 1]).permutation(np.unique(names))
+    sizes = np.cumsum([np.sum(names == name) for name in order])
+    keep = order[: max(1, int(np.searchsorted(sizes, max_rows, side="right")))]
+    return test[np.isin(names, keep)]
+
+
+def train_rows(split: np.ndarray, seed: int, cap: int | None) -> np.ndarray:
+    """Training rows, or a seeded subsample of `cap` of them (slow baselines, the scoring frame)."""
+    return seeded_subset(np.flatnonzero(np.asarray(split).astype(str) == "train"), cap, seed, stream=2)
+
+
+def read_obs(path) -> tuple:
+    """obs and uns of an .h5ad without its matrices (cheap at a million rows)."""
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as handle:
+        return read_elem(handle["obs"]), read_elem(handle["uns"])
+
+
+def read_rows(path, rows: np.ndarray | None) -> ad.AnnData:
+    """The rows `rows` (sorted indices) of an .h5ad, X, layers and obsm included, without reading
+    the others: sparse matrices are cut on disk, so a million-row file costs only the rows asked for."""
+    if rows is None:
+        return read(path)
+    import h5py
+    from anndata.io import read_elem, sparse_dataset
+
+    rows = np.asarray(rows, dtype=np.int64)
+
+    def cut(element):
+        if isinstance(element, h5py.Group) and "encoding-type" in element.attrs and "indptr" in element:
+            matrix = sparse_dataset(element)
+            return matrix[rows] if len(rows) else sp.csr_matrix((0, matrix.shape[1]), dtype=matrix.dtype)
+        if isinstance(element, h5py.Dataset):  # one contiguous read: h5py's point selection is slow
+            return element[rows[0] : rows[-1] + 1][rows - rows[0]] if len(rows) else element[:0]
+        return read_elem(element)[rows]
+
+    with h5py.File(path, "r") as handle:
+        obs = read_elem(handle["obs"]).iloc[rows]
+        adata = ad.AnnData(
+            X=cut(handle["X"]) if "X" in handle else None,
+            obs=obs,
+            var=read_elem(handle["var"]),
+            uns=read_elem(handle["uns"]),
+            layers={key: cut(handle["layers"][key]) for key in handle.get("layers", {})},
+            obsm={key: cut(handle["obsm"][key]) for key in handle.get("obsm", {})},
+        )
+    return adata

@@ -282,13 +282,27 @@ def classifier_two_sample_auc(real: np.ndarray, other: np.ndarray, seed: int = 0
     0.5 = indistinguishable, 1 = perfectly separable. Both sides are cut to the smaller size
     (seeded) so the classes are balanced; NaN when a side has fewer rows than folds.
     """
+    return classifier_two_sample_test(real, other, seed, folds)["auc"]
+
+
+def c2st_too_small(n_real: int, n_other: int, folds: int = 5) -> str | None:
+    """Why the classifier two-sample test cannot run on these sizes, or None when it can."""
+    if min(n_real, n_other) < folds:
+        return f"the classifier two-sample test needs {folds} rows a side ({n_real} real, {n_other} generated)"
+    return None
+
+
+def classifier_two_sample_test(real: np.ndarray, other: np.ndarray, seed: int = 0, folds: int = 5, resamples: int = 0) -> dict:
+    """The classifier two-sample test as a dict: `auc` (NaN when too small, `reason` says why) and,
+    with `resamples`, a 95% bootstrap interval of the AUC over rows (`ci`): the out-of-fold
+    predictions are resampled within each side, so the forest is fit once."""
     from sklearn.ensemble import RandomForestClassifier
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    reason = c2st_too_small(len(real), len(other), folds)
+    if reason:
+        return {"auc": float("nan"), "ci": None, "reason": reason}
     n = min(len(real), len(other))
-    if n < folds:
-        return float("nan")
     rng = np.random.default_rng(seed)
     real = real[rng.choice(len(real), n, replace=False)]
     other = other[rng.choice(len(other), n, replace=False)]
@@ -299,7 +313,87 @@ def classifier_two_sample_auc(real: np.ndarray, other: np.ndarray, seed: int = 0
     forest = RandomForestClassifier(n_estimators=50, min_samples_leaf=3, max_features="sqrt", n_jobs=1, random_state=seed)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probability = cross_val_predict(forest, features, labels, cv=splitter, method="predict_proba")[:, 1]
-    return float(roc_auc_score(labels, probability))
+    auc = _auc(probability[:n], probability[n:])
+    ci = None
+    if resamples:
+        draw = np.random.default_rng([seed, 3])
+        values = [_auc(probability[:n][draw.integers(0, n, n)], probability[n:][draw.integers(0, n, n)]) for _ in range(resamples)]
+        ci = percentile_interval(np.array(values))
+    return {"auc": auc, "ci": ci, "reason": None}
+
+
+def _auc(negative: np.ndarray, positive: np.ndarray) -> float:
+    """ROC-AUC from the scores of the two classes (Mann-Whitney U, ties count half)."""
+    ranks = rankdata(np.r_[negative, positive])
+    n_neg, n_pos = len(negative), len(positive)
+    return float((ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2) / (n_neg * n_pos))
+
+
+def c2st_top_features(real: np.ndarray, other: np.ndarray, names, seed: int = 0, top: int = 10) -> list[dict]:
+    """The features a forest leans on most to tell `other` from `real` (the c2st's forest, fit
+    once on all rows of both sides, cut to the same size): impurity importance, and each side's
+    mean of the feature, so a reader sees where generated data differ from real data."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    n = min(len(real), len(other))
+    if n < 2 or real.shape[1] == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    real = real[rng.choice(len(real), n, replace=False)]
+    other = other[rng.choice(len(other), n, replace=False)]
+    features = np.vstack([real, other])
+    forest = RandomForestClassifier(n_estimators=50, min_samples_leaf=3, max_features="sqrt", n_jobs=1, random_state=seed)
+    forest.fit(scipy.sparse.csr_matrix(features) if features.shape[1] > 256 else features, np.r_[np.zeros(n), np.ones(n)])
+    importance = forest.feature_importances_
+    order = [i for i in np.argsort(-importance, kind="stable")[:top] if importance[i] > 0]
+    return [
+        {"feature": str(names[i]), "importance": float(importance[i]), "real_mean": float(real[:, i].mean()),
+         "generated_mean": float(other[:, i].mean())}
+        for i in order
+    ]  # fmt: skip
+
+
+def mmd2_bootstrap_interval(x: np.ndarray, y: np.ndarray, bandwidth: float, seed: int = 0, resamples: int = 200):
+    """95% bootstrap interval of `mmd2_unbiased` over rows (each side resampled with replacement),
+    computed from the kernel matrices once: a resample is a vector of row multiplicities w, and the
+    unbiased within-sample sum over distinct positions is w'Kw - sum(w_i K_ii)."""
+    if len(x) < 2 or len(y) < 2 or not resamples:
+        return None
+    gamma = 1.0 / (2.0 * bandwidth**2)
+    k_xx, k_yy = np.exp(-gamma * cdist(x, x, "sqeuclidean")), np.exp(-gamma * cdist(y, y, "sqeuclidean"))
+    k_xy = np.exp(-gamma * cdist(x, y, "sqeuclidean"))
+    rng = np.random.default_rng([seed, 4])
+    n, m = len(x), len(y)
+    w_x = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)], axis=1).astype(float)
+    w_y = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(resamples)], axis=1).astype(float)
+    within_x = ((w_x * (k_xx @ w_x)).sum(axis=0) - w_x.sum(axis=0)) / (n * (n - 1))
+    within_y = ((w_y * (k_yy @ w_y)).sum(axis=0) - w_y.sum(axis=0)) / (m * (m - 1))
+    cross = (w_x * (k_xy @ w_y)).sum(axis=0) / (n * m)
+    return percentile_interval(within_x + within_y - 2.0 * cross)
+
+
+def ratio_bootstrap_interval(numerators: np.ndarray, denominators: np.ndarray, transform=None, seed: int = 0, resamples: int = 200):
+    """95% bootstrap interval over rows of transform(sum(numerators) / sum(denominators)), e.g.
+    RMSE from per-row squared errors and counts of scored entries; None without scored entries."""
+    numerators, denominators = np.asarray(numerators, float), np.asarray(denominators, float)
+    if not resamples or denominators.sum() == 0 or len(numerators) < 2:
+        return None
+    rng = np.random.default_rng([seed, 5])
+    picks = rng.integers(0, len(numerators), (resamples, len(numerators)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = numerators[picks].sum(axis=1) / denominators[picks].sum(axis=1)
+    values = values[np.isfinite(values)]
+    return percentile_interval(transform(values) if transform else values)
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95):
+    """[low, high] percentile interval, or None when there is nothing finite."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return [float(low), float(high)]
 
 
 def gene_statistics(matrix: np.ndarray) -> dict[str, np.ndarray]:

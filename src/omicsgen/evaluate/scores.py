@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -25,6 +28,18 @@ SCORED_SPLIT = "test"
 DRAWS_KEY = "imputation_draws"  # imputed.h5ad: draws at the unobserved entries (omicsgen.impute)
 # tokens (n x L), observed (n x L bool) -> n x L log-probabilities, NaN where not scored
 LogLikelihood = Callable[[np.ndarray, np.ndarray], np.ndarray]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The config's `evaluate:` section. `max_rows`: test rows scored (a seeded subsample above
+    it; None = all); `max_train_rows`: training rows the slow baselines fit on; `bootstrap`:
+    resamples of the 95% intervals of the headline scores (0 = none)."""
+
+    max_rows: int | None = data.MAX_ROWS
+    max_train_rows: int | None = data.MAX_TRAIN_ROWS
+    bootstrap: int = data.BOOTSTRAP_RESAMPLES
 
 
 def single_threaded(function):
@@ -34,15 +49,18 @@ def single_threaded(function):
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        # torch is limited only when something already imported it (a checkpoint's model):
+        # importing it here would cost a second of CPU for nothing (issue 13).
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch else None
+        if torch:
+            torch.set_num_threads(1)
         try:
             with threadpool_limits(limits=1):
                 return function(*args, **kwargs)
         finally:
-            torch.set_num_threads(threads)
+            if torch:
+                torch.set_num_threads(threads)
 
     return wrapper
 
@@ -59,6 +77,7 @@ def evaluate(
     model: str | None = None,
     forecast_fn: Forecaster | None = None,
     likelihood_fn: LogLikelihood | None = None,
+    settings: Settings = Settings(),
 ) -> dict:
     """Score a model's imputation, samples and (time course) forecasts; write and return scores.json.
 
@@ -68,8 +87,13 @@ def evaluate(
     Time courses are forecast with `forecast_fn`, else with the model in `checkpoint`; a model
     that cannot forecast (no `forecast` method) gets no forecast section. When imputed.h5ad holds
     imputation draws (`uns["imputation_draws"]`), their calibration is scored too.
+
+    Only the scored test rows (`data.scored_rows`) and the rows of the generation frame (at most
+    `settings.max_rows` train rows) are read from either file: a million-row input is never
+    held whole.
     """
-    adata = data.read(data_path)
+    rows = Rows.of(data_path, seed, settings)
+    adata = data.read_rows(data_path, rows.read)
     modality = data.modality(adata)
     scores = {
         "dataset": data.dataset(adata),
@@ -78,47 +102,103 @@ def evaluate(
     }
     not_scored = {}
     if imputed_path is not None:
-        imputed = data.read(imputed_path)
+        imputed = data.read_rows(imputed_path, rows.read)
         _check_same_rows(adata, imputed, imputed_path)
-        scores["imputation"] = _score_imputation(adata, imputed)
+        _guard(scores, not_scored, "imputation", lambda: _score_imputation(adata, imputed, seed, settings.bootstrap))
         draws = imputed.uns.get(DRAWS_KEY)
-        if draws is not None and modality != "sequence":
-            scores["calibration"] = _score_calibration(adata, draws, imputed_path)
+        if draws is not None and modality != "sequence" and "imputation" in scores:
+            scores["calibration"] = _score_calibration(adata, draws, imputed_path, rows.read)
     else:
         not_scored["imputation"] = _why_not(checkpoint, "impute")
     if samples_path is not None:
-        scores["generation"] = _score_generation(adata, data.read(samples_path), samples_path, seed)
+        samples = data.read(samples_path)
+        _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings.bootstrap))
     else:
         not_scored["generation"] = _why_not(checkpoint, "sample")
-    scores["protocol"] = protocol(adata, seed)
+    scores["protocol"] = protocol(adata, seed) | rows.protocol()
     if modality == "timecourse":
         forecaster = forecast_fn or _model_forecaster(checkpoint)
         if forecaster is not None:
-            scores["forecast"] = scoring.ForecastTask(adata, SCORED_SPLIT).score(forecaster)
+            _guard(scores, not_scored, "forecast", lambda: scoring.ForecastTask(adata, SCORED_SPLIT).score(forecaster))
     if modality == "sequence":
         likelihood = likelihood_fn or _model_likelihood(checkpoint)
         if likelihood is not None:
-            scores["likelihood"] = _score_likelihood(adata, likelihood)
+            _guard(scores, not_scored, "likelihood", lambda: _score_likelihood(adata, likelihood))
     if not_scored:
         scores["not_scored"] = not_scored
     return _write(scores, out_path)
 
 
 @single_threaded
-def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPARE_ROWS) -> dict:
+def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPARE_ROWS, settings: Settings = Settings()) -> dict:
     """Score every baseline with the same keys as a model; write and return baselines/scores.json.
 
-    Generation baselines draw `n_samples` rows, as many as the models generate."""
-    adata = data.read(data_path)
+    Generation baselines draw `n_samples` rows, as many as the models generate. They are scored on
+    the same test rows as the models (`data.scored_rows`); mean, median and SVD fit on every
+    training row, kNN, MICE, MissForest and MAGIC on at most `settings.max_train_rows` of them
+    (`protocol` records both). A baseline the data are too small for is skipped with its reason
+    (`not_scored`), never with a traceback."""
+    rows = Rows.of(data_path, seed, settings, all_train=True)
+    adata = data.read_rows(data_path, rows.read)
     modality = data.modality(adata)
     score = _sequence_baselines if modality == "sequence" else _numeric_baselines
-    methods = score(adata, seed, n_samples)
-    result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods}
+    methods, fit_rows = score(adata, seed, n_samples, settings)
+    baseline_protocol = rows.protocol() | {"max_train_rows": settings.max_train_rows, "baseline_fit_rows": fit_rows}
+    result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods, "protocol": baseline_protocol}
     return _write(result, out_path)
 
 
+@dataclass
+class Rows:
+    """Which rows of a dataset a scoring job reads: the scored test rows, plus training rows
+    (the generation frame: at most max_rows of them; every one for the baselines)."""
+
+    n_test: int
+    n_train: int
+    scored: np.ndarray
+    train: np.ndarray
+    settings: Settings
+    seed: int
+
+    @classmethod
+    def of(cls, path, seed: int, settings: Settings, all_train: bool = False) -> Rows:
+        obs, uns = data.read_obs(path)
+        split = obs["split"].astype(str).to_numpy()
+        series = obs["series"].to_numpy() if uns["omicsgen"].get("modality") == "timecourse" else None
+        scored = data.scored_rows(split, seed, settings.max_rows, series)
+        train = data.train_rows(split, seed, None if all_train else settings.max_rows)
+        return cls(int((split == "test").sum()), int((split == "train").sum()), scored, train, settings, seed)
+
+    @property
+    def read(self) -> np.ndarray:
+        return np.union1d(self.scored, self.train)
+
+    def protocol(self) -> dict:
+        return {
+            "max_rows": self.settings.max_rows,
+            "n_test_rows": self.n_test,
+            "n_scored_rows": len(self.scored),
+            "scored_rows_subsampled": len(self.scored) < self.n_test,
+            "scored_rows_seed": self.seed,
+            "n_train_rows": self.n_train,
+            "n_train_rows_read": len(self.train),
+            "bootstrap_resamples": self.settings.bootstrap,
+            "ci_level": 0.95,
+        }
+
+
+def _guard(scores: dict, not_scored: dict, section: str, compute) -> None:
+    """scores[section] = compute(), or not_scored[section] = why, when the data are too small for it."""
+    try:
+        scores[section] = compute()
+    except scoring.TooSmall as err:
+        log.warning("%s not scored: %s", section, err)
+        not_scored[section] = str(err)
+
+
 def protocol(adata: ad.AnnData, seed: int) -> dict:
-    """How the numbers were made: the mask, the splits used, and what held-out entries include."""
+    """How the numbers were made: the mask, the splits used, and what held-out entries include.
+    Counts are over the rows read (the scored test rows and the training rows of the frame)."""
     mask, heldout = data.mask_info(adata), data.heldout_mask(adata)
     test = data.split_rows(adata, SCORED_SPLIT)
     result = {
@@ -155,17 +235,32 @@ def protocol(adata: ad.AnnData, seed: int) -> dict:
 # ---------------------------------------------------------------------------- models
 
 
-def _score_imputation(adata: ad.AnnData, imputed: ad.AnnData) -> dict:
+def _score_imputation(adata: ad.AnnData, imputed: ad.AnnData, seed: int = 0, resamples: int = 0) -> dict:
     test = data.split_rows(adata, SCORED_SPLIT)
+    if not test.any():
+        raise scoring.TooSmall("the test split has no rows to score")
     heldout = data.heldout_mask(adata)[test]
     if data.modality(adata) == "sequence":
         filled = data.tokens(imputed, "tokens_imputed")
-        return metrics.sequence_imputation_accuracy(data.tokens(adata)[test], filled[test], heldout)
+        return _sequence_imputation(data.tokens(adata)[test], filled[test], heldout, seed, resamples)
     filled = data.dense(imputed.layers["imputed"][test]).astype(np.float64)  # CSR stays sparse until cut
-    return _numeric_imputation(data.values(adata)[test], filled, heldout, _counts_scale(adata), test)
+    return _numeric_imputation(data.values(adata)[test], filled, heldout, _counts_scale(adata), test, seed, resamples)
 
 
-def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int) -> dict:
+def _sequence_imputation(truth, filled, heldout, seed: int = 0, resamples: int = 0) -> dict:
+    """Accuracy of recovered residues, with its bootstrap interval over records."""
+    scores = metrics.sequence_imputation_accuracy(truth, filled, heldout)
+    scored = heldout & (truth != MISSING) & (truth >= GAP)
+    correct = (scored & (filled == truth)).sum(axis=1)
+    interval = metrics.ratio_bootstrap_interval(correct, scored.sum(axis=1), seed=seed, resamples=resamples)
+    return scoring._with_context(scores, {"accuracy": interval}, _imputation_skips(scores))
+
+
+def _imputation_skips(scores: dict) -> dict:
+    return {} if scores["n_scored"] else {"imputation": "no held-out entry with a known value in the scored test rows"}
+
+
+def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int, resamples: int = 0) -> dict:
     """Samples against the real test split, the real-data reference, and per label for
     conditional samples (samples.obs["label"] = the label each row was asked for)."""
     truth = data.tokens(adata) if data.modality(adata) == "sequence" else data.values(adata)
@@ -177,8 +272,9 @@ def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed
         make_scorer = functools.partial(scoring.SequenceGenerationScorer, alphabet=data.alphabet(adata), seed=seed)
     else:
         generated = _samples_in_gene_order(samples, adata, samples_path)
-        make_scorer = functools.partial(scoring.NumericGenerationScorer, seed=seed)
-    scorer = make_scorer(truth[train], truth[test])
+        make_scorer = functools.partial(scoring.NumericGenerationScorer, seed=seed, names=list(adata.var_names))
+    # Intervals for the whole set only: per-label scores keep their point values.
+    scorer = make_scorer(truth[train], truth[test], resamples=resamples)
     generation = {**scorer.score(generated), "reference_train_vs_test": scorer.reference()}
     if "label" in samples.obs and "label" in adata.obs:
         requested = samples.obs["label"].astype(str).to_numpy()
@@ -189,22 +285,24 @@ def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed
     return generation
 
 
-def _score_calibration(adata: ad.AnnData, draws: dict, imputed_path) -> dict:
-    """Interval coverage of the imputation draws on the held-out test entries."""
+def _score_calibration(adata: ad.AnnData, draws: dict, imputed_path, file_rows: np.ndarray) -> dict:
+    """Interval coverage of the imputation draws on the held-out test entries. `adata` holds the
+    rows `file_rows` of the file; the draws are indexed by the file's rows."""
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     test = data.split_rows(adata, SCORED_SPLIT)
     scored = heldout & test[:, None] & np.isfinite(truth)
     rows, cols = np.asarray(draws["rows"], dtype=np.int64), np.asarray(draws["cols"], dtype=np.int64)
     values = np.asarray(draws["values"], dtype=np.float64)
     stored = rows * truth.shape[1] + cols
-    wanted = np.flatnonzero(scored.ravel())
+    scored_rows, scored_cols = np.nonzero(scored)
+    wanted = np.asarray(file_rows, dtype=np.int64)[scored_rows] * truth.shape[1] + scored_cols
     where = np.searchsorted(stored, wanted)
     found = (where < len(stored)) & (stored[np.minimum(where, len(stored) - 1)] == wanted)
     if not found.all() and not (draws.get("sampled", False) and found.any()):
         raise ValueError(f"{imputed_path}: imputation draws miss {int((~found).sum())} held-out test entries")
     # on large data impute keeps a random subset of the entries' draws ("sampled"): score those
-    wanted, where = wanted[found], where[found]
-    true_values, draws_at = truth.ravel()[wanted], values[where]
+    where = where[found]
+    true_values, draws_at = truth[scored_rows[found], scored_cols[found]], values[where]
     scores = metrics.interval_calibration(true_values, draws_at)
     # Count data: most held-out truths are 0 and many intervals are [0, 0], which covers them
     # exactly; the non-zero entries show calibration where there is something to predict.
@@ -226,13 +324,21 @@ def _why_not(checkpoint, action: str) -> str:
     return f"no {'imputed' if action == 'impute' else 'samples'}.h5ad was given"
 
 
-def _numeric_imputation(truth, filled, heldout, counts, rows) -> dict:
-    """Imputation scores on X's scale, plus the counts scale where the data have counts."""
+def _numeric_imputation(truth, filled, heldout, counts, rows, seed: int = 0, resamples: int = 0) -> dict:
+    """Imputation scores on X's scale, plus the counts scale where the data have counts; 95%
+    bootstrap intervals over rows of RMSE and MAE."""
     scores = metrics.numeric_imputation_metrics(truth, filled, heldout)
     if counts is not None:
         raw, library_size, target_sum = counts
         scores |= metrics.counts_imputation_metrics(raw[rows], filled, heldout, library_size[rows], target_sum)
-    return scores
+    scored = heldout & np.isfinite(truth)
+    error = np.where(scored, filled - np.where(scored, truth, 0.0), 0.0)
+    n = scored.sum(axis=1)
+    intervals = {
+        "rmse": metrics.ratio_bootstrap_interval((error**2).sum(axis=1), n, np.sqrt, seed, resamples),
+        "mae": metrics.ratio_bootstrap_interval(np.abs(error).sum(axis=1), n, None, seed, resamples),
+    }
+    return scoring._with_context(scores, intervals, _imputation_skips(scores))
 
 
 def _counts_scale(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -308,37 +414,50 @@ def _score_likelihood(adata: ad.AnnData, likelihood: LogLikelihood) -> dict:
 # ---------------------------------------------------------------------------- baselines
 
 
-def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int) -> dict:
+def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings) -> tuple[dict, dict]:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
     if baseline_methods.magic_applies(adata) and not baseline_methods.magic_available():
         methods["magic"] = {"not_scored": {"imputation": baseline_methods.MAGIC_MISSING}}
     counts = _counts_scale(adata)
-    for name, filled in baseline_methods.numeric_fills(adata, seed).items():
-        methods.setdefault(name, {})["imputation"] = _numeric_imputation(truth[test], filled, heldout[test], counts, test)
-    scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed)
-    for name, generated in baseline_methods.numeric_samples(adata, seed, n_samples).items():
-        methods.setdefault(name, {})["generation"] = scorer.score(generated)
+    fills, skipped, fit_rows = baseline_methods.fit_numeric_fills(adata, seed, settings.max_train_rows)
+    for name, reason in skipped.items():
+        methods.setdefault(name, {}).setdefault("not_scored", {})["imputation"] = reason
+    for name, filled in fills.items():
+        methods.setdefault(name, {})["imputation"] = _numeric_imputation(
+            truth[test], filled, heldout[test], counts, test, seed, settings.bootstrap)  # fmt: skip
+    try:
+        scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed, list(adata.var_names), settings.bootstrap)
+    except scoring.TooSmall as err:
+        scorer = None
+        methods.setdefault("mean", {}).setdefault("not_scored", {})["generation"] = str(err)
+    if scorer is not None:
+        for name, generated in baseline_methods.numeric_samples(adata, seed, n_samples).items():
+            methods.setdefault(name, {})["generation"] = scorer.score(generated)
     if data.modality(adata) == "timecourse":
         task = scoring.ForecastTask(adata, SCORED_SPLIT)
         for name, forecaster in baseline_methods.forecasters(adata).items():
             methods.setdefault(name, {})["forecast"] = task.score(forecaster)
-    return methods
+    return methods, fit_rows
 
 
-def _sequence_baselines(adata: ad.AnnData, seed: int, n_samples: int) -> dict:
+def _sequence_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings) -> tuple[dict, dict]:
     truth, heldout = data.tokens(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     methods: dict[str, dict] = {}
+    names = ("most_frequent", "markov")
+    if not train.any() or not test.any():
+        why = f"the baselines need training and test records ({int(train.sum())} train, {int(test.sum())} test)"
+        return {name: {"not_scored": {"imputation": why, "generation": why}} for name in names}, {}
     for name, filled in baseline_methods.sequence_fills(adata).items():
-        methods.setdefault(name, {})["imputation"] = metrics.sequence_imputation_accuracy(truth[test], filled, heldout[test])
-    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed)
+        methods.setdefault(name, {})["imputation"] = _sequence_imputation(truth[test], filled, heldout[test], seed, settings.bootstrap)
+    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed, settings.bootstrap)
     for name, generated in baseline_methods.sequence_samples(adata, seed, n_samples).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)
     for name, likelihood in baseline_methods.sequence_likelihoods(adata).items():
         methods.setdefault(name, {})["likelihood"] = _score_likelihood(adata, likelihood)
-    return methods
+    return methods, {name: int(train.sum()) for name in names}
 
 
 # ---------------------------------------------------------------------------- output

@@ -9,6 +9,7 @@ with the same yardstick.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import anndata as ad
 import numpy as np
 from sklearn.decomposition import PCA
 
-from ..alphabet import decode
+from ..alphabet import FIRST_RESIDUE, decode
 from . import data, metrics
 from .baseline_methods import Forecaster, forecasters
 
@@ -63,10 +64,16 @@ def direction(metric: str) -> str | None:
 class NumericGenerationScorer:
     """Generated rows against the real test split: MMD and a classifier two-sample test in a PCA
     space fit on the real train split, per-gene statistics and gene-gene correlations on the data
-    scale."""
+    scale. Scores that the sizes do not allow are NaN, with the reason in the section's `skipped`.
 
-    def __init__(self, train: np.ndarray, test: np.ndarray, seed: int = 0):
-        self.seed = seed
+    `names` (the genes) label the c2st's evidence: the genes its forest leans on, fit on the data
+    scale rather than on the PCA coordinates, so a reader sees genes, not components."""
+
+    def __init__(self, train: np.ndarray, test: np.ndarray, seed: int = 0, names=None, resamples: int = 0):
+        if len(train) == 0 or len(test) == 0:
+            raise TooSmall(f"generation is scored against real rows: {len(train)} train and {len(test)} test rows")
+        self.seed, self.resamples = seed, resamples
+        self.names = list(names) if names is not None else [str(i) for i in range(train.shape[1])]
         # Natively missing values (NaN) get the train mean: a neutral position in PCA space.
         self.fill = data.feature_means(train)
         n_components = max(1, min(N_PCA_COMPONENTS, train.shape[1], len(train) - 1))
@@ -80,7 +87,7 @@ class NumericGenerationScorer:
             warnings.simplefilter("ignore", RuntimeWarning)
             variance = np.nan_to_num(np.nanvar(train, axis=0), nan=-1.0)
         self.correlation_genes = np.sort(np.argsort(-variance, kind="stable")[:N_CORRELATION_GENES])
-        self.test_filled = self._filled(self.test_rows)[:, self.correlation_genes]
+        self.test_filled = self._filled(self.test_rows)
 
     def project(self, matrix: np.ndarray) -> np.ndarray:
         return self.pca.transform(self._filled(matrix))
@@ -92,32 +99,74 @@ class NumericGenerationScorer:
     def score(self, generated: np.ndarray) -> dict:
         if not np.isfinite(generated).all():
             raise ValueError("generated data contains NaN or infinite values; they cannot be scored")
-        return self._scores(subsample(generated, self.seed), len(generated))
+        rows = subsample(generated, self.seed)
+        scores = self._scores(rows, len(generated))
+        if len(rows) and "c2st_auc" not in scores.get("skipped", {}):
+            scores["c2st_top_features"] = metrics.c2st_top_features(self.test_filled, rows, self.names, self.seed)
+        return scores
 
     def reference(self) -> dict:
         """The score real data gets: the train split scored as if it had been generated."""
         return self._scores(self.train_rows, len(self.train_rows))
 
     def _scores(self, rows: np.ndarray, n_generated: int) -> dict:
-        points = self.project(rows)
-        return {
+        points = self.project(rows) if len(rows) else np.zeros((0, self.test.shape[1]))
+        c2st = metrics.classifier_two_sample_test(self.test, points, self.seed, resamples=self.resamples)
+        filled = self._filled(rows)[:, self.correlation_genes]
+        scores = {
             "mmd2": metrics.mmd2_unbiased(points, self.test, self.bandwidth),
-            "c2st_auc": metrics.classifier_two_sample_auc(self.test, points, self.seed),
+            "c2st_auc": c2st["auc"],
             **metrics.gene_statistic_agreement(rows, self.test_rows),
-            **metrics.correlation_agreement(self._filled(rows)[:, self.correlation_genes], self.test_filled),
+            **metrics.correlation_agreement(filled, self.test_filled[:, self.correlation_genes]),
             "n_generated": n_generated,
         }
+        interval = {"c2st_auc": c2st["ci"], "mmd2": metrics.mmd2_bootstrap_interval(points, self.test, self.bandwidth, self.seed, self.resamples)}
+        return _with_context(scores, interval, _numeric_skips(len(points), len(self.test), rows.shape[1], c2st["reason"]))
 
     def _filled(self, matrix: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(matrix), self.fill, matrix)
 
 
+def _with_context(scores: dict, intervals: dict, skipped: dict) -> dict:
+    """Add the bootstrap intervals (`ci95`) that could be computed and the reasons (`skipped`)
+    for scores the sizes did not allow; both left out when empty."""
+    intervals = {key: value for key, value in intervals.items() if value is not None}
+    if intervals:
+        scores["ci95"] = intervals
+    if skipped:
+        scores["skipped"] = skipped
+    return scores
+
+
+class TooSmall(ValueError):
+    """A whole section cannot be scored on data this small; the message says why."""
+
+
+def _numeric_skips(n_generated: int, n_real: int, n_features: int, c2st_reason: str | None) -> dict:
+    """Why each generation score that is NaN on these sizes is NaN."""
+    skipped = {}
+    if min(n_generated, n_real) < 2:
+        skipped["mmd2"] = f"MMD needs 2 rows a side ({n_real} real test, {n_generated} generated)"
+    if c2st_reason:
+        skipped["c2st_auc"] = c2st_reason
+    if n_features < 2:
+        skipped["corr_matrix_distance"] = skipped["corr_matrix_pearson_r"] = f"gene-gene correlations need 2 features ({n_features})"
+    elif min(n_generated, n_real) < 3:
+        skipped["corr_matrix_distance"] = skipped["corr_matrix_pearson_r"] = (
+            f"gene-gene correlations need 3 rows a side ({n_real} real test, {n_generated} generated)")  # fmt: skip
+    if n_features < 2:
+        skipped["gene_mean_pearson_r"] = skipped["gene_variance_pearson_r"] = f"per-gene agreement r needs 2 genes ({n_features})"
+    return skipped
+
+
 class SequenceGenerationScorer:
     """k-mer spectrum divergence, GC content, uniqueness and novelty of generated records."""
 
-    def __init__(self, train: np.ndarray, test: np.ndarray, alphabet: tuple[str, list[str]], seed: int = 0):
+    def __init__(self, train: np.ndarray, test: np.ndarray, alphabet: tuple[str, list[str]], seed: int = 0, resamples: int = 0):
+        if len(train) == 0 or len(test) == 0:
+            raise TooSmall(f"generation is scored against real records: {len(train)} train and {len(test)} test records")
         self.name, self.symbols = alphabet
-        self.seed = seed
+        self.seed, self.resamples = seed, resamples
         self.n_residues = len(self.symbols) - 3
         self.has_gc = self.name in ("dna", "rna")
         self.train, self.test = train, test
@@ -125,16 +174,25 @@ class SequenceGenerationScorer:
         self.test_profiles = metrics.kmer_profiles(subsample(test, seed), C2ST_KMER, self.n_residues)
         self.test_composition = metrics.kmer_spectrum(test, 1, self.n_residues)
 
+    def kmer_names(self) -> list[str]:
+        """The C2ST_KMER-mers in the column order of `metrics.kmer_profiles` (base n_residues codes)."""
+        residues = self.symbols[FIRST_RESIDUE : FIRST_RESIDUE + self.n_residues]
+        return ["".join(letters) for letters in itertools.product(residues, repeat=C2ST_KMER)]
+
     def score(self, generated: np.ndarray) -> dict:
         generated = subsample(generated, self.seed)
         strings = decode(generated, self.symbols)
-        return {
+        scores = {
             **self._distances(generated),
             "uniqueness": metrics.uniqueness(strings),
             "novelty": metrics.novelty(strings, self.train_strings),
             **self._nearest_train(generated),
             "n_generated": len(generated),
         }
+        if len(generated) and "c2st_auc" not in scores.get("skipped", {}):
+            profiles = metrics.kmer_profiles(generated, C2ST_KMER, self.n_residues)
+            scores["c2st_top_features"] = metrics.c2st_top_features(self.test_profiles, profiles, self.kmer_names(), self.seed)
+        return scores
 
     def reference(self) -> dict:
         """Real data's score: train vs test distances; uniqueness and novelty of the test records."""
@@ -163,9 +221,13 @@ class SequenceGenerationScorer:
 
     def _distances(self, tokens: np.ndarray) -> dict:
         divergences = {f"kmer_js_{k}": metrics.kmer_js_sparse(tokens, self.test, k, self.n_residues) for k in KMER_SIZES}
-        scores = {**divergences, "kmer_js_mean": float(np.mean([divergences[f"kmer_js_{k}"] for k in KMER_MEAN_SIZES]))}
+        with warnings.catch_warnings():  # all-NaN divergences (records shorter than k) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            js_mean = float(np.nanmean([divergences[f"kmer_js_{k}"] for k in KMER_MEAN_SIZES]))
+        scores = {**divergences, "kmer_js_mean": js_mean}
         profiles = metrics.kmer_profiles(tokens, C2ST_KMER, self.n_residues)
-        scores["c2st_auc"] = metrics.classifier_two_sample_auc(self.test_profiles, profiles, self.seed)
+        c2st = metrics.classifier_two_sample_test(self.test_profiles, profiles, self.seed, resamples=self.resamples)
+        scores["c2st_auc"] = c2st["auc"]
         if self.has_gc:
             gc_mean = _mean(metrics.gc_fractions(tokens, self.name))
             scores["gc_mean"] = gc_mean
@@ -173,7 +235,8 @@ class SequenceGenerationScorer:
         else:
             composition = metrics.kmer_spectrum(tokens, 1, self.n_residues)
             scores["aa_composition_distance"] = metrics.total_variation(composition, self.test_composition)
-        return scores
+        skipped = {"c2st_auc": c2st["reason"]} if c2st["reason"] else {}
+        return _with_context(scores, {"c2st_auc": c2st["ci"]}, skipped)
 
 
 def conditional_scores(adata, truth, requested, generated, make_scorer, scorer) -> dict:
