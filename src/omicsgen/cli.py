@@ -58,6 +58,15 @@ def _impute(a):
     impute(a.input, a.checkpoint, a.output, a.seed, n_draws=a.n_draws)
 
 
+def _complete(a):
+    from pathlib import Path as _P
+
+    from .complete import complete
+
+    runs = {_P(p).parent.name: {"imputed": p, "checkpoint": str(_P(p).parent / "model.ckpt")} for p in a.imputed}
+    complete(a.input, a.masked, runs, a.output, a.seed, trainer=a.trainer, n_draws=a.n_draws, method=a.method)
+
+
 def _evaluate(a):
     from .evaluate import evaluate
 
@@ -154,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--n-draws", type=int, default=20,
                    help="imputations drawn for uncertainty when the family can draw them (0: none)")
+
+    p = stage("complete", _complete, "the input with its native NAs filled by the method best on val entries", seed=True)
+    p.add_argument("--masked", required=True, help="masked.h5ad (the val held-out entries choose the method)")
+    p.add_argument("--imputed", nargs="*", default=[], help="each model's imputed.h5ad (model.ckpt beside it)")
+    p.add_argument("--trainer", type=_json, default={}, help="trainer settings for refitting a chosen model")
+    p.add_argument("--n-draws", type=int, default=20)
+    p.add_argument("--method", default="auto", help="a model or baseline name instead of the val choice")
 
     p = stage("evaluate", _evaluate, "score a model's imputations and samples", seed=True)
     p.add_argument("--imputed", default=None, help="imputed.h5ad (left out for a family that cannot impute)")

@@ -1,0 +1,275 @@
+"""Stage `complete`: the user's own table back, every native missing value filled: completed.h5ad.
+
+What a user takes home is their data, complete. Which method fills it is decided on the
+validation rows only: every model's imputed.h5ad and every imputation baseline (fit on the
+train rows, filling the val rows) are scored on the held-out entries of the val rows, and the
+lowest RMSE wins, a baseline as readily as a model. The test rows, on which scores.json reports,
+play no part in the choice. The winner is then refit on every row with every observed entry
+(held-out entries are observed values: they were hidden only to score) and fills the native
+missing values; a model that draws imputations gives their sd and 90% interval too.
+
+The output has every row and feature of ingested.h5ad, values on the input's own scale:
+- X: the input with its native NAs filled (entries it had are bit for bit the input's);
+- layers["filled"]: True where a value was filled; ["imputed_sd"], ["imputed_lower"],
+  ["imputed_upper"] when the chosen method draws imputations (0 / the value where observed);
+- uns["omicsgen"]["completion"] (JSON text): the chosen method, each candidate's val RMSE, why,
+  how it was refit, and what could not be filled (a feature with no observed value stays NA);
+  the choice is also one of uns["omicsgen"]["decisions"].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import InputError
+from .evaluate import baseline_methods as bm
+from .models.base import split_rows
+from .models.registry import load_model_for, training_record
+from .provenance import meta, stamp, write_h5ad
+
+LOG = logging.getLogger(__name__)
+
+CHOICE_SPLIT = "val"
+INTERVAL = 0.9
+# Baselines that need every row given (transductive) or whole series.
+TRANSDUCTIVE = ("svd", "magic")
+SERIES = ("linear", "last_value")
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: int = 0,
+             trainer: dict | None = None, n_draws: int = 20, method: str = "auto") -> Path:
+    """Write completed.h5ad. `runs` maps a model name to {"imputed": imputed.h5ad, "checkpoint":
+    model.ckpt}; `trainer` holds the trainer settings a chosen model is refit with (its own
+    recorded settings fill the rest); `method` forces a candidate instead of the val choice."""
+    ingested_path, masked_path, out_path = Path(ingested_path), Path(masked_path), Path(out_path)
+    given, masked = ad.read_h5ad(ingested_path), ad.read_h5ad(masked_path)
+    if meta(masked).get("modality") == "sequence":
+        raise InputError(masked_path, "complete fills expression and time-course tables, not sequences")
+    scores = val_scores(masked, runs, seed)
+    chosen, why = choose(scores, method, masked_path)
+    values = _dense(given.X)
+    native = np.isnan(values)
+    record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
+              "val_rmse": scores["rmse"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
+              "n_native_missing": int(native.sum())}
+    completed = given.copy()
+    completed.X = values.copy()
+    completed.layers["filled"] = np.zeros(values.shape, dtype=bool)
+    if native.any():
+        fill, spread = refit_and_fill(masked, chosen, runs, seed, trainer or {}, n_draws, record)
+        _place(completed, masked, fill, spread, record)
+    else:
+        record["refit"] = "nothing to fill: the input has no missing value"
+    completed.X = completed.X.astype(np.asarray(given.X).dtype, copy=False)  # the input's own dtype
+    _record(completed, record, chosen, why, method)
+    stamp(completed, "complete", {"method": method, "runs": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in runs.items()},
+                                  "n_draws": n_draws}, inputs=[ingested_path, masked_path], seed=seed)
+    write_h5ad(completed, out_path)
+    return out_path
+
+
+# ---------------------------------------------------------------------------- the choice
+
+
+def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int) -> dict:
+    """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "n_entries"}: models
+    from their imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
+    val = split_rows(masked, CHOICE_SPLIT)
+    held = _dense(masked.layers["heldout"]).astype(bool) & val[:, None] if "heldout" in masked.layers else np.zeros(masked.shape, bool)
+    truth = _dense(masked.X)
+    held &= np.isfinite(truth)
+    rmse: dict[str, float] = {}
+    if held.any():
+        for name, filled in val_baseline_fills(masked, seed).items():
+            rmse[name] = _rmse(filled, truth, held[val], val)
+        for name, paths in runs.items():
+            imputed = ad.read_h5ad(paths["imputed"])
+            rmse[name] = _rmse(_dense(imputed.layers["imputed"])[val], truth, held[val], val)
+    return {"rmse": rmse, "n_entries": int(held.sum())}
+
+
+def val_baseline_fills(masked: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
+    """Each imputation baseline's fill of the val rows: evaluate's own `numeric_fills` on a view
+    in which the val rows take the place of the test rows and the test rows are left out."""
+    keep = split_rows(masked, ["train", CHOICE_SPLIT])
+    view = masked[keep].copy()
+    view.obs["split"] = view.obs["split"].astype(str).replace({CHOICE_SPLIT: "test"})
+    fills = bm.numeric_fills(view, seed)
+    return fills[0] if isinstance(fills, tuple) else fills  # (fills, skipped, fit rows) or fills alone
+
+
+def _rmse(filled_rows: np.ndarray, truth: np.ndarray, held_rows: np.ndarray, rows: np.ndarray) -> float:
+    diff = np.asarray(filled_rows, dtype=np.float64)[held_rows] - truth[rows][held_rows]
+    return float(np.sqrt(np.mean(diff**2))) if np.isfinite(diff).all() else float("inf")
+
+
+def choose(scores: dict, method: str, where) -> tuple[str, str]:
+    """(the candidate, why) from the val scores, or the forced `method`."""
+    rmse = scores["rmse"]
+    if method != "auto":
+        if rmse and method not in rmse:
+            raise InputError(where, f"complete: unknown method {method!r}", hint=f"candidates: {', '.join(sorted(rmse))}")
+        return method, f"set by the user (--method {method})"
+    if not rmse:
+        return "knn", ("no held-out entry falls in the val rows, so no method could be compared: "
+                       "k nearest neighbours, a robust default")
+    ranked = sorted(rmse, key=rmse.get)
+    best = ranked[0]
+    runner = f"; next {ranked[1]} {rmse[ranked[1]]:.4g}" if len(ranked) > 1 else ""
+    return best, (f"lowest RMSE on {scores['n_entries']} held-out entries of the val rows: {best} "
+                  f"{rmse[best]:.4g}{runner} (the test rows took no part in the choice)")
+
+
+# ---------------------------------------------------------------------------- refit and fill
+
+
+def all_rows(masked: ad.AnnData) -> ad.AnnData:
+    """masked.h5ad with nothing held out: every observed value is seen (native NAs stay NaN)."""
+    full = masked.copy()
+    full.layers.pop("heldout", None)
+    meta(full).pop("mask", None)
+    full.X = _dense(full.X)
+    return full
+
+
+def refit_and_fill(masked, chosen: str, runs: dict, seed: int, trainer: dict, n_draws: int, record: dict):
+    """(filled X on the prepared scale, {"sd", "lower", "upper"} or None)."""
+    full = all_rows(masked)
+    if chosen in runs:
+        return _refit_model(full, runs[chosen], seed, trainer, n_draws, record)
+    record["refit"] = f"the {chosen} baseline fit on all {full.n_obs} rows with every observed entry"
+    record["uncertainty"] = "none: a baseline gives one value per entry"
+    return baseline_fill(full, chosen, seed), None
+
+
+def baseline_fill(full: ad.AnnData, name: str, seed: int) -> np.ndarray:
+    """`name` fit on every row, filling every row's NaN."""
+    values = _dense(full.X).astype(np.float64)
+    if name in SERIES:
+        series = full.obs["series"].astype(str).to_numpy()
+        times = full.obs["time"].to_numpy(dtype=np.float64)
+        return bm.interpolate_series(values, series, times, bm.feature_means(values), name)
+    if name == "svd":
+        return bm.svd_impute(values)
+    if name == "magic":
+        return bm.magic_impute(values, seed=seed)
+    fits = {"mean": bm.mean_impute, "median": bm.median_impute, "knn": bm.knn_impute}
+    if name in fits:
+        return fits[name](values, values)
+    seeded = {"iterative": bm.iterative_impute, "mice": bm.mice_impute, "missforest": bm.missforest_impute}
+    return seeded[name](values, values, seed=seed)
+
+
+def _refit_model(full: ad.AnnData, paths: dict, seed: int, trainer: dict, n_draws: int, record: dict):
+    """Train the chosen model's family and settings again on every row, for the number of
+    epochs its validated run found best, then fill (and draw) with it."""
+    from .train import train
+
+    params = json.loads(training_record(paths["checkpoint"])["params"])
+    epochs = best_epochs(Path(paths["checkpoint"]).parent / "metrics.csv")
+    settings = {**params["trainer"], **{k: v for k, v in trainer.items() if k in ("accelerator", "devices", "precision")},
+                "max_epochs": epochs, "patience": epochs, "size_to_data": False}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "all_rows.h5ad"
+        full.obs["split"] = "train"
+        write_h5ad(full, data)
+        checkpoint = train(data, Path(tmp) / "model", params["family"], params["hparams"], settings, seed)
+        model = load_model_for(checkpoint, full, data)
+    values = _dense(full.X)
+    observed = ~np.isnan(values)
+    filled = model.impute(values, observed, obs=full.obs)
+    record["refit"] = (f"{params['family']} with its recorded settings, trained on all {full.n_obs} rows for "
+                       f"{epochs} epochs (the best epoch of its validated run)")
+    spread = None
+    if n_draws > 0 and getattr(model, "can_draw_imputations", False):
+        draws = model.impute_draws(values, observed, n_draws, torch.Generator().manual_seed(seed), obs=full.obs)
+        lower, upper = np.quantile(draws, [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2], axis=0)
+        spread = {"sd": np.where(observed, 0.0, draws.std(axis=0)), "lower": lower, "upper": upper}
+        record["uncertainty"] = f"sd and central {INTERVAL:.0%} interval of {n_draws} draws from the model"
+    else:
+        record["uncertainty"] = f"none: the {params['family']} family gives one value per entry"
+    return filled, spread
+
+
+def best_epochs(metrics_csv: Path) -> int:
+    """Epochs up to and including the one with the lowest val loss (the weights train kept)."""
+    log = pd.read_csv(metrics_csv)
+    column = "val_loss" if "val_loss" in log and log["val_loss"].notna().any() else "train_loss"
+    return int(log.loc[log[column].idxmin(), "epoch"]) + 1
+
+
+# ---------------------------------------------------------------------------- back onto the input
+
+
+def to_input_scale(x: np.ndarray, prepared: ad.AnnData) -> np.ndarray:
+    """Undo preprocess's scaling / normalisation so the fills sit on the input's own scale."""
+    scale = str(meta(prepared).get("x_scale", "as_given"))
+    if scale.endswith("_minmax"):
+        x = x * prepared.var["minmax_range"].to_numpy() + prepared.var["minmax_min"].to_numpy()
+    elif scale.endswith("_scaled"):
+        x = x * prepared.var["std"].to_numpy() + prepared.var["mean"].to_numpy()
+    if scale.startswith("log1p_normalised"):
+        target = float(json.loads(meta(prepared)["provenance"]["preprocess"]["params"])["params"].get("target_sum", 1e4))
+        x = np.expm1(x) * prepared.obs["library_size"].to_numpy()[:, None] / target
+    return x
+
+
+def _place(completed: ad.AnnData, masked: ad.AnnData, fill: np.ndarray, spread, record: dict) -> None:
+    """Fills at the native NAs of the rows and features the method saw; what it did not see is
+    filled with the feature's observed mean (and counted); a feature with no value stays NA."""
+    rows = completed.obs_names.get_indexer(masked.obs_names)
+    cols = completed.var_names.get_indexer(masked.var_names)
+    x = completed.X
+    native = np.isnan(x)
+    empty = native.all(axis=0)  # no value to learn from: any fill would be invented
+    block = to_input_scale(np.asarray(fill, dtype=np.float64), masked)
+    sub = (native & ~empty[None, :])[np.ix_(rows, cols)]
+    target = x[np.ix_(rows, cols)]
+    target[sub] = block[sub]
+    x[np.ix_(rows, cols)] = target
+    if spread is not None:
+        lower, upper = to_input_scale(spread["lower"], masked), to_input_scale(spread["upper"], masked)
+        layers = {"imputed_sd": np.zeros(x.shape), "imputed_lower": x.copy(), "imputed_upper": x.copy()}
+        for key, values in (("imputed_sd", (upper - lower) / 2 / 1.6449), ("imputed_lower", lower), ("imputed_upper", upper)):
+            part = layers[key][np.ix_(rows, cols)]
+            part[sub] = values[sub]
+            layers[key][np.ix_(rows, cols)] = part
+        completed.layers.update({k: v.astype(np.float32) for k, v in layers.items()})
+        record["imputed_sd"] = "half the 90% interval / 1.645 on the input's scale (the sd where the scale is linear)"
+    outside = np.isnan(x)
+    means = np.nanmean(np.where(empty[None, :], 0.0, x), axis=0)
+    fallback = outside & ~empty[None, :]
+    x[fallback] = np.broadcast_to(means, x.shape)[fallback]
+    completed.layers["filled"] = native & ~np.isnan(x)
+    record["n_filled"] = int(completed.layers["filled"].sum())
+    record["n_filled_outside_model"] = int(fallback.sum())
+    if fallback.any():
+        record["outside_model"] = "rows or features preprocessing left out: filled with the feature's observed mean"
+    record["features_without_values"] = [str(v) for v in completed.var_names[empty]]
+    record["n_left_missing"] = int(np.isnan(x).sum())
+
+
+def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: str) -> None:
+    from .preprocess.expression import record_decision
+
+    meta(completed)["completion"] = json.dumps(record, sort_keys=True, default=float)
+    kind = "a model" if record["kind"] == "model" else "a baseline, not a model"
+    record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
+                    "omicsgen complete --method (auto: the val choice)")
+    LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
+
+
+def _dense(matrix) -> np.ndarray:
+    return np.asarray(matrix.toarray() if hasattr(matrix, "toarray") else matrix, dtype=np.float64)

@@ -1,0 +1,91 @@
+"""complete: the user's table back, every native NA filled by the method best on val entries."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from omicsgen.complete import complete, val_scores
+from omicsgen.impute import impute
+from omicsgen.ingest import ingest
+from omicsgen.mask import mask
+from omicsgen.preprocess import preprocess
+from omicsgen.train import train
+
+TRAINER = {"max_epochs": 4, "batch_size": 64, "accelerator": "cpu", "patience": 4, "size_to_data": False}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The Wisconsin breast-cancer table (scikit-learn's copy, first 300 of 569 x 30) with a limit-of-detection
+    NA pattern (low values missing more often, 4%) and one feature never measured; a VAE."""
+    from sklearn.datasets import load_breast_cancer
+
+    folder = tmp_path_factory.mktemp("complete")
+    truth = load_breast_cancer(as_frame=True).frame.drop(columns="target").iloc[:300].astype(np.float32)
+    truth.index = [f"s{i}" for i in range(len(truth))]
+    rng = np.random.default_rng(0)
+    z = ((truth - truth.mean()) / truth.std()).to_numpy()
+    weight = 1 / (1 + np.exp(2 * z))
+    table = truth.mask(rng.random(truth.shape) < 0.04 * weight / weight.mean())
+    table["never_measured"] = np.nan
+    table.to_csv(folder / "bc.csv", index_label="sample")
+    ingest(folder / "bc.csv", folder / "ingested.h5ad", "bc", "expression", orientation="samples_as_rows")
+    preprocess(folder / "ingested.h5ad", folder / "prepared.h5ad", {"scale": "zscore"}, {"val": 0.15, "test": 0.2}, 0)
+    mask(folder / "prepared.h5ad", folder / "masked.h5ad", 0.1, "mcar", 0)
+    checkpoint = train(folder / "masked.h5ad", folder / "vae", "vae", {}, TRAINER, 0)
+    impute(folder / "masked.h5ad", checkpoint, folder / "vae" / "imputed.h5ad", 0, n_draws=0)
+    runs = {"vae": {"imputed": folder / "vae" / "imputed.h5ad", "checkpoint": checkpoint}}
+    return folder, truth, table, runs
+
+
+def test_every_native_na_filled_by_the_val_choice(run):
+    folder, truth, table, runs = run
+    complete(folder / "ingested.h5ad", folder / "masked.h5ad", runs, folder / "completed.h5ad", 0, n_draws=0)
+    out = ad.read_h5ad(folder / "completed.h5ad")
+    assert list(out.obs_names) == list(table.index) and list(out.var_names) == list(table.columns)
+    given = table.to_numpy()
+    seen = ~np.isnan(given)
+    assert np.array_equal(out.X[seen], given[seen])  # the user's own values untouched
+    record = json.loads(out.uns["omicsgen"]["completion"])
+    scores = record["val_rmse"]
+    assert {"vae", "mean", "knn", "mice", "svd"} <= set(scores)
+    assert record["chosen"] == min(scores, key=scores.get) and "val rows" in record["why"]
+    # every NA filled but the feature with no value at all, which stays NA and is named
+    assert record["features_without_values"] == ["never_measured"]
+    assert np.isnan(out.X[:, -1]).all() and not np.isnan(out.X[:, :-1]).any()
+    assert out.layers["filled"].sum() == record["n_filled"] == int(np.isnan(given[:, :-1]).sum())
+    # on the input's scale (preprocess z-scored), and far better than the feature means
+    missing = np.isnan(given[:, :-1])
+    true = truth.to_numpy()[missing]
+    error = np.sum((out.X[:, :-1][missing] - true) ** 2) / np.sum(true**2)
+    means = np.broadcast_to(np.nanmean(given[:, :-1], axis=0), missing.shape)[missing]
+    assert error < 0.5 * np.sum((means - true) ** 2) / np.sum(true**2)
+    decisions = json.loads(out.uns["omicsgen"]["decisions"])
+    assert decisions[-1]["value"].startswith(record["chosen"]) and "--method" in decisions[-1]["setting"]
+
+
+def test_choice_never_reads_test_rows(run):
+    folder, _, _, runs = run
+    masked = ad.read_h5ad(folder / "masked.h5ad")
+    before = val_scores(masked, runs, 0)
+    test = (masked.obs["split"] == "test").to_numpy()
+    masked.X[test] = masked.X[test] + 100.0  # wreck the test rows' truth
+    assert val_scores(masked, runs, 0) == before
+
+
+def test_a_forced_model_is_refit_on_all_rows_with_uncertainty(run):
+    folder, truth, table, runs = run
+    complete(folder / "ingested.h5ad", folder / "masked.h5ad", runs, folder / "forced.h5ad", 0,
+             trainer={"accelerator": "cpu"}, n_draws=8, method="vae")
+    out = ad.read_h5ad(folder / "forced.h5ad")
+    record = json.loads(out.uns["omicsgen"]["completion"])
+    assert record["kind"] == "model" and "all 300 rows" in record["refit"]
+    filled = out.layers["filled"]
+    assert (out.layers["imputed_sd"][filled] > 0).all() and (out.layers["imputed_sd"][~filled] == 0).all()
+    assert (out.layers["imputed_lower"][filled] <= out.X[filled]).mean() > 0.8
+    assert (out.layers["imputed_upper"][filled] >= out.X[filled]).mean() > 0.8

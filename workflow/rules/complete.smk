@@ -1,0 +1,24 @@
+rule complete:
+    # The user's table back with its native NAs filled by the method best on the val rows'
+    # held-out entries (a model or a baseline), refit on every row (omicsgen.complete).
+    input:
+        data="results/{dataset}/ingested.h5ad",
+        masked="results/{dataset}/masked.h5ad",
+        imputed=dataset_products("imputed.h5ad"),
+        models=lambda wildcards: [p.replace("imputed.h5ad", "model.ckpt") for p in dataset_products("imputed.h5ad")(wildcards)],
+        metrics=lambda wildcards: [p.replace("imputed.h5ad", "metrics.csv") for p in dataset_products("imputed.h5ad")(wildcards)],
+    output:
+        report("results/{dataset}/completed.h5ad", caption="../report/completed.rst", category="{dataset}"),
+    params:
+        trainer=lambda wildcards: json.dumps({k: config["trainer"][k] for k in ("accelerator", "devices", "precision")}),
+        n_draws=config.get("impute", {}).get("n_draws", 20),
+        seed=dataset_seed,
+    log:
+        "logs/{dataset}/complete.log",
+    threads: 2
+    conda:
+        "../../envs/omicsgen.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} omicsgen complete --input {input.data:q} --masked {input.masked:q}"
+        " --imputed {input.imputed:q} --trainer {params.trainer:q} --n-draws {params.n_draws}"
+        " --seed {params.seed} --output {output:q} > {log:q} 2>&1"
