@@ -263,3 +263,71 @@ def test_alphabet_and_alignment_recorded(tmp_path, tiny_data):
     raw.write_h5ad(tmp_path / "raw.h5ad")
     back = ad.read_h5ad(tmp_path / "raw.h5ad").uns["omicsgen"]
     assert not bool(back["aligned"]) and not bool(back["gapped"]) and json.loads(back["decisions"])
+
+
+# --- row names -------------------------------------------------------------------------------
+
+def test_missing_row_names_are_kept_and_named_by_line(tmp_path, cells):
+    """R writes NA for a missing row name (Khan's SRBCT genes have some), pandas an empty cell."""
+    frame = cells.T.iloc[:10].copy()  # genes as rows
+    names = frame.index.to_numpy(dtype=object)
+    names[3], names[7] = np.nan, np.nan
+    frame.index = pd.Index(names, name="gene")
+    text = frame.to_csv()
+    (tmp_path / "pandas.csv").write_text(text)
+    (tmp_path / "r.csv").write_text(text.replace("\n,", "\nNA,"))
+    for path in (tmp_path / "pandas.csv", tmp_path / "r.csv"):
+        adata = read_dataset(path, "expression")
+        assert adata.n_vars == 10 and adata.var_names[3] == "unnamed (line 5)" and adata.var_names[7] == "unnamed (line 9)"
+        np.testing.assert_array_equal(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, frame.T.to_numpy())
+        assert decided(adata)["unnamed rows"]["value"].startswith("2 named by their line")
+
+
+def test_table_written_without_row_names(tmp_path):
+    """pandas' to_csv(index=False): the first column is a measurement (repeats, fractions), so
+    every column is data and the rows are numbered."""
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    adata = read_dataset(tmp_path / "wine.csv", "expression")
+    assert adata.shape == frame.shape and list(adata.var_names) == list(frame.columns)
+    assert list(adata.obs_names[:3]) == ["1", "2", "3"]
+    np.testing.assert_allclose(adata.X, frame.to_numpy(), rtol=1e-6)
+    assert "'alcohol'" in decided(adata)["row names"]["why"]
+
+
+# --- a new user's real tables (tests/unseen, see its README) -----------------------------------
+
+UNSEEN = {  # file -> (samples, features), orientation, values
+    "guo_qpcr.csv": ((428, 48), "samples_as_rows", "normalised"),
+    "metabolites_cold.csv": ((52, 154), "samples_as_rows", "normalised"),
+    "khan_srbct.csv.gz": ((63, 500), "genes_as_rows", "normalised"),
+    "marioni_counts.tsv": ((10, 1500), "genes_as_rows", "counts"),
+    "lung_otus.tsv": ((78, 500), "genes_as_rows", "counts"),
+}
+
+
+@pytest.mark.parametrize("name", UNSEEN)
+def test_unseen_tables_read_the_right_way_round(name):
+    from pathlib import Path
+
+    path = Path(__file__).parent / "unseen" / name
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+    adata = read_dataset(path, "expression")
+    shape, orientation, values = UNSEEN[name]
+    assert adata.shape == shape
+    assert decided(adata)["orientation"]["value"] == orientation and decided(adata)["values"]["value"] == values
+
+
+def test_clinical_table_with_negative_whole_numbers_asks_for_values(tmp_path):
+    """lifelines' lung table: whole numbers, weight loss negative for some patients."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "unseen" / "lung_clinical.csv"
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+    with pytest.raises(InputError, match=r"sample '\d+', feature 'wt.loss': every value is a whole number.*-\d+ is negative"):
+        read_dataset(path, "expression")
+    assert read_dataset(path, "expression", values="normalised").shape == (228, 10)

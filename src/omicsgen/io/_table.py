@@ -31,8 +31,15 @@ class Structure(NamedTuple):
     lines: np.ndarray  # the file line on which each data record starts (blank lines and line breaks inside quotes counted)
 
 
-def read_numeric_table(path: Path, fmt: str) -> tuple[np.ndarray, pd.Index, pd.Index]:
-    """Values (float32, NaN where NA/NaN/empty), row labels, column labels."""
+class Table(NamedTuple):
+    values: np.ndarray  # float32, NaN where NA/NaN/empty
+    rows: pd.Index  # row labels (text)
+    columns: pd.Index
+    unnamed: list[int]  # file lines of rows whose name was empty or NA, now named by that line
+    data_first_column: str | None  # the first column's name when it held data, not row names (rows numbered 1..n)
+
+
+def read_numeric_table(path: Path, fmt: str) -> Table:
     sep = SEPARATORS[fmt]
     structure = check_structure(path, sep, fmt)
     dtypes = {name: np.float32 for name in structure.header[1:]}
@@ -40,11 +47,42 @@ def read_numeric_table(path: Path, fmt: str) -> tuple[np.ndarray, pd.Index, pd.I
         table = _read_csv(path, sep, dtype=dtypes)
     except ValueError:
         table = read_text_table(path, fmt)  # a cell is not a number: find it for the message
-        return to_numeric(table, path, structure.lines), table.index, table.columns
-    table.index = table.index.astype(str)
-    values = table.to_numpy(dtype=np.float32)
-    _require_finite(values, table, path, structure.lines)
-    return values, table.index, table.columns
+        values = to_numeric(table, path, structure.lines)
+    else:
+        first = _data_first_column(table.index)
+        if first is not None:  # pandas' to_csv(index=False): every column is data
+            table = table.reset_index().astype(np.float32)
+            table.index = pd.RangeIndex(1, len(table) + 1)
+        values = table.to_numpy(dtype=np.float32)
+        _require_finite(values, table, path, structure.lines)
+    rows, unnamed = _name_missing(table.index, structure.lines)
+    return Table(values, rows, table.columns, unnamed, first if first is not None else None)
+
+
+def _data_first_column(index: pd.Index) -> str | None:
+    """The first column's name when it holds numbers with repeats, gaps or fractions: then it
+    is a measurement (pandas wrote the table with index=False), since row names are unique.
+    Unique whole numbers stay row names (R's and pandas' row numbers)."""
+    if not pd.api.types.is_numeric_dtype(index) or index.dtype == bool:
+        return None
+    values = index.to_numpy(dtype=float)
+    repeated = index.duplicated().any() or np.isnan(values).any()
+    if repeated or (values != np.round(values)).any():
+        return str(index.name) if index.name is not None else ""
+    return None
+
+
+def _name_missing(index: pd.Index, lines: np.ndarray) -> tuple[pd.Index, list[int]]:
+    """Rows without a name (R writes NA for a missing row name) are named by their line, so
+    they are kept and can still be found in the file."""
+    labels = index.astype(str)
+    missing = np.flatnonzero(pd.isna(index) | labels.str.strip().isin(["", "nan"]))
+    if not missing.size:
+        return labels, []
+    unnamed = [_line(lines, int(i)) for i in missing]
+    names = labels.to_numpy(dtype=object)
+    names[missing] = [f"unnamed (line {line})" for line in unnamed]
+    return pd.Index(names, name=index.name), unnamed
 
 
 def read_text_table(path: Path, fmt: str) -> pd.DataFrame:

@@ -114,7 +114,7 @@ def _has_values(matrix) -> bool:
 def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
-    matrix, rows, columns = read_numeric_table(path, fmt)
+    matrix, rows, columns, unnamed, data_first_column = read_numeric_table(path, fmt)
     if orientation == "auto":
         genes_as_rows, why = decide(rows, columns, path)
     else:
@@ -127,6 +127,15 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     meta(adata)["orientation"] = "genes_as_rows" if genes_as_rows else "samples_as_rows"
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
+    if data_first_column is not None:
+        record_decision(adata, "row names", f"none in the file: rows numbered 1-{len(rows)}",
+                        f"the first column ('{data_first_column}') holds numbers that repeat or have fractions, "
+                        "so it is data, not names", "put unique row names in the first column")
+    if unnamed:
+        shown = ", ".join(map(str, unnamed[:5])) + (", ..." if len(unnamed) > 5 else "")
+        record_decision(adata, "unnamed rows", f"{len(unnamed)} named by their line, e.g. 'unnamed (line {unnamed[0]})'",
+                        f"their name is empty or NA in the file (lines {shown}); they are kept",
+                        "give every row a name in the file")
     return adata
 
 
