@@ -62,7 +62,9 @@ def timed_ingest(source: Path, modality: str, out: Path) -> tuple[float, float, 
         f"ingest({str(source)!r}, {str(out)!r}, 'bench', {modality!r})\n"
         "print(time.perf_counter() - t, cpu() - c, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"ingest of {source} failed:\n{result.stderr[-3000:]}")
     seconds, cpu_seconds, peak_mb = map(float, result.stdout.split()[-3:])
     return seconds, cpu_seconds, peak_mb
 

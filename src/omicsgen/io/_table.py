@@ -40,9 +40,11 @@ class Table(NamedTuple):
 
 
 def read_numeric_table(path: Path, fmt: str) -> Table:
+    """The table's numbers and labels; the first column holds the row names unless it is data."""
     sep = SEPARATORS[fmt]
     structure = check_structure(path, sep, fmt)
     dtypes = {name: np.float32 for name in structure.header[1:]}
+    first = None
     try:
         table = _read_csv(path, sep, dtype=dtypes)
     except ValueError:
@@ -56,7 +58,7 @@ def read_numeric_table(path: Path, fmt: str) -> Table:
         values = table.to_numpy(dtype=np.float32)
         _require_finite(values, table, path, structure.lines)
     rows, unnamed = _name_missing(table.index, structure.lines)
-    return Table(values, rows, table.columns, unnamed, first if first is not None else None)
+    return Table(values, rows, table.columns, unnamed, first)
 
 
 def _data_first_column(index: pd.Index) -> str | None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
@@ -127,8 +126,14 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     meta(adata)["orientation"] = "genes_as_rows" if genes_as_rows else "samples_as_rows"
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
+    _record_row_names(adata, len(rows), unnamed, data_first_column)
+    return adata
+
+
+def _record_row_names(adata: ad.AnnData, n_rows: int, unnamed: list[int], data_first_column: str | None) -> None:
+    """Rows of the file that had no name, or a table with no name column at all."""
     if data_first_column is not None:
-        record_decision(adata, "row names", f"none in the file: rows numbered 1-{len(rows)}",
+        record_decision(adata, "row names", f"none in the file: rows numbered 1-{n_rows}",
                         f"the first column ('{data_first_column}') holds numbers that repeat or have fractions, "
                         "so it is data, not names", "put unique row names in the first column")
     if unnamed:
@@ -136,7 +141,6 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
         record_decision(adata, "unnamed rows", f"{len(unnamed)} named by their line, e.g. 'unnamed (line {unnamed[0]})'",
                         f"their name is empty or NA in the file (lines {shown}); they are kept",
                         "give every row a name in the file")
-    return adata
 
 
 def _read_container(path: Path, fmt: str) -> ad.AnnData:

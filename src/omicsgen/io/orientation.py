@@ -49,13 +49,12 @@ _FEATURE_ID = re.compile(
     r"|FBgn\d+|FBtr\d+|WBGene\d+|ZDB-GENE-[\d-]+|(HGNC|MGI|RGD|SGD|CHEBI|HMDB):?\w+"
     r"|LOC\d+|LINC\d+|[a-z]{3}-(mir|miR|let)-[\w-]+"  # uncharacterised loci, miRBase names
 )
-# Identifiers that are samples wherever they appear.
-_SAMPLE_ID = re.compile(
-    r"\d+(\.0)?"  # integer ids (R's row numbers, pandas' default index)
-    r"|(GSM|SRR|SRX|SRS|ERR|ERX|ERS|DRR|DRX|SAMN|SAMEA|SAMD)\d+"  # GEO, SRA, ENA, BioSample
-    r"|TCGA-\w\w-\w{4}.*"
-    r"|(.*[^A-Za-z])?[ACGTN]{8,}([^A-Za-z].*)?"  # cell barcodes (AAACCTGAGATAGGAG-1, lib1_ACGT...)
-)
+# Identifiers that are samples wherever they appear, by what they are.
+_SAMPLE_IDS = {
+    "integer ids": re.compile(r"\d+(\.0)?"),  # R's row numbers, pandas' default index
+    "sample accessions": re.compile(r"(GSM|SRR|SRX|SRS|ERR|ERX|ERS|DRR|DRX|SAMN|SAMEA|SAMD)\d+|TCGA-\w\w-\w{4}.*"),
+    "cell barcodes": re.compile(r"(.*[^A-Za-z])?[ACGTN]{8,}([^A-Za-z].*)?"),  # AAACCTGAGATAGGAG-1, lib1_ACGT...
+}
 # A running number after a generic word: s1, sample_2, Cell3, X0h (R's make.names), GENE1, g2.
 # (Names with digits as '#'; the number is required.)
 _SAMPLE_STEM = re.compile(r"(s|sample|smp|cell|c|rep|replicate|patient|pt|donor|subject|mouse|animal|"
@@ -106,8 +105,9 @@ def axis_evidence(names: pd.Index, axis_name) -> Evidence:
     e = _examples(values)
     if _share(values, _FEATURE_ID) > 0.5:
         return Evidence(2, f"feature identifiers ({e})")
-    if _share(values, _SAMPLE_ID) > 0.5:
-        return Evidence(-2, f"integer ids, barcodes or sample accessions ({e})")
+    for kind, pattern in _SAMPLE_IDS.items():
+        if _share(values, pattern) > 0.5:
+            return Evidence(-2, f"{kind} ({e})")
     stems = [re.sub(r"\d+", "#", v.lower()) for v in values]
     if _share(stems, _FEATURE_STEM) >= 0.75:
         return Evidence(1, f"numbered feature names ({e})")
