@@ -40,6 +40,10 @@ CORPUS = {
     "lung_otus": ("expression", "lung_otus.tsv", (78, 500)),
     "mouse_diet": ("timecourse", "mouse_diet_timecourse.tsv", (139, 40)),
 }
+# What the user writes in the sheet after a first run stopped and said to: lung_clinical holds whole
+# numbers and a negative weight loss, which `values: auto` refuses to guess about (the message names
+# the cell; test_whole_numbers_with_a_negative_stop_with_the_cell below).
+SHEET_EXTRA = {"lung_clinical": {"values": "normalised"}}
 # what the values are, as any reader of the file can tell (negative values are never counts)
 VALUE_KIND = {"guo_qpcr": "normalised", "khan_srbct": "normalised", "metabolites_cold": "normalised",
               "marioni_counts": "counts", "lung_otus": "counts"}
@@ -52,8 +56,9 @@ def run_as_new_user(folder: Path) -> subprocess.CompletedProcess:
     (folder / "config").mkdir(parents=True)
     shutil.copy(ROOT / "config" / "config.yaml", folder / "config" / "config.yaml")
     shutil.copytree(UNSEEN, folder / "data", ignore=shutil.ignore_patterns("README.md"))
-    sheet = "dataset\tmodality\tpath\n" + "".join(f"{name}\t{modality}\tdata/{file}\n"
-                                                   for name, (modality, file, _) in CORPUS.items())
+    sheet = "dataset\tmodality\tpath\tvalues\n" + "".join(
+        f"{name}\t{modality}\tdata/{file}\t{SHEET_EXTRA.get(name, {}).get('values', '')}\n"
+        for name, (modality, file, _) in CORPUS.items())
     (folder / "my.tsv").write_text(sheet)
     (folder / "sizes.yaml").write_text(yaml.safe_dump(SIZES))
     # the rules call the `omicsgen` command installed beside this Python
@@ -138,3 +143,16 @@ def _why_missing(folder: Path, dataset: str) -> str:
     errors = {str(p.relative_to(folder)): _traceback_tail(p) for p in logs
               if "Error" in p.read_text(errors="replace")}
     return f"logs with errors: {json.dumps(errors)}" if errors else "no log holds an error"
+
+
+def test_whole_numbers_with_a_negative_stop_with_the_cell(tmp_path):
+    """Without `values` in the sheet, the clinical table stops at ingest with one line naming the
+    file, the row and column of a negative whole number, and the setting that says what it is."""
+    result = subprocess.run([str(Path(sys.executable).parent / "omicsgen"), "ingest", "--input",
+                             str(UNSEEN / "lung_clinical.csv"), "--output", str(tmp_path / "out.h5ad"),
+                             "--dataset", "lung_clinical", "--modality", "expression"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and not (tmp_path / "out.h5ad").exists()
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "lung_clinical.csv" in message and "wt.loss" in message and "-5" in message and "normalised" in message
