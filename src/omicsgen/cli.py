@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
+import time
 from pathlib import Path
 
 from .errors import InputError
@@ -31,7 +33,7 @@ def _ingest(a):
 def _preprocess(a):
     from .preprocess import preprocess
 
-    preprocess(a.input, a.output, a.params, a.split, a.seed)
+    preprocess(a.input, a.output, a.params, a.split, a.seed, facts_path=a.facts)
 
 
 def _mask(a):
@@ -86,7 +88,7 @@ def _report(a):
         leaderboard(a.scores, a.baselines, a.output)
     else:
         model_dirs = {Path(p).parent.name: Path(p).parent for p in a.scores}
-        dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output)
+        dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output, choices=a.choices)
 
 
 def _papers(a):
@@ -106,11 +108,33 @@ def _provenance(a):
 
 
 def _models(a):
+    from .choose import choose_models, describe_rule
     from .models.registry import FAMILIES
 
+    print("# families: the modalities each takes and its hyper-parameters' defaults")
     for name, family in FAMILIES.items():  # one line per model class: a family may differ by modality
         for cls, modalities in family.distinct_classes().items():
             print(f"{name}\tmodalities: {', '.join(modalities)}\tdefaults: {json.dumps(cls.defaults)}")
+    if a.config:
+        models = _configured_models(a.config)
+        print(f"\n# the models of {a.config} and when each runs (omicsgen.choose: modality, what the model needs, when:, datasets:)")
+        print("\n".join(describe_rule(models)))
+        for facts_path in a.facts:
+            with open(facts_path) as handle:
+                facts = json.load(handle)
+            print(f"\n# on {facts_path}: {json.dumps(facts, sort_keys=True)}")
+            for c in choose_models(models, facts, dataset=Path(facts_path).parent.name):
+                print(f"{c.model}\t{'runs' if c.chosen else 'skipped'}\t{c.reason}")
+
+
+def _configured_models(path) -> dict:
+    import yaml
+
+    from .sweep import expand_models
+
+    with open(path) as handle:
+        config = yaml.safe_load(handle) or {}
+    return expand_models({**config.get("models", {}), **config.get("extra_models", {})})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("preprocess", _preprocess, "QC, normalise, select features, split", seed=True)
     p.add_argument("--params", type=_json, default={})
     p.add_argument("--split", type=_json, default={"val": 0.1, "test": 0.2})
+    p.add_argument("--facts", default=None, help="also write the facts that choose the models (JSON) here")
 
     p = stage("mask", _mask, "hold out entries for imputation scoring", seed=True)
     p.add_argument("--rate", type=float, default=0.1)
@@ -185,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", nargs="*", default=[], help="scores.json of each model")
     p.add_argument("--baselines", nargs="*", default=[], help="baselines/scores.json")
     p.add_argument("--leaderboard", action="store_true", help="the summary page over all datasets")
+    p.add_argument("--choices", type=json.loads, default=None,
+                   help="JSON: the configured models, whether each runs on the dataset and why (omicsgen.choose)")
 
     p = sub.add_parser("papers", help="published results beside ours: a paper config's page, or its input table")
     p.set_defaults(func=_papers)
@@ -204,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help=".h5ad outputs or model.ckpt files")
     p.set_defaults(func=_provenance)
 
-    p = sub.add_parser("models", help="list the model families, their modalities and defaults")
+    p = sub.add_parser("models", help="list the model families, their modalities and defaults; with --config, "
+                       "which configured model runs on which data and why")
+    p.add_argument("--config", default=None, help="a config file: print its models and the rule that picks them")
+    p.add_argument("--facts", nargs="*", default=[], help="results/<dataset>/facts.json: print each model's choice for that data")
     p.set_defaults(func=_models)
     return parser
 
@@ -213,12 +243,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    started = time.perf_counter()
     try:
         args.func(args)
     except InputError as err:
         print(f"omicsgen {args.command}: error: {err}", file=sys.stderr)
         return 2
+    _log_cost(args.command, started)
     return 0
+
+
+def _log_cost(command: str, started: float) -> None:
+    """One line with the job's CPU seconds (imports included; bench/pipeline.py reads it)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
+    logging.getLogger("omicsgen").info("omicsgen %s finished in %.1f s wall, %.1f s CPU", command,
+                                       time.perf_counter() - started, cpu)
 
 
 if __name__ == "__main__":

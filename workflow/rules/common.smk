@@ -3,26 +3,71 @@ import re
 import shlex
 
 import pandas as pd
+import yaml
+from snakemake.logging import logger
 from snakemake.utils import validate
 
-from omicsgen.models.registry import FAMILIES
+from omicsgen.choose import as_records, choose_models, chosen, parse_sheet_models
+from omicsgen.models.catalog import CATALOG, can
 from omicsgen.sweep import expand_models
 
+# A user's --configfile replaces these sections whole instead of merging into the defaults key by
+# key: a merged `models:` would bring back every default model the user left out. To add models to
+# the defaults instead, list them under `extra_models:`.
+REPLACED_SECTIONS = ("models", "paper")
+for user_file in workflow.overwrite_configfiles or []:
+    user_config = yaml.safe_load(open(user_file)) or {}
+    for section in REPLACED_SECTIONS:
+        if section in user_config:
+            config[section] = user_config[section]
+config["models"] = {**config["models"], **config.pop("extra_models", {})}
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-DATASETS = (
-    pd.read_csv(config["datasets"], sep="\t", dtype=str, comment="#")
-    .fillna("")
-    .set_index("dataset", drop=False)
-)
-validate(DATASETS.reset_index(drop=True), schema="../schemas/datasets.schema.yaml")  # every row; one call, as it loads the schema
-if DATASETS.index.duplicated().any():
-    raise ValueError(f"{config['datasets']}: duplicate dataset ids: {sorted(set(DATASETS.index[DATASETS.index.duplicated()]))}")
+
+def read_sheet(path):
+    """The dataset sheet, checked row by row: an error names the sheet file and the row."""
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"dataset sheet {path}: cannot be read as a tab-separated table: {err}") from None
+    missing = [c for c in ("dataset", "modality", "path") if c not in sheet.columns]
+    if missing:
+        raise ValueError(f"dataset sheet {path}: no column {', '.join(map(repr, missing))} "
+                         f"(the header has {', '.join(sheet.columns)}; columns are tab-separated)")
+    try:
+        validate(sheet, schema="../schemas/datasets.schema.yaml")  # every row; one call, as it loads the schema
+    except Exception as err:
+        raise ValueError(f"dataset sheet {path}: {sheet_error(sheet, err)}") from None
+    duplicated = sheet["dataset"][sheet["dataset"].duplicated()]
+    if len(duplicated):
+        raise ValueError(f"dataset sheet {path}: row {duplicated.index[0] + 2}: dataset id '{duplicated.iloc[0]}' is used twice")
+    return sheet.set_index("dataset", drop=False)
+
+
+def sheet_error(sheet, err):
+    """Snakemake's validation error, reduced to the first bad row (line numbers count the header as 1)."""
+    from jsonschema import Draft202012Validator
+
+    schema = yaml.safe_load(open(workflow.source_path("../schemas/datasets.schema.yaml")))
+    for index, row in enumerate(sheet.to_dict("records")):
+        problem = next(iter(Draft202012Validator(schema).iter_errors(row)), None)
+        if problem is not None:
+            where = ".".join(map(str, problem.path)) or "row"
+            return f"row {index + 2} (dataset '{row.get('dataset', '')}'): {where}: {problem.message}"
+    return str(err).splitlines()[0]
+
+
+DATASETS = read_sheet(config["datasets"])
 MODELS = expand_models(config["models"])  # a list of values is a sweep: one model per value
 for name, spec in MODELS.items():
-    if spec["family"] not in FAMILIES:
-        raise ValueError(f"config models.{name}: unknown family '{spec['family']}' (known: {', '.join(FAMILIES)})")
+    if spec["family"] not in CATALOG:
+        raise ValueError(f"config models.{name}: unknown family '{spec['family']}' (known: {', '.join(CATALOG)})")
+for row_number, (name, cell) in enumerate(DATASETS.get("models", pd.Series(dtype=str)).items(), start=2):
+    unknown = sorted(set(parse_sheet_models(cell) or []) - set(MODELS))
+    if unknown:
+        raise ValueError(f"dataset sheet {config['datasets']}: row {row_number} (dataset '{name}'): models column names "
+                         f"{', '.join(unknown)}, not configured (configured: {', '.join(MODELS)})")
 
 
 wildcard_constraints:
@@ -49,20 +94,35 @@ def sheet_option(dataset, column):
     return f"--{column} {shlex.quote(value)}" if value else ""
 
 
+CHOICES = {}  # dataset -> [Choice]: input functions ask many times, the facts are read once
+
+
+def model_choices(dataset):
+    """Every configured model with whether it runs on this dataset and why (`omicsgen.choose`), from
+    the facts that preprocess recorded: a checkpoint, so the DAG grows once they exist."""
+    if dataset not in CHOICES:
+        facts_path = checkpoints.preprocess.get(dataset=dataset).output.facts
+        with open(facts_path) as handle:
+            facts = json.load(handle)
+        asked = parse_sheet_models(SHEET[dataset].get("models", ""))
+        CHOICES[dataset] = choose_models(MODELS, facts, dataset, asked)
+        runs = chosen(CHOICES[dataset])
+        logger.info(f"{dataset}: models {', '.join(runs) or 'none'} (omicsgen.choose; the page says why)")
+    return CHOICES[dataset]
+
+
 def models_for(dataset):
-    """The configured models whose family accepts this dataset's modality (and, when the model
-    lists `datasets:`, only those datasets)."""
-    return [
-        name
-        for name, spec in MODELS.items()
-        if modality(dataset) in FAMILIES[spec["family"]].modalities
-        and dataset in spec.get("datasets", [dataset])
-    ]
+    """The configured models that run on a dataset, chosen by what the data is (`model_choices`)."""
+    return chosen(model_choices(dataset))
+
+
+def choices_json(wildcards):
+    return json.dumps(as_records(model_choices(wildcards.dataset)))
 
 
 def model_params(wildcards):
     """(family, hyper-parameters as JSON) of a configured model, its trainer overrides left out."""
-    spec = {k: v for k, v in MODELS[wildcards.model].items() if k not in ("trainer", "datasets")}
+    spec = {k: v for k, v in MODELS[wildcards.model].items() if k not in ("trainer", "datasets", "when")}
     return spec.pop("family"), json.dumps(spec, sort_keys=True)
 
 
@@ -75,8 +135,7 @@ def model_trainer(wildcards):
 def family_can(model, dataset, action):
     """Whether a configured model can `sample` or `impute` on a dataset's modality (GAIN cannot
     sample, a GAN cannot impute): its generate / impute jobs exist only when it can."""
-    cls = FAMILIES[MODELS[model]["family"]].model_class(modality(dataset))
-    return getattr(cls, f"can_{action}")
+    return can(MODELS[model]["family"], modality(dataset), action)
 
 
 def model_products(wildcards):
@@ -95,6 +154,10 @@ def dataset_products(name):
         for model in models_for(wildcards.dataset)
         if family_can(model, wildcards.dataset, action)
     ]
+
+
+def all_model_scores(wildcards):
+    return [f"results/{d}/{m}/scores.json" for d in DATASETS.index for m in models_for(d)]
 
 
 def dataset_scores(wildcards):

@@ -20,7 +20,7 @@ if "paper" in config:
 
     rule paper:
         input:
-            scores=[f"results/{d}/{m}/scores.json" for d in DATASETS.index for m in models_for(d)],
+            scores=all_model_scores,
             baselines=expand("results/{dataset}/baselines/scores.json", dataset=DATASETS.index),
         output:
             html=report(

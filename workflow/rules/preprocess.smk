@@ -1,8 +1,10 @@
-rule preprocess:
+# A checkpoint: which models run on a dataset follows from the facts it records (omicsgen.choose).
+checkpoint preprocess:
     input:
         "results/{dataset}/ingested.h5ad",
     output:
-        "results/{dataset}/prepared.h5ad",
+        data="results/{dataset}/prepared.h5ad",
+        facts="results/{dataset}/facts.json",
     params:
         preprocess=lambda wildcards: json.dumps(config["preprocess"].get(modality(wildcards.dataset), {})),
         split=json.dumps(config["split"]),
@@ -12,5 +14,5 @@ rule preprocess:
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "omicsgen preprocess --input {input:q} --output {output:q} --params {params.preprocess:q}"
+        "omicsgen preprocess --input {input:q} --output {output.data:q} --facts {output.facts:q} --params {params.preprocess:q}"
         " --split {params.split:q} --seed {params.seed} > {log:q} 2>&1"

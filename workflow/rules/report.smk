@@ -11,18 +11,20 @@ rule report_dataset:
         baselines="results/{dataset}/baselines/scores.json",
     output:
         report("results/{dataset}/report.html", caption="../report/dataset_report.rst", category="{dataset}"),
+    params:
+        choices=choices_json,  # which models ran and why: shown on the page
     log:
         "logs/{dataset}/report.log",
     conda:
         "../../envs/omicsgen.yaml"
     shell:
         "omicsgen report --dataset {wildcards.dataset} --input {input.data:q} --scores {input.scores:q}"
-        " --baselines {input.baselines:q} --output {output:q} > {log:q} 2>&1"
+        " --baselines {input.baselines:q} --choices {params.choices:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule report_leaderboard:
     input:
-        scores=[f"results/{d}/{m}/scores.json" for d in DATASETS.index for m in models_for(d)],
+        scores=all_model_scores,
         baselines=expand("results/{dataset}/baselines/scores.json", dataset=DATASETS.index),
         pages=expand("results/{dataset}/report.html", dataset=DATASETS.index),
     output:

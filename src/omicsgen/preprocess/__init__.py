@@ -6,6 +6,7 @@ import json
 
 import anndata as ad
 
+from ..choose import write_facts
 from ..errors import InputError
 from ..provenance import meta, stamp, write_h5ad
 from .expression import prepare_expression
@@ -15,8 +16,9 @@ from .split import assign_split
 _PREPARE = {"expression": prepare_expression, "timecourse": prepare_expression, "sequence": prepare_sequences}
 
 
-def preprocess(data_path, out, params: dict, split: dict, seed: int) -> None:
-    """`params` is the config's preprocess section for this modality; `split` its val/test fractions."""
+def preprocess(data_path, out, params: dict, split: dict, seed: int, facts_path=None) -> None:
+    """`params` is the config's preprocess section for this modality; `split` its val/test fractions;
+    `facts_path` gets the facts that choose the models (`choose.data_facts`)."""
     adata = ad.read_h5ad(data_path)
     modality = meta(adata)["modality"]
     removed: list[dict] = []
@@ -28,6 +30,8 @@ def preprocess(data_path, out, params: dict, split: dict, seed: int) -> None:
     meta(adata)["filtered"] = json.dumps(removed)
     stamp(adata, "preprocess", {"params": params, "split": split}, inputs=[data_path], seed=seed)
     write_h5ad(adata, out)
+    if facts_path:
+        write_facts(adata, facts_path)
 
 
 def _summary(removed: list[dict]) -> str:

@@ -20,6 +20,7 @@ from ..evaluate import data, metrics
 from ..evaluate.scoring import FORECAST_HORIZONS, NumericGenerationScorer, direction
 from ..provenance import write_text
 from . import plots
+from .decisions import decisions_section
 
 SECTIONS = ("imputation", "calibration", "generation", "forecast", "likelihood")
 # The one number per section the leaderboard shows, by modality-specific key (first present wins).
@@ -81,11 +82,12 @@ class Row:
 # ---------------------------------------------------------------------------- dataset page
 
 
-def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, out_html) -> None:
+def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, out_html, choices: list[dict] | None = None) -> None:
     """Write one page for a dataset: score tables, figures, provenance and preprocessing filters.
 
     `data_path` is the dataset's masked.h5ad; each model dir holds scores.json, metrics.csv,
     imputed.h5ad and samples.h5ad (missing files leave out that model's figure, with a note).
+    `choices` are the configured models with whether each ran here and why (`omicsgen.choose`).
     """
     adata = data.read(data_path)
     model_dirs = {name: Path(folder) for name, folder in model_dirs.items()}
@@ -94,6 +96,7 @@ def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, ou
     body = [
         f"<h1>{_e(dataset)}</h1>",
         _data_summary(adata),
+        decisions_section(adata, choices),
         _winners(model_scores, baseline_methods),
         _score_sections(model_scores, baseline_methods),
         _figures(adata, model_dirs, model_scores, baseline_methods),
