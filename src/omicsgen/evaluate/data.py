@@ -153,9 +153,13 @@ def read_rows(path, rows: np.ndarray | None) -> ad.AnnData:
     def cut(element):
         if isinstance(element, h5py.Group) and "encoding-type" in element.attrs and "indptr" in element:
             matrix = sparse_dataset(element)
-            return matrix[rows] if len(rows) else sp.csr_matrix((0, matrix.shape[1]), dtype=matrix.dtype)
-        if isinstance(element, h5py.Dataset):  # one contiguous read: h5py's point selection is slow
-            return element[rows[0] : rows[-1] + 1][rows - rows[0]] if len(rows) else element[:0]
+            if not len(rows):
+                return sp.csr_matrix((0, matrix.shape[1]), dtype=matrix.dtype)
+            return sp.vstack([matrix[lo:hi][picked] for lo, hi, picked in _slabs(rows)], format="csr")
+        if isinstance(element, h5py.Dataset):
+            if not len(rows):
+                return element[:0]
+            return np.concatenate([element[lo:hi][picked] for lo, hi, picked in _slabs(rows)])
         return read_elem(element)[rows]
 
     with h5py.File(path, "r") as handle:
@@ -169,3 +173,17 @@ def read_rows(path, rows: np.ndarray | None) -> ad.AnnData:
             obsm={key: cut(handle["obsm"][key]) for key in handle.get("obsm", {})},
         )
     return adata
+
+
+SLAB_ROWS = 65_536
+
+
+def _slabs(rows: np.ndarray):
+    """(start, stop, positions within) of each block of SLAB_ROWS file rows holding wanted rows:
+    contiguous reads are fast where h5py's and anndata's row lists are slow, and one block at a
+    time bounds the memory of a read."""
+    blocks = rows // SLAB_ROWS
+    for block in np.unique(blocks):
+        wanted = rows[blocks == block]
+        lo = int(wanted[0])
+        yield lo, int(wanted[-1]) + 1, wanted - lo

@@ -355,8 +355,10 @@ def c2st_top_features(real: np.ndarray, other: np.ndarray, names, seed: int = 0,
 
 def mmd2_bootstrap_interval(x: np.ndarray, y: np.ndarray, bandwidth: float, seed: int = 0, resamples: int = 200):
     """95% bootstrap interval of `mmd2_unbiased` over rows (each side resampled with replacement),
-    computed from the kernel matrices once: a resample is a vector of row multiplicities w, and the
-    unbiased within-sample sum over distinct positions is w'Kw - sum(w_i K_ii)."""
+    computed from the kernel matrices once: a resample is a vector of row multiplicities w. Pairs
+    of copies of one row are left out of the within-sample means (w'Kw - sum w_i^2 over
+    n^2 - sum w_i^2 pairs), as the unbiased statistic leaves out a row paired with itself;
+    counting them would shift every resample up by the kernel's 1 on duplicates."""
     if len(x) < 2 or len(y) < 2 or not resamples:
         return None
     gamma = 1.0 / (2.0 * bandwidth**2)
@@ -366,8 +368,9 @@ def mmd2_bootstrap_interval(x: np.ndarray, y: np.ndarray, bandwidth: float, seed
     n, m = len(x), len(y)
     w_x = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)], axis=1).astype(float)
     w_y = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(resamples)], axis=1).astype(float)
-    within_x = ((w_x * (k_xx @ w_x)).sum(axis=0) - w_x.sum(axis=0)) / (n * (n - 1))
-    within_y = ((w_y * (k_yy @ w_y)).sum(axis=0) - w_y.sum(axis=0)) / (m * (m - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of one repeated row has no pair: NaN, dropped
+        within_x = ((w_x * (k_xx @ w_x)).sum(axis=0) - (w_x**2).sum(axis=0)) / (n * n - (w_x**2).sum(axis=0))
+        within_y = ((w_y * (k_yy @ w_y)).sum(axis=0) - (w_y**2).sum(axis=0)) / (m * m - (w_y**2).sum(axis=0))
     cross = (w_x * (k_xy @ w_y)).sum(axis=0) / (n * m)
     return percentile_interval(within_x + within_y - 2.0 * cross)
 

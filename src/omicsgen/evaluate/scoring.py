@@ -77,7 +77,9 @@ class NumericGenerationScorer:
         # Natively missing values (NaN) get the train mean: a neutral position in PCA space.
         self.fill = data.feature_means(train)
         n_components = max(1, min(N_PCA_COMPONENTS, train.shape[1], len(train) - 1))
-        self.pca = PCA(n_components=n_components, random_state=seed).fit(self._filled(train))
+        with warnings.catch_warnings():  # a constant train set (one row) explains no variance: a warning, not an error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.pca = PCA(n_components=n_components, random_state=seed).fit(self._filled(train))
         self.train_rows = subsample(train, seed)
         self.test_rows = subsample(test, seed)
         self.train = self.project(self.train_rows)
