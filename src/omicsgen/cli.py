@@ -72,13 +72,31 @@ def _complete(a):
 def _evaluate(a):
     from .evaluate import evaluate
 
-    evaluate(a.input, a.imputed, a.samples, a.output, checkpoint=a.checkpoint, seed=a.seed)
+    evaluate(a.input, a.imputed, a.samples, a.output, checkpoint=a.checkpoint, seed=a.seed, settings=_scoring(a))
 
 
 def _baselines(a):
     from .evaluate import baselines
 
-    baselines(a.input, a.output, seed=a.seed, n_samples=a.n_samples)
+    baselines(a.input, a.output, seed=a.seed, n_samples=a.n_samples, settings=_scoring(a))
+
+
+def _scoring(a):
+    from .evaluate.scores import Settings
+
+    return Settings(max_rows=a.max_rows, max_train_rows=a.max_train_rows, bootstrap=a.bootstrap)
+
+
+def _rows(text: str) -> int | None:
+    """A row count, or none / null for no limit."""
+    return None if text.lower() in ("none", "null") else int(text)
+
+
+def _scoring_options(p) -> None:
+    """The config's `evaluate:` section, shared by evaluate and baselines (docs/scores.md)."""
+    p.add_argument("--max-rows", type=_rows, default=10000, help="test rows scored, a seeded subsample above it (none = all)")
+    p.add_argument("--max-train-rows", type=_rows, default=2000, help="training rows the slow baselines fit on (none = all)")
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples of the 95%% intervals of headline scores (0 = none)")
 
 
 def _report(a):
@@ -200,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imputed", default=None, help="imputed.h5ad (left out for a family that cannot impute)")
     p.add_argument("--samples", default=None, help="samples.h5ad (left out for a family that cannot sample)")
     p.add_argument("--checkpoint", default=None)
+    _scoring_options(p)
 
     p = stage("baselines", _baselines, "score the classical baselines", seed=True)
     p.add_argument("--n-samples", type=int, default=1000, help="rows each generation baseline draws")
+    _scoring_options(p)
 
     p = stage("report", _report, "write an HTML report", inputs=False)
     p.add_argument("--input", default=None, help="masked.h5ad of the dataset")

@@ -11,9 +11,11 @@ rule baselines:
     params:
         n_samples=config["generate"]["n_samples"],
         seed=dataset_seed,
+        # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap); the CLI's defaults match config.yaml
+        scoring=" ".join(f"--{k.replace('_', '-')} {'none' if v is None else v}" for k, v in config.get("evaluate", {}).items()),
     log:
         "logs/{dataset}/baselines.log",
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "omicsgen baselines --input {input:q} --output {output:q} --n-samples {params.n_samples} --seed {params.seed} > {log:q} 2>&1"
+        "omicsgen baselines --input {input:q} --output {output:q} --n-samples {params.n_samples} --seed {params.seed} {params.scoring} > {log:q} 2>&1"

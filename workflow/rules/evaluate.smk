@@ -13,6 +13,8 @@ rule evaluate:
     params:
         products=lambda wildcards: " ".join(f"--{key} {shlex.quote(path)}" for key, path in model_products(wildcards).items()),
         seed=dataset_seed,
+        # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap); the CLI's defaults match config.yaml
+        scoring=" ".join(f"--{k.replace('_', '-')} {'none' if v is None else v}" for k, v in config.get("evaluate", {}).items()),
     log:
         "logs/{dataset}/{model}/evaluate.log",
     threads: 2
@@ -20,4 +22,4 @@ rule evaluate:
         "../../envs/omicsgen.yaml"
     shell:
         "OMP_NUM_THREADS={threads} omicsgen evaluate --input {input.data:q} {params.products}"
-        " --checkpoint {input.model:q} --output {output:q} --seed {params.seed} > {log:q} 2>&1"
+        " --checkpoint {input.model:q} --output {output:q} --seed {params.seed} {params.scoring} > {log:q} 2>&1"
