@@ -36,6 +36,7 @@ from .batches import InMemoryBatches
 from .errors import InputError
 from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality, split_rows, with_lr_schedule
 from .models.registry import FAMILIES
+from .models.sizing import sized_for_data
 from .provenance import atomic_path, checksum, meta, package_versions, stamp, write_text
 
 LOG = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     data_path, out_dir = Path(data_path), Path(out_dir)
     adata = ad.read_h5ad(data_path)
     cls = family_class(family, adata, data_path)
+    hparams, trainer = sized_for_data(cls, adata, hparams, trainer)  # small data: models/sizing.py
     settings = trainer_settings(trainer, data_path)
     model_hparams = model_settings(cls, hparams, settings, data_path)
     if not split_rows(adata, "train").any():

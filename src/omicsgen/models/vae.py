@@ -34,16 +34,33 @@ from .base import (
 
 # Bounds on the per-gene log-variance: keeps the NLL finite for genes that are constant in training.
 LOG_VAR_RANGE = (-7.0, 5.0)
+# Pseudo-rows that shrink a series' mean residual towards 0 (`series_offsets`).
+SERIES_SHRINK = 1.0
+# Adam's step size when refining latents at imputation (`refine_steps`).
+REFINE_LR = 0.05
+# The generator seed of the entries validation hides under masked denoising.
+VAL_DENOISE_SEED = 12345
 # The obs column a conditional model may be conditioned on.
 LABEL_COLUMN = "label"
 
 
-def mlp(n_in: int, hidden_dim: int, n_layers: int) -> nn.Sequential:
+def mlp(n_in: int, hidden_dim: int, n_layers: int, dropout: float = 0.0) -> nn.Sequential:
+    """Linear -> LayerNorm -> ReLU (-> Dropout when `dropout` > 0: no layer at 0, so the weights'
+    names are those of checkpoints made before dropout existed)."""
     layers, width = [], n_in
     for _ in range(n_layers):
         layers += [nn.Linear(width, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU()]
+        layers += [nn.Dropout(dropout)] if dropout > 0 else []
         width = hidden_dim
     return nn.Sequential(*layers)
+
+
+def hide_at_random(observed: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
+    """`observed` with a random `rate` of its True entries set False (masked denoising: the
+    encoder does not see them, the likelihood still scores them, so every step practises filling
+    entries the model cannot see, the task `impute` does)."""
+    draw = torch.rand(observed.shape, generator=generator).to(observed.device)
+    return observed & (draw >= rate)
 
 
 # ---- labels (conditional models) ---------------------------------------------------------------
@@ -110,6 +127,19 @@ class VAE(GenerativeModel):
         "learning_rate": 1e-3,
         "likelihood": "gaussian",
         "condition_on": None,
+        # Small-data regime (models/sizing.py sets them from the number of training rows when
+        # the config does not): dropout in both networks, and the fraction of observed entries
+        # hidden from the encoder at each step (masked denoising; 0 = plain VAE).
+        "dropout": 0.0,
+        "denoise_rate": 0.0,
+        # Gradient steps that refine each row's latent mean at imputation (Gaussian likelihood):
+        # the encoder's guess, then the MAP of z under the decoder and the prior given the row's
+        # observed entries. Closes the amortisation gap an encoder fit on few rows leaves.
+        "refine_steps": 0,
+        # Time courses: add each series' mean residual of a gene to its rows' fills (rows of a
+        # series are then imputed together: `rows_independent` is False). models/sizing.py
+        # turns it on for time-course data.
+        "series_offsets": False,
     }
     has_latent = True
     can_draw_imputations = True
@@ -117,23 +147,32 @@ class VAE(GenerativeModel):
     def __init__(
         self, n_genes, hidden_dim, latent_dim, n_layers, beta, kl_warmup_epochs, learning_rate,
         likelihood="gaussian", target_sum=cm.DEFAULT_TARGET_SUM, condition_on=None, label_names=(),
+        dropout=0.0, denoise_rate=0.0, refine_steps=0, series_offsets=False,
     ):
         super().__init__()
         if likelihood not in cm.LIKELIHOODS:
             raise ValueError(f"vae: likelihood must be one of {', '.join(cm.LIKELIHOODS)}, not {likelihood!r}")
         if n_layers < 1:
             raise ValueError(f"vae: n_layers must be at least 1, not {n_layers}")
+        if not (0 <= dropout < 1 and 0 <= denoise_rate < 1):
+            raise ValueError(f"vae: dropout and denoise_rate must be in [0, 1), not {dropout}, {denoise_rate}")
         label_names = list(label_names) if condition_on else []
+        self.rows_independent = not series_offsets  # a series' rows are filled together
         n_labels = _check_conditioning(condition_on, label_names)
         self.save_hyperparameters()
         # The first layer reads [x, observed mask, label one-hot]; `encode` splits its weight.
-        self.encoder = mlp(2 * n_genes + n_labels, hidden_dim, n_layers)
+        self.encoder = mlp(2 * n_genes + n_labels, hidden_dim, n_layers, dropout)
         self.to_latent_mean = nn.Linear(hidden_dim, latent_dim)
         self.to_latent_log_var = nn.Linear(hidden_dim, latent_dim)
-        self.decoder = mlp(latent_dim + n_labels, hidden_dim, n_layers)
+        self.decoder = mlp(latent_dim + n_labels, hidden_dim, n_layers, dropout)
         if likelihood == "gaussian":
             self.to_gene_mean = nn.Linear(hidden_dim, n_genes)
             self.gene_log_var = nn.Parameter(torch.zeros(n_genes))
+            # Each feature's training mean and sd: the networks see and predict z-scores, so
+            # centred, negative or wildly scaled features (a clinical table's areas beside its
+            # ratios) train alike. 0 / 1 (no change) for checkpoints made before they existed.
+            self.register_buffer("x_center", torch.zeros(n_genes))
+            self.register_buffer("x_scale", torch.ones(n_genes))
         else:
             self.count_head = cm.CountHead(hidden_dim, n_genes, zero_inflated=likelihood == "zinb")
             self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
@@ -205,8 +244,17 @@ class VAE(GenerativeModel):
         mean = train["x"].sum(0) / counts
         var = ((train["x"] - mean) ** 2 * train["observed"]).sum(0) / counts
         with torch.no_grad():
-            self.to_gene_mean.bias.copy_(mean)
+            self.x_center.copy_(mean)
+            self.x_scale.copy_(var.sqrt().clamp_min(1e-3))
+            self.to_gene_mean.bias.zero_()
             self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Gaussian checkpoints from before the z-score buffers: keep 0 / 1, the identity.
+        if self.hparams.likelihood == "gaussian":
+            for name in ("x_center", "x_scale"):
+                state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- networks -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor, observed: torch.Tensor | None, labels: torch.Tensor | None = None):
@@ -217,6 +265,9 @@ class VAE(GenerativeModel):
         (`SplitInputLinear`), so a fully observed batch costs what an encoder of x alone does."""
         first = self.encoder[0]
         mask = None if observed is None else observed.to(x.dtype)
+        if not self.counts_model:  # z-scores, 0 (the mean) where unobserved
+            x = (x - self.x_center) / self.x_scale
+            x = x if mask is None else x * mask
         cond = one_hot(labels, self.n_labels, len(x), x.device) if self.n_labels else None
         if torch.is_autocast_enabled(x.device.type):  # mixed precision: the plain layer, which autocast casts
             parts = [x, torch.ones_like(x) if mask is None else mask] + ([cond] if cond is not None else [])
@@ -237,7 +288,7 @@ class VAE(GenerativeModel):
         if self.counts_model:
             share = cm.expected_share(self.count_head(self.decoder(zc)))
             return torch.log1p(share * self.hparams.target_sum)
-        return self.to_gene_mean(self.decoder(zc))
+        return self.x_center + self.x_scale * self.to_gene_mean(self.decoder(zc))
 
     def count_params(self, zc: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.count_head(self.decoder(zc))
@@ -247,9 +298,11 @@ class VAE(GenerativeModel):
 
     def loss(self, batch):
         x, observed, labels = batch["x"], batch["observed"], batch.get("labels")
+        seen = self._denoising_input(observed)
         if bool(observed.all()):
             observed = None  # skips the mask's work in the encoder and the likelihood
-        mean, log_var = self.encode(x, observed, labels)
+        x_in = x if seen is None else x * seen
+        mean, log_var = self.encode(x_in, observed if seen is None else seen, labels)
         z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
         zc = self.decoder_input(z, labels)
         if self.counts_model:
@@ -259,6 +312,16 @@ class VAE(GenerativeModel):
             nll = (nll if observed is None else nll * observed).sum(1)
         kl = -0.5 * (1 + log_var - mean**2 - log_var.exp())
         return (nll + self.kl_weight() * kl.sum(1)).mean()
+
+    def _denoising_input(self, observed: torch.Tensor) -> torch.Tensor | None:
+        """What the encoder may see under masked denoising (None when `denoise_rate` is 0):
+        fresh random entries hidden at each training step; in validation always the same ones
+        (a fixed generator), so epochs are compared on one imputation task."""
+        rate = self.hparams.get("denoise_rate", 0.0)
+        if not rate:
+            return None
+        generator = None if self.training else torch.Generator().manual_seed(VAL_DENOISE_SEED)
+        return hide_at_random(observed, rate, generator)
 
     def training_step(self, batch, batch_idx):
         """The base's step, with `train_loss` summed here and logged once an epoch (the same
@@ -329,8 +392,26 @@ class VAE(GenerativeModel):
                 for rows in row_chunks(len(values))
             ]
             return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
-        means = [self.decode(self._mean_input(values[rows], observed[rows], codes, rows)) for rows in row_chunks(len(values))]
-        return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
+        means = [self.decode(self._refined_input(values[rows], observed[rows], codes, rows)) for rows in row_chunks(len(values))]
+        means = stack_rows(means, self.hparams.n_genes)
+        return keep_observed(values, observed, means + self._series_offsets(values, observed, means, obs))
+
+    def _series_offsets(self, values: np.ndarray, observed: np.ndarray, means: np.ndarray, obs) -> np.ndarray | float:
+        """Time courses (`series_offsets`, Gaussian): each row's fill moves by its series' mean
+        residual (observed value - decoded mean) of that gene over the series' other rows,
+        shrunk by one pseudo-row. A person's own level of a gene, read off their other time
+        points, which a decoder fit on other people cannot know. 0 without a series column."""
+        if not self.hparams.get("series_offsets") or self.counts_model or obs is None or "series" not in obs:
+            return 0.0
+        residual = np.where(observed, values - means, 0.0)
+        offsets = np.zeros(values.shape, dtype=np.float32)
+        series = obs["series"].astype(str).to_numpy()
+        for name in np.unique(series):
+            rows = series == name
+            total, seen = residual[rows].sum(0), observed[rows].sum(0)
+            # leave the row itself out (its observed entries are kept as they are anyway)
+            offsets[rows] = (total - residual[rows]) / (seen - observed[rows] + SERIES_SHRINK)
+        return offsets
 
     @inference
     def impute_draws(self, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator,
@@ -342,14 +423,21 @@ class VAE(GenerativeModel):
         codes = self._row_labels(obs, len(values))
         library = cm.row_libraries(obs, len(values), self.library_quantiles) if self.counts_model else None
         out = np.empty((n_draws, *values.shape), dtype=np.float32)
+        offsets = 0.0
+        if self.hparams.get("series_offsets") and not self.counts_model and obs is not None and "series" in obs:
+            means = stack_rows([self.decode(self._refined_input(values[rows], observed[rows], codes, rows))
+                                for rows in row_chunks(len(values))], self.hparams.n_genes)
+            offsets = self._series_offsets(values, observed, means, obs)
         for rows in row_chunks(len(values)):
             x, seen = self._input(values[rows], observed[rows])
             mean, log_var = self.encode(x, seen, None if codes is None else codes[rows])
+            mean = self._refine(x, seen, mean, None if codes is None else codes[rows])  # draws around the refined mean
             for draw in range(n_draws):
                 eps = torch.randn(mean.shape, generator=generator).to(self.device)
                 zc = self.decoder_input(mean + eps * (0.5 * log_var).exp(), None if codes is None else codes[rows])
                 drawn = self._draw_x(zc, library, rows, generator, hidden=torch.from_numpy(~observed[rows]))
-                out[draw, rows] = keep_observed(values[rows], observed[rows], drawn)
+                shift = offsets[rows] if isinstance(offsets, np.ndarray) else offsets
+                out[draw, rows] = keep_observed(values[rows], observed[rows], drawn + shift)
         return out
 
     def _draw_x(self, zc: torch.Tensor, library: torch.Tensor | None, rows: slice, generator, hidden) -> np.ndarray:
@@ -401,6 +489,32 @@ class VAE(GenerativeModel):
     def _latent_mean(self, values, observed, codes: torch.Tensor | None, rows: slice) -> torch.Tensor:
         """The latent mean of the rows' observed entries."""
         return self.encode(*self._input(values, observed), None if codes is None else codes[rows])[0]
+
+    def _refined_input(self, values, observed, codes: torch.Tensor | None, rows: slice) -> torch.Tensor:
+        """`_mean_input` with the latent refined by `refine_steps` Adam steps on the row's
+        observed entries: minimise the Gaussian NLL of the decoded row plus beta * |z|^2 / 2
+        (the MAP of z), starting at the encoder's mean. Only the latents move."""
+        label_rows = None if codes is None else codes[rows]
+        if not self.hparams.get("refine_steps", 0) or self.counts_model:
+            return self._mean_input(values, observed, codes, rows)
+        x, seen = self._input(values, observed)
+        return self.decoder_input(self._refine(x, seen, self.encode(x, seen, label_rows)[0], label_rows), label_rows)
+
+    def _refine(self, x: torch.Tensor, seen: torch.Tensor, start: torch.Tensor, label_rows) -> torch.Tensor:
+        """The latents after `refine_steps` Adam steps from `start` (see `_refined_input`)."""
+        steps = int(self.hparams.get("refine_steps", 0) or 0)
+        if not steps or self.counts_model:
+            return start
+        with torch.inference_mode(False), torch.enable_grad():
+            x, mask, z = x.clone(), seen.clone().to(x.dtype), start.clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([z], lr=REFINE_LR)
+            for _ in range(steps):
+                nll = gaussian_nll(x, self.decode(self.decoder_input(z, label_rows)), self.log_var()) * mask
+                loss = nll.sum() + 0.5 * self.hparams.beta * (z**2).sum()
+                (grad,) = torch.autograd.grad(loss, z)
+                z.grad = grad
+                optimizer.step()
+        return z.detach().clone()
 
     def _mean_input(self, values, observed, codes: torch.Tensor | None, rows: slice) -> torch.Tensor:
         """Decoder input at the latent mean (z, plus the one-hot of a conditional model)."""

@@ -1,0 +1,98 @@
+"""Defaults that depend on the data size: one place for the small-data regime of the deep families.
+
+Most omics tables users bring have tens to hundreds of samples. Defaults made for 10,000 cells
+(128 rows a batch, 30 epochs, no regularisation) give such a table one batch an epoch and a few
+dozen optimiser steps: the networks stop before they have learned anything and lose to the
+per-feature mean. `sized_for_data` is called by `train` before the settings are checked; it
+
+- sets a family's hyper-parameters that the config leaves unset (capacity, dropout, masked
+  denoising) from the number of training rows and features;
+- shrinks the batch and lengthens training so that small data gets enough optimiser steps, and
+  scales the early-stopping patience with it (in steps, not epochs);
+
+and leaves everything as it is from `LARGE_ROWS` training rows on, so the single-cell defaults
+(and their published figures) are untouched. `trainer: {size_to_data: false}` turns it off.
+Every change is logged and kept in the checkpoint's provenance (the settings `train` records).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import anndata as ad
+import numpy as np
+
+from ..provenance import meta
+
+LOG = logging.getLogger(__name__)
+
+# From this many training rows on, nothing changes.
+LARGE_ROWS = 2000
+# Optimiser steps small data trains for at least, and the patience in steps it is given.
+MIN_STEPS = 1500
+PATIENCE_STEPS = 300
+# Epochs are capped: each epoch also validates and writes a checkpoint.
+MAX_EPOCHS = 600
+# The trainer key that turns sizing off (removed before `train` checks the trainer settings).
+SWITCH = "size_to_data"
+
+
+def train_rows(adata: ad.AnnData) -> int:
+    return int((adata.obs["split"].astype(str) == "train").sum()) if "split" in adata.obs else adata.n_obs
+
+
+def family_defaults(family: str, n_rows: int, n_features: int, likelihood: str | None = None) -> dict:
+    """Hyper-parameters for `n_rows` training rows of `n_features` features ({} for large data)."""
+    if n_rows >= LARGE_ROWS:
+        return {}
+    if family == "vae":
+        return {
+            # a latent no wider than a quarter of the features (10 features: 2 factors), at most 10
+            "latent_dim": int(np.clip(n_features // 4, 2, 10)),
+            "hidden_dim": 64 if n_rows < 300 else 128,
+            "dropout": 0.1,
+            # hide a quarter of the observed entries each step: the imputation task, practised
+            "denoise_rate": 0.25,
+            "kl_warmup_epochs": 20,
+        }
+    return {}
+
+
+def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: int) -> dict:
+    """Batch size, epochs and patience so that `n_rows` training rows get at least MIN_STEPS
+    optimiser steps and PATIENCE_STEPS steps of patience ({} for large data)."""
+    if n_rows >= LARGE_ROWS:
+        return {}
+    batch = int(min(batch_size, max(16, n_rows // 8)))
+    steps_per_epoch = max(1, math.ceil(n_rows / batch))
+    epochs = int(min(MAX_EPOCHS, max(max_epochs, math.ceil(MIN_STEPS / steps_per_epoch))))
+    wait = int(min(epochs, max(patience, math.ceil(PATIENCE_STEPS / steps_per_epoch))))
+    return {"batch_size": batch, "max_epochs": epochs, "patience": wait}
+
+
+def sized_for_data(cls, adata: ad.AnnData, hparams: dict, trainer: dict) -> tuple[dict, dict]:
+    """(hparams, trainer) with the size-dependent defaults filled in where the config is silent
+    (hparams) or where small data needs more (trainer); unchanged with `size_to_data: false`."""
+    trainer = dict(trainer)
+    if not trainer.pop(SWITCH, True) or getattr(cls, "family", None) not in SIZED_FAMILIES:
+        return hparams, trainer
+    if meta(adata).get("modality") == "sequence":  # the sequence VAE keeps its own settings
+        return hparams, trainer
+    from ..train import TRAINER_DEFAULTS  # the defaults of the settings the config may leave out
+
+    n_rows, n_features = train_rows(adata), int(adata.n_vars)
+    chosen = family_defaults(cls.family, n_rows, n_features, hparams.get("likelihood"))
+    if meta(adata).get("modality") == "timecourse":  # any size: a person's level, from their other time points
+        chosen["series_offsets"] = True
+    chosen = {k: v for k, v in chosen.items() if k in cls.defaults and k not in hparams}
+    given = {k: trainer.get(k, TRAINER_DEFAULTS[k]) for k in ("batch_size", "max_epochs", "patience")}
+    changed = {k: v for k, v in trainer_defaults(n_rows, **given).items() if v != given[k]}
+    for key, value in {**chosen, **changed}.items():
+        LOG.info("decision: %s = %s for %d training rows x %d features (small-data regime; setting: "
+                 "the model's %s in the config, or trainer.%s: false)", key, value, n_rows, n_features, key, SWITCH)
+    return {**hparams, **chosen}, {**trainer, **changed}
+
+
+# The families sized here: the others keep their own settings (GANs, sequence models, forecasters).
+SIZED_FAMILIES = ("vae",)

@@ -1,0 +1,99 @@
+"""The VAE's small-data regime: size-dependent defaults, masked denoising, z-scored Gaussian
+features (centred, negative, wildly scaled), latent refinement at imputation."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from omicsgen.impute import impute
+from omicsgen.ingest import ingest
+from omicsgen.mask import mask
+from omicsgen.models import sizing
+from omicsgen.models.registry import load_model
+from omicsgen.models.vae import VAE, hide_at_random
+from omicsgen.preprocess import preprocess
+from omicsgen.train import train
+
+from conftest import heldout_mse_vs_gene_means
+
+
+def test_sizing_only_touches_small_data():
+    small = sizing.family_defaults("vae", 120, 30)
+    assert small["denoise_rate"] > 0 and small["dropout"] > 0 and small["latent_dim"] <= 10
+    assert sizing.family_defaults("vae", 20_000, 30) == {} and sizing.family_defaults("gain", 120, 30) == {}
+    steps = sizing.trainer_defaults(120, batch_size=128, max_epochs=30, patience=5)
+    per_epoch = np.ceil(120 / steps["batch_size"])
+    assert steps["batch_size"] < 120 and steps["max_epochs"] * per_epoch >= sizing.MIN_STEPS
+    assert sizing.trainer_defaults(20_000, batch_size=128, max_epochs=30, patience=5) == {}
+
+
+def test_config_settings_win_and_switch_turns_sizing_off(tmp_path):
+    adata = ad.AnnData(np.zeros((100, 12), dtype=np.float32))
+    adata.obs["split"] = "train"
+    hparams, trainer = sizing.sized_for_data(VAE, adata, {"dropout": 0.0}, {"batch_size": 64})
+    assert hparams["dropout"] == 0.0 and hparams["denoise_rate"] > 0 and trainer["batch_size"] == 16
+    assert sizing.sized_for_data(VAE, adata, {}, {"size_to_data": False}) == ({}, {})
+
+
+def test_denoising_hides_a_fresh_share_of_observed_entries_only():
+    observed = torch.rand(400, 50, generator=torch.Generator().manual_seed(0)) > 0.3
+    seen = hide_at_random(observed, 0.25, None)
+    assert not (seen & ~observed).any()
+    assert (observed & ~seen).sum() / observed.sum() == pytest.approx(0.25, abs=0.02)
+    assert not torch.equal(seen, hide_at_random(observed, 0.25, None))
+
+
+@pytest.fixture(scope="module")
+def diabetes(tmp_path_factory):
+    """scikit-learn's diabetes table (442 x 10, real): centred and scaled, half its values negative."""
+    from sklearn.datasets import load_diabetes
+
+    folder = tmp_path_factory.mktemp("diabetes")
+    frame = load_diabetes(as_frame=True).frame.drop(columns="target")
+    frame.index = [f"p{i}" for i in range(len(frame))]
+    frame.to_csv(folder / "d.csv", index_label="sample")
+    ingest(folder / "d.csv", folder / "i.h5ad", "diabetes", "expression", orientation="samples_as_rows")
+    preprocess(folder / "i.h5ad", folder / "p.h5ad", {"min_cells": 10, "min_genes": 5}, {"val": 0.1, "test": 0.2}, 0)
+    mask(folder / "p.h5ad", folder / "m.h5ad", 0.1, "mcar", 0)
+    return folder
+
+
+def test_small_table_with_negative_values_beats_gene_means(diabetes):
+    trainer = {"max_epochs": 30, "batch_size": 128, "accelerator": "cpu", "patience": 5}
+    checkpoint = train(diabetes / "m.h5ad", diabetes / "vae", "vae", {"refine_steps": 50}, trainer, 0)
+    model = load_model(checkpoint)
+    assert model.hparams.denoise_rate > 0  # sized for 300-odd training rows
+    impute(diabetes / "m.h5ad", checkpoint, diabetes / "imputed.h5ad", 0, n_draws=0)
+    adata, imputed = ad.read_h5ad(diabetes / "m.h5ad"), ad.read_h5ad(diabetes / "imputed.h5ad")
+    assert adata.n_vars == 10 and (adata.X < 0).mean() > 0.4  # every feature kept, negatives as given
+    model_mse, mean_mse = heldout_mse_vs_gene_means(adata, imputed)
+    assert model_mse < 0.8 * mean_mse
+
+
+def test_refinement_lowers_the_observed_entries_loss(diabetes):
+    """MAP refinement of z fits each row's observed entries better than the encoder's guess."""
+    adata = ad.read_h5ad(diabetes / "m.h5ad")
+    model = VAE.from_data(adata, latent_dim=3, hidden_dim=32, refine_steps=100)
+    values = np.nan_to_num(np.asarray(adata.X, dtype=np.float32))
+    observed = np.random.default_rng(0).random(values.shape) > 0.2
+    x, seen = model._input(values, observed)
+    with torch.no_grad():
+        start = model.encode(x, seen)[0]
+        refined = model._refine(x, seen, start, None)
+
+        def loss(z):
+            nll = (0.5 * ((x - model.decode(z)) ** 2 / model.log_var().exp() + model.log_var())) * seen
+            return float(nll.sum() + 0.5 * (z**2).sum())
+
+        assert loss(refined) < loss(start)
+
+
+def test_checkpoints_without_zscore_buffers_still_load():
+    model = VAE(n_genes=5, hidden_dim=8, latent_dim=2, n_layers=1, beta=1.0, kl_warmup_epochs=0, learning_rate=1e-3)
+    state = {k: v for k, v in model.state_dict().items() if k not in ("x_center", "x_scale")}
+    fresh = VAE(n_genes=5, hidden_dim=8, latent_dim=2, n_layers=1, beta=1.0, kl_warmup_epochs=0, learning_rate=1e-3)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.x_center, torch.zeros(5)) and torch.equal(fresh.x_scale, torch.ones(5))
