@@ -187,3 +187,23 @@ def test_read_rows_matches_a_full_read(tmp_path, tiny_data):
 def test_c2st_too_small_says_why():
     result = metrics.classifier_two_sample_test(np.zeros((3, 2)), np.ones((40, 2)))
     assert np.isnan(result["auc"]) and "3 real" in result["reason"]
+
+
+# ---------------------------------------------------------------------------- report helpers
+
+
+def test_report_helpers_for_small_and_large_data(tmp_path, tiny_data):
+    from omicsgen.report import plots
+
+    rows = plots.figure_rows(1_000_000, seed=2)
+    assert len(rows) == plots.FIGURE_ROWS and np.array_equal(rows, plots.figure_rows(1_000_000, seed=2))
+    assert np.array_equal(plots.figure_rows(7), np.arange(7))
+    embedding, why = plots.umap_embedding(np.zeros((3, 4)), {"vae": np.ones((2, 4))})
+    assert embedding is None and "5 real and generated rows" in why
+    adata = real_cells(tiny_data["cells"], 200, 30)
+    test = data.values(adata)[data.split_rows(adata, "test")]
+    model, _ = score_everything(tmp_path, adata, samples=numeric_samples(test * 1.5, adata.var_names))
+    evidence = {"vae": model["generation"]["c2st_top_features"]}
+    assert plots.c2st_features(evidence).startswith("data:image/png;base64,")
+    table = plots.c2st_features_table(evidence)
+    assert table.count("<tr>") == len(evidence["vae"]) + 1 and evidence["vae"][0]["feature"] in table

@@ -168,3 +168,77 @@ def calibration(curves: dict[str, tuple[list, list]]) -> str:
            xlim=(0, 1), ylim=(0, 1))  # fmt: skip
     ax.legend(fontsize="small")
     return _data_uri(fig)
+
+
+# ---------------------------------------------------------------------------- issue 14 / 16 helpers
+
+FIGURE_ROWS = 2000  # rows a figure draws from: a page stays light at any data size
+
+
+def figure_rows(n_rows: int, seed: int = 0, max_rows: int = FIGURE_ROWS) -> np.ndarray:
+    """Sorted indices of the rows a figure draws (all of them, or a seeded subsample of
+    `max_rows`): PCA, UMAP and distribution panels stay the same size at a million cells."""
+    if n_rows <= max_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng([int(seed), 6]).choice(n_rows, max_rows, replace=False))
+
+
+MIN_UMAP_POINTS = 10
+
+
+def umap_embedding(real: np.ndarray, generated: dict[str, np.ndarray], seed: int = 0, rows: int = 500):
+    """One UMAP of (a seeded subsample of at most `rows` of) real rows and each model's generated
+    rows together, so all panels share one map; None, with the reason, when there are too few
+    points for a neighbour graph. Below 50 points the layout starts at random: UMAP's spectral
+    start solves an eigenproblem that needs more points than neighbours."""
+    parts = {"real": real, **generated}
+    parts = {name: points[figure_rows(len(points), seed, rows)] for name, points in parts.items()}
+    stacked = np.vstack(list(parts.values()))
+    if len(stacked) < MIN_UMAP_POINTS:
+        return None, f"UMAP needs {MIN_UMAP_POINTS} points ({len(stacked)} real and generated rows)"
+    import umap  # umap-learn; imported here because it is slow to import
+
+    reducer = umap.UMAP(n_neighbors=min(15, len(stacked) - 1), random_state=seed, n_jobs=1,
+                        init="spectral" if len(stacked) >= 50 else "random")  # fmt: skip
+    embedded = reducer.fit_transform(stacked)
+    bounds = np.cumsum([0] + [len(points) for points in parts.values()])
+    pieces = {name: embedded[bounds[i] : bounds[i + 1]] for i, name in enumerate(parts)}
+    return (pieces.pop("real"), pieces), None
+
+
+def c2st_features(evidence: dict[str, list[dict]], top: int = 10) -> str:
+    """Issue 16's evidence: for each model, the features (genes, or k-mers) the two-sample
+    classifier leans on most (scores.json `generation.c2st_top_features`), as paired bars of
+    their real and generated means; the longest bars' gap is where a set differs from real data."""
+    evidence = {name: rows[:top] for name, rows in evidence.items() if rows}
+    if not evidence:
+        return ""
+    fig, axes = _panels(len(evidence))
+    for ax, (name, rows) in zip(axes, evidence.items()):
+        labels = [f"{row['feature']} ({row['importance']:.2f})" for row in rows][::-1]
+        y = np.arange(len(rows))
+        real = [_float(row["real_mean"]) for row in rows][::-1]
+        generated = [_float(row["generated_mean"]) for row in rows][::-1]
+        ax.barh(y + 0.2, real, height=0.4, color=REAL_COLOUR, label="real test")
+        ax.barh(y - 0.2, generated, height=0.4, color=GENERATED_COLOUR, label="generated")
+        ax.set_yticks(y, labels, fontsize="small")
+        ax.set(title=f"{name}: what tells it apart", xlabel="mean (importance in brackets)")
+        ax.legend(fontsize="small")
+    return _data_uri(fig)
+
+
+def c2st_features_table(evidence: dict[str, list[dict]], top: int = 10) -> str:
+    """The same evidence as an HTML table (model, feature, importance, real mean, generated mean),
+    escaped, for pages that prefer text to a figure."""
+    import html
+
+    rows = [
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(row['feature']))}</td><td>{_float(row['importance']):.3f}</td>"
+        f"<td>{_float(row['real_mean']):.4g}</td><td>{_float(row['generated_mean']):.4g}</td></tr>"
+        for name, features in evidence.items()
+        for row in features[:top]
+    ]
+    if not rows:
+        return ""
+    head = "<tr><th>model</th><th>feature</th><th>importance</th><th>real mean</th><th>generated mean</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
