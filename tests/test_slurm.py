@@ -3,6 +3,8 @@
 Needs a running cluster: as root, `scripts/slurm/install.sh && scripts/slurm/start.sh` starts a single-node one on
 this machine (node localhost with 2 fake GPUs, partition debug, account omicsgen, accounting through slurmdbd).
 Skips, saying why, when no cluster answers. Runs the same tiny config locally and on the cluster and compares.
+Data-parallel training (DDP): two ranks started by srun as two tasks on one node, against one process; and what
+sbatch is asked for by 1, N and N x M devices (a dry run, no cluster needed).
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
 
 from test_workflow import ROOT, make_project, snakemake, tiny_config
@@ -56,7 +63,7 @@ def cluster_problem() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(bool(problem := cluster_problem()), reason=f"no SLURM cluster: {problem}")
+needs_cluster = pytest.mark.skipif(bool(problem := cluster_problem()), reason=f"no SLURM cluster: {problem}")
 
 
 def cluster_profile(folder: Path) -> Path:
@@ -68,7 +75,7 @@ def cluster_profile(folder: Path) -> Path:
     names = {"slurm_account": ACCOUNT, "slurm_partition": PARTITION}
     resources = {"default-resources": {**profile["default-resources"], **names},
                  "set-resources": {rule: {**spec, **{k: v for k, v in names.items() if k in spec}}
-                                   for rule, spec in profile["set-resources"].items()}}
+                                   for rule, spec in (profile["set-resources"] or {}).items()}}
     (folder / "config.yaml").write_text(yaml.safe_dump(resources))
     return folder
 
@@ -83,7 +90,7 @@ def sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_data):
     config = tiny_config()
-    config["trainer"]["max_epochs"] = 2
+    config["trainer"].update(max_epochs=2, size_to_data=False)  # the cluster's plumbing, not the small-data regime
     config["models"] = {"vae": config["models"]["vae"]}
     rows = [("cells", "expression", str(tiny_data["cells"]))]
     local = make_project(tmp_path_factory.mktemp("local"), tiny_data, rows, config)
@@ -99,6 +106,7 @@ def runs(tmp_path_factory, tiny_data):
     return local, cluster, output
 
 
+@needs_cluster
 def test_every_job_went_through_sbatch_and_completed(runs):
     _, cluster, output = runs
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", output)
@@ -133,6 +141,7 @@ def dense(matrix) -> np.ndarray:
     return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
 
+@needs_cluster
 def test_cluster_outputs_match_a_local_run(runs):
     local, cluster, _ = runs
     files = sorted(p.relative_to(local) for p in (local / "results").rglob("*") if p.is_file())
@@ -152,3 +161,177 @@ def test_cluster_outputs_match_a_local_run(runs):
                 np.testing.assert_array_equal(dense(here.layers[key]), dense(there.layers[key]), err_msg=f"{name} {key}")
             for key in here.obsm:
                 np.testing.assert_array_equal(dense(here.obsm[key]), dense(there.obsm[key]), err_msg=f"{name} {key}")
+
+
+# ---- data-parallel training (DDP): the train rule on several devices and nodes ---------------------------------
+# Two ranks on CPU (gloo); each takes half of every batch's rows (the sharding of omicsgen.batches), so a rank's
+# batch_size of 32 makes the same 64-row optimiser steps as one process with 64.
+DDP_TRAINER = {"devices": 2, "strategy": "ddp", "accelerator": "cpu", "batch_size": 32}
+ONE_TRAINER = {"devices": 1, "strategy": "auto", "accelerator": "cpu", "batch_size": 64}
+DDP_TARGET = "results/cells/ddp/model.ckpt"
+
+
+def ddp_config() -> dict:
+    config = tiny_config()
+    config["trainer"].update(max_epochs=2, size_to_data=False)  # 2 epochs, batches as given (models/sizing.py)
+    config["models"] = {"ddp": {"family": "ae", "trainer": DDP_TRAINER}}
+    return config
+
+
+def trained(outdir: Path) -> tuple[int, pd.Series]:
+    """(optimiser steps, val loss of every epoch) of a finished training."""
+    checkpoint = torch.load(outdir / "model.ckpt", map_location="cpu", weights_only=False)
+    return int(checkpoint["global_step"]), pd.read_csv(outdir / "metrics.csv")["val_loss"]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, tiny_data):
+    """One masked.h5ad, the DDP model trained on it by 2 ranks started by srun on the cluster, by 2 ranks that
+    Lightning starts in a local run of the same rule, and by 1 process (`omicsgen train`); with the seconds taken."""
+    config = ddp_config()
+    base = make_project(tmp_path_factory.mktemp("ddp") / "base", tiny_data,
+                        [("cells", "expression", str(tiny_data["cells"]))], config)
+    result = snakemake(base, "results/cells/masked.h5ad")  # the stages before train, locally
+    assert result.returncode == 0, result.stderr[-5000:]
+    local, cluster, one = (base.parent / name for name in ("local", "slurm", "one"))
+    for folder in (local, cluster):  # the same files and Snakemake records: only train is left to run
+        shutil.copytree(base, folder, symlinks=True)
+    seconds = {}
+
+    started = time.monotonic()
+    (base.parent / "profile").mkdir()
+    overrides = cluster_profile(base.parent / "profile")
+    # one thread a rank: the two ranks fill the test node's 2 CPUs
+    result = snakemake(cluster, "--profile", str(PROFILE), "--profile", str(overrides), "--set-threads", "train=1",
+                       "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs", "--verbose",
+                       DDP_TARGET)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    seconds["slurm"] = time.monotonic() - started
+
+    started = time.monotonic()
+    result = snakemake(local, DDP_TARGET)
+    assert result.returncode == 0, result.stderr[-5000:]
+    seconds["local"] = time.monotonic() - started
+
+    started = time.monotonic()
+    command = [sys.executable, "-m", "omicsgen.cli", "train", "--input", str(base / "results/cells/masked.h5ad"),
+               "--outdir", str(one), "--family", "ae", "--params", "{}", "--seed", str(config["seed"]),
+               "--trainer", json.dumps({**config["trainer"], **ONE_TRAINER})]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seconds["one"] = time.monotonic() - started
+    print(f"DDP test: seconds {', '.join(f'{k} {v:.1f}' for k, v in seconds.items())}")
+    return base, cluster / "results/cells/ddp", local / "results/cells/ddp", one, output
+
+
+@needs_cluster
+def test_ddp_ranks_come_from_srun_as_two_tasks_on_one_node(ddp_runs):
+    base, cluster, _, _, output = ddp_runs
+    sbatch = re.findall(r"sbatch call: (.*)", output)
+    assert len(sbatch) == 1, output[-5000:]  # train alone went to the cluster
+    assert "--nodes=1" in sbatch[0] and "--ntasks-per-node=2" in sbatch[0] and "gpu" not in sbatch[0], sbatch
+    job_id = re.search(r"submitted with SLURM jobid (\d+)", output).group(1)
+    steps = _run("sacct", "-n", "-P", "-j", job_id, "-o", "JobID,State,NNodes,NTasks")
+    assert steps.returncode == 0, steps.stderr
+    rows = [line.split("|") for line in steps.stdout.splitlines() if line.strip()]
+    assert all(state == "COMPLETED" for _, state, _, _ in rows), rows
+    # the job itself, its batch step (Snakemake), and one srun step of 2 tasks: the ranks
+    assert [(nodes, tasks) for job, _, nodes, tasks in rows if re.fullmatch(rf"{job_id}\.\d+", job)] == [("1", "2")], rows
+    log = (base.parent / "slurm" / "logs/cells/ddp/train.log").read_text()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log, log[-3000:]  # rank 1 of 2 joined
+
+
+@needs_cluster
+def test_ddp_makes_the_steps_and_the_loss_of_one_process(ddp_runs):
+    base, cluster, local, one, _ = ddp_runs
+    for outdir in (cluster, local, one):  # rank 0 alone wrote, and only the outputs
+        assert sorted(p.name for p in outdir.iterdir()) == ["metrics.csv", "model.ckpt"], outdir
+    n_train = int((ad.read_h5ad(base / "results/cells/masked.h5ad", backed="r").obs["split"] == "train").sum())
+    epochs = ddp_config()["trainer"]["max_epochs"]
+    (steps_one, loss_one), (steps_slurm, loss_slurm), (steps_local, loss_local) = map(trained, (one, cluster, local))
+    print(f"DDP test: {n_train} train rows; steps 1 process {steps_one}, 2 ranks srun {steps_slurm}, 2 ranks local "
+          f"{steps_local}; val loss {list(loss_one)} / {list(loss_slurm)} / {list(loss_local)}")
+    assert steps_one == epochs * -(-n_train // ONE_TRAINER["batch_size"])
+    assert steps_slurm == steps_local == steps_one  # every rank's step covers 2 x 32 of the rows: no row twice
+    assert len(loss_one) == len(loss_slurm) == len(loss_local) == epochs
+    # the same rows a step and averaged gradients: the curves differ by the ranks' own noise draws only
+    np.testing.assert_allclose(loss_slurm, loss_one, rtol=0.02)
+    np.testing.assert_allclose(loss_slurm, loss_local, rtol=1e-3)  # srun or Lightning: the same ranks
+
+
+def dry_run_resources(folder: Path) -> dict[str, dict]:
+    """model -> the train job's resources, as a dry run through the SLURM profile prints them."""
+    result = snakemake(folder, "--profile", str(PROFILE), "--dry-run", "--printshellcmds",
+                       *[f"results/cells/{model}/model.ckpt" for model in GEOMETRIES])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    jobs = {}
+    for block in result.stdout.split("rule train:")[1:]:
+        model = re.search(r"model=(\w+)", block).group(1)
+        pairs = re.search(r"resources: (.*)", block).group(1).split(", ")
+        jobs[model] = {k: int(v) if v.isdigit() else v for k, v in (pair.split("=", 1) for pair in pairs)}
+        jobs[model]["threads"] = int(re.search(r"threads: (\d+)", block).group(1))
+        jobs[model]["shell"] = re.search(r"Shell command: (.*)", block).group(1)
+    return jobs
+
+
+# model -> (trainer settings, what sbatch must be asked, what it must not)
+GEOMETRIES = {
+    "one_gpu": ({"devices": 1}, ["--gpus=1"], ["--nodes", "--ntasks-per-node", "--gpus-per-node"]),
+    "one_cpu": ({"devices": 1, "accelerator": "cpu"}, ["--ntasks=1"], ["--nodes", "--gpus"]),
+    "ddp_cpu": ({"devices": 2, "strategy": "ddp", "accelerator": "cpu"}, ["--nodes=1", "--ntasks-per-node=2"],
+                ["--gpus"]),
+    "ddp_gpu": ({"devices": 4, "strategy": "ddp", "accelerator": "gpu"},
+                ["--nodes=1", "--ntasks-per-node=4", "--gpus-per-node=4"], ["--gpus="]),
+    "ddp_nodes": ({"devices": 4, "num_nodes": 2, "strategy": "ddp"},
+                  ["--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4"], ["--gpus="]),
+    "one_per_node": ({"devices": 1, "num_nodes": 3, "strategy": "ddp"}, ["--nodes=3", "--ntasks=3", "--gpus-per-node=1"],
+                     ["--gpus=", "--ntasks-per-node"]),
+}
+
+
+class Resources(dict):
+    """A job's resources as the SLURM plugin reads them (`.get` and attributes)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def test_sbatch_asks_what_lightning_expects(tmp_path, tiny_data):
+    """1 device: --gpus=1 (the plugin starts it under srun -n1); N devices: --ntasks-per-node=N --gpus-per-node=N
+    on --nodes=M, and the job's shell starts the ranks with srun: the plugin's own sbatch line, from a dry run."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+    from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+
+    config = tiny_config()
+    config["models"] = {model: {"family": "ae", "trainer": trainer} for model, (trainer, _, _) in GEOMETRIES.items()}
+    folder = make_project(tmp_path, tiny_data, [("cells", "expression", str(tiny_data["cells"]))], config)
+    jobs = dry_run_resources(folder)
+    assert set(jobs) == set(GEOMETRIES)
+    for model, (trainer, wanted, unwanted) in GEOMETRIES.items():
+        resources = Resources(jobs[model])
+        shell = resources.pop("shell")
+        job = SimpleNamespace(resources=resources, threads=resources.pop("threads"), name="train")
+        validate_slurm_extra(job)
+        params = {"run_uuid": "x", "slurm_logfile": "x.log", "comment_str": "rule_train", "account": "-A a",
+                  "partition": f"-p {resources['slurm_partition']}", "workdir": str(folder)}
+        sbatch = get_submit_command(job, params) + set_gres_string(job)
+        flags = sbatch.split()
+        for flag in wanted:
+            assert flag in flags, (model, sbatch)
+        for flag in unwanted:
+            assert not any(f.startswith(flag) for f in flags), (model, flag, sbatch)
+        # several ranks: the plugin runs the shell as it is (mpi), and the shell starts them with srun
+        ranks = model not in ("one_gpu", "one_cpu")
+        assert ("mpi" in resources) == ranks, (model, resources)
+        launch = re.match(r"OMP_NUM_THREADS=\d+ +(.*?) *omicsgen train ", shell).group(1)
+        if ranks:  # inside a SLURM job only (a local run leaves the ranks to Lightning)
+            assert launch == ("${SLURM_JOB_ID:+srun " f"--nodes={trainer.get('num_nodes', 1)} --ntasks-per-node="
+                              f"{trainer['devices']} --cpus-per-task={job.threads} --kill-on-bad-exit=1}}"), (model, shell)
+        else:
+            assert launch == "", (model, shell)

@@ -55,6 +55,7 @@ TRAINER_DEFAULTS = {
     "learning_rate": None,
     "accelerator": "auto",
     "devices": 1,
+    "num_nodes": 1,  # DDP across nodes: devices ranks on each (SLURM: docs/cluster.md)
     "strategy": "auto",
     "patience": 10,
     "gradient_clip_val": 1.0,
@@ -302,6 +303,7 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     trainer = lightning.Trainer(
         accelerator=settings["accelerator"],
         devices=settings["devices"],
+        num_nodes=settings["num_nodes"],
         strategy=settings["strategy"],
         precision=settings["precision"],
         max_epochs=settings["max_epochs"],

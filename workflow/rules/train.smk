@@ -1,3 +1,23 @@
+from omicsgen import slurm
+
+
+# Several devices or nodes (`trainer: {devices: N, num_nodes: M, strategy: ddp}`): on SLURM the job asks
+# for M nodes of N tasks (one rank a device) and N GPUs each, and its shell starts the ranks with srun;
+# run locally, Lightning starts them itself (src/omicsgen/slurm.py, docs/cluster.md).
+def train_layout(wildcards):
+    return slurm.layout(json.loads(model_trainer(wildcards)))
+
+
+def train_sbatch(key):
+    """A resource of the train job for the SLURM executor plugin (None: not asked for)."""
+    return lambda wildcards: slurm.sbatch_resources(train_layout(wildcards))[key]
+
+
+def train_launcher(wildcards, threads, resources):
+    """`srun ...` inside a SLURM job of several ranks, with the CPUs sbatch gave each task."""
+    return slurm.srun_prefix(train_layout(wildcards), resources.get("cpus_per_task") or threads)
+
+
 # An interrupted job leaves Lightning's last checkpoint in results/{dataset}/{model}/.train-<key>/
 # (not a declared output, so Snakemake keeps it when the job fails); rerunning the job resumes
 # from it when the input and settings are unchanged (docs/data-format.md).
@@ -17,12 +37,20 @@ rule train:
         hparams=lambda wildcards: model_params(wildcards)[1],
         trainer=model_trainer,
         seed=dataset_seed,
+        launch=train_launcher,
     log:
         "logs/{dataset}/{model}/train.log",
     threads: 2
+    resources:
+        nodes=train_sbatch("nodes"),
+        mpi=train_sbatch("mpi"),
+        tasks_per_node=train_sbatch("tasks_per_node"),
+        tasks=train_sbatch("tasks"),
+        gpu=train_sbatch("gpu"),
+        slurm_extra=train_sbatch("slurm_extra"),
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} omicsgen train --input {input:q} --outdir results/{wildcards.dataset}/{wildcards.model}"
+        "OMP_NUM_THREADS={threads} {params.launch} omicsgen train --input {input:q} --outdir results/{wildcards.dataset}/{wildcards.model}"
         " --family {params.family} --params {params.hparams:q} --trainer {params.trainer:q}"
         " --seed {params.seed} > {log:q} 2>&1"
