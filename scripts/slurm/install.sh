@@ -14,4 +14,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
-echo "install.sh: $(sinfo -V) and MariaDB $(mariadbd --version | awk '{print $3}') installed"
+# the package's version: `sinfo -V` needs a slurm.conf, which start.sh writes later
+echo "install.sh: SLURM $(dpkg-query -W -f='${Version}' slurm-client) and MariaDB $(mariadbd --version | awk '{print $3}') installed"
