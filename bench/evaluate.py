@@ -10,6 +10,11 @@ wall-clock and CPU, and each imputation baseline on its own. Scoring is single-t
 
     python bench/evaluate.py [--cells 10000] [--epochs 3] [--n-draws 20] [--repeats 2]
     python bench/evaluate.py --shipped results/mouse_10x   # the issue's figures from a pipeline run
+    python bench/evaluate.py --cells 100000 --agreement    # full test split vs the default subsample
+
+`--agreement` scores the model twice, on every test row (`max_rows` none) and on the default
+seeded subsample (`evaluate.max_rows`), and prints the headline scores with their 95% bootstrap
+intervals side by side (issue 14: they must agree within the interval).
 
 `--shipped FOLDER` (a dataset folder of a finished `snakemake` run) re-scores every model in it
 and the baselines with the current code into a temporary folder, writes the dataset page there
@@ -101,20 +106,38 @@ def time_each_baseline(adata: ad.AnnData) -> None:
     observed = data.observed_values(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
     both = train | test
+    # the slow baselines fit on the capped, seeded training subsample `baselines` uses
+    capped = observed[data.train_rows(adata.obs["split"].to_numpy(), 0, data.MAX_TRAIN_ROWS)]
+    cells = np.vstack([capped, observed[test]])
     fills = {
         "mean": lambda: methods.mean_impute(observed[train], observed[test]),
         "median": lambda: methods.median_impute(observed[train], observed[test]),
-        "knn": lambda: methods.knn_impute(observed[train], observed[test]),
-        "iterative": lambda: methods.iterative_impute(observed[train], observed[test]),
-        "mice": lambda: methods.mice_impute(observed[train], observed[test]),
-        "missforest": lambda: methods.missforest_impute(observed[train], observed[test]),
+        "knn": lambda: methods.knn_impute(capped, observed[test]),
+        "iterative": lambda: methods.iterative_impute(capped, observed[test]),
+        "mice": lambda: methods.mice_impute(capped, observed[test]),
+        "missforest": lambda: methods.missforest_impute(capped, observed[test]),
         "svd": lambda: methods.svd_impute(observed[both]),
-        "magic": lambda: methods.magic_impute(observed[both]),
+        "magic": lambda: methods.magic_impute(cells),
     }
     with threadpool_limits(limits=1):
         for name, fill in fills.items():
             _, wall, cpu = timed(fill)
             print(f"  baseline {name:10s} {wall:6.1f} s wall, {cpu:6.1f} s CPU")
+
+
+def subsample_agreement(paths: dict[str, Path]) -> None:
+    """Headline scores on every test row and on the default subsample, with their intervals."""
+    from omicsgen.evaluate import evaluate
+    from omicsgen.evaluate.scores import Settings
+
+    for label, settings in (("all test rows", Settings(max_rows=None)), ("default subsample", Settings())):
+        scores, wall, cpu = timed(evaluate, paths["data"], paths["imputed"], paths["samples"], paths["scores"],
+                                  checkpoint=paths["checkpoint"], settings=settings)  # fmt: skip
+        line = [f"{label:18s} rows {scores['protocol']['n_scored_rows']:7d}"]
+        for section, key in (("imputation", "rmse"), ("generation", "mmd2"), ("generation", "c2st_auc")):
+            low, high = scores[section].get("ci95", {}).get(key, (float("nan"), float("nan")))
+            line.append(f"{key} {scores[section][key]:.4f} [{low:.4f}, {high:.4f}]")
+        print(", ".join(line) + f"; {wall:.1f} s wall, {cpu:.1f} s CPU")
 
 
 def shipped_figures(dataset_dir: Path, out: Path) -> None:
@@ -167,12 +190,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shipped", type=Path, default=None, help="a dataset folder of a finished run (figures only)")
     parser.add_argument("--out", type=Path, default=None, help="keep outputs here (default: a temporary folder)")
+    parser.add_argument("--agreement", action="store_true", help="full test split against the default subsample")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
         if args.shipped is not None:
             shipped_figures(args.shipped, out)
+        elif args.agreement:
+            subsample_agreement(build_dataset(out, args.cells, args.epochs, args.n_draws))
         else:
             time_evaluation(build_dataset(out, args.cells, args.epochs, args.n_draws), args.repeats)
 
