@@ -47,8 +47,9 @@ SHEET_EXTRA = {"lung_clinical": {"values": "normalised"}}
 # what the values are, as any reader of the file can tell (negative values are never counts)
 VALUE_KIND = {"guo_qpcr": "normalised", "khan_srbct": "normalised", "metabolites_cold": "normalised",
               "marioni_counts": "counts", "lung_otus": "counts"}
-# sizes only: fewer epochs and samples, nothing about which models or datasets run
-SIZES = {"trainer": {"max_epochs": 3, "patience": 2, "batch_size": 64}, "generate": {"n_samples": 40}}
+# sizes only: fewer epochs and samples (and no lengthening of training for small data), nothing
+# about which models or datasets run
+SIZES = {"trainer": {"max_epochs": 3, "patience": 2, "batch_size": 64, "size_to_data": False}, "generate": {"n_samples": 40}}
 
 
 def run_as_new_user(folder: Path) -> subprocess.CompletedProcess:
