@@ -150,3 +150,59 @@ def test_family_objects_dispatch_on_the_data():
         assert "tokens" in get_family(family).tensors(sequences, "train")
         assert "time" in get_family(family).tensors(courses, "train")
         assert type(get_family(family).from_data(courses)).__name__ == f"{family.upper()}Forecaster"
+
+
+def test_language_model_chooses_its_sampling_temperature_on_validation_rows(language_models):
+    from omicsgen.models.lstm import TEMPERATURES
+
+    for family, (_, checkpoint) in language_models.items():
+        model = load_model(checkpoint)
+        assert model.hparams.temperature == "auto"
+        assert model.hparams.sampling_temperature in TEMPERATURES, family
+        assert model.sampling_temperature == model.hparams.sampling_temperature
+        model.hparams.temperature = 0.5  # a number given by the user wins
+        assert model.sampling_temperature == 0.5
+
+
+def test_truncated_bptt_steps_per_chunk_and_carries_the_state(tmp_path_factory):
+    """Records of 30 read 8 positions at a time: 4 optimiser steps per batch; a motif crossing a
+    chunk boundary is still predicted, since the state is carried from chunk to chunk."""
+    adata = make_keyed_motifs(n=400)
+    root, checkpoint = _train(tmp_path_factory, "lm_bptt", adata, "lstm", {**LM_HPARAMS, "bptt_steps": 8},
+                              {"batch_size": 32, "max_epochs": 10})
+    model = load_model(checkpoint)
+    assert model.hparams.bptt_steps == 8
+    metrics = pd.read_csv(checkpoint.parent / "metrics.csv")
+    assert metrics["val_loss"].min() < 0.9 * metrics["val_loss"].iloc[0]
+    tokens, split = adata.obsm["tokens"], adata.obs["split"].to_numpy()
+    log_p = model.log_likelihood(tokens[split == "test"])
+    # The last 6 motif bases follow from the key and the first base: a model that carries no
+    # state across chunks would be near log(1/4) wherever the motif crosses a boundary.
+    starts = adata.obs["key_position"].to_numpy()[split == "test"]
+    rows = np.arange(len(starts))
+    motif_tail = np.stack([log_p[rows, starts + offset] for offset in range(3, 9)], axis=1)
+    crossing = (starts // 8) != ((starts + 8) // 8)
+    assert np.exp(motif_tail[crossing]).mean() > 0.5  # chance: 0.25 (measured 0.63 after 10 epochs)
+
+
+def test_truncated_bptt_drops_ended_records_from_the_batch():
+    """Padded records: rows leave the batch at the first chunk past their end, and each chunk
+    takes one optimiser step."""
+    adata = make_keyed_motifs(n=40)
+    tokens = adata.obsm["tokens"]
+    tokens[::2, 12:] = PAD  # half the records end after 12 positions (the pad at 12 is their end)
+    model = get_family("lstm").from_data(adata, bptt_steps=8, hidden_dim=16)
+    rows_seen, steps = [], []
+    forward = model.forward
+
+    def counting_forward(inputs, state=None):
+        rows_seen.append(len(inputs))
+        return forward(inputs, state)
+
+    model.forward = counting_forward
+    model.optimizers = lambda: None
+    model.manual_step = lambda optimizer, loss: steps.append(float(loss.detach()))
+    model.log = lambda *args, **kwargs: None
+    model.training_step({"tokens": torch.from_numpy(tokens.astype(np.int64))}, 0)
+    assert rows_seen == [40, 40, 20, 20]  # 31 positions (30 + the end) in 4 chunks of 8
+    assert len(steps) == 4 and np.isfinite(steps).all()

@@ -332,6 +332,7 @@ def _schedule_learning_rate(model: GenerativeModel, schedule: dict, mixed_precis
     with manual optimisation (several optimizers, `automatic_optimization = False`) keep a
     constant rate. Under mixed precision Lightning clips gradients after unscaling them, which
     a fused optimizer does inside its step: such an optimizer is rebuilt unfused."""
+    model.lr_schedule = schedule  # families that step by hand and take a schedule read it (lstm.py)
     configure = model.configure_optimizers
 
     def configure_optimizers():

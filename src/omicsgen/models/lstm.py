@@ -5,10 +5,23 @@ Imputation conditions on both sides of a gap by default: each unobserved positio
 content token c maximising log p(c | left) + log p(next `impute_window` tokens | left, c), the
 right-hand tokens scored where observed (unobserved ones are fed as MISSING, as in training).
 `impute_mode: left` keeps the plain left-to-right greedy fill.
+
+Training is truncated back-propagation through time: a batch of records is read `bptt_steps`
+positions at a time, the recurrent state carried (detached) from one chunk to the next, with one
+optimiser step per chunk. A 1.5 kb record thus gives six steps, not one, and the state that
+sampling carries over 1.5 kb is the state training carried (records of up to `bptt_steps`
+positions train exactly as a whole-record pass). Rows whose records have ended leave the batch.
+
+The sampling temperature (`temperature: auto`) is chosen on the validation rows: whenever the
+validation loss improves, `TEMPERATURE_DRAWS` records are drawn at each temperature of
+`TEMPERATURES` (the same random numbers for each) and the one whose records' 3-mer profiles lie
+closest to the validation records' (MMD, what the classifier two-sample test reads) is kept
+with those weights, in the hyper-parameter `sampling_temperature`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import anndata as ad
@@ -25,12 +38,19 @@ from .base import (
     observed_mask,
     row_chunks,
     split_rows,
+    with_lr_schedule,
 )
+
+LOG = logging.getLogger(__name__)
 
 IGNORED = -100  # target id that cross_entropy skips
 
 
 IMPUTE_MODES = ("two_sided", "left")
+TEMPERATURES = (1.0, 0.9, 0.8, 0.7, 0.6)
+TEMPERATURE_DRAWS = 128  # records drawn per temperature when choosing it
+TEMPERATURE_KMER = 3
+TEMPERATURE_REFERENCE = 512  # validation records compared with at most
 
 
 class RecurrentLanguageModel(GenerativeModel):
@@ -50,17 +70,28 @@ class RecurrentLanguageModel(GenerativeModel):
         "n_layers": 1,
         "dropout": 0.1,
         "learning_rate": 2e-3,
-        "temperature": 1.0,
+        "temperature": "auto",  # or a number: sampling temperature (auto: chosen on the validation rows)
+        "bptt_steps": 256,  # positions per truncated back-propagation chunk (state carried between chunks)
         "impute_mode": "two_sided",
         "impute_window": 24,
     }
 
     def __init__(self, vocab_size, max_length, embed_dim, hidden_dim, n_layers, dropout, learning_rate, temperature,
-                 impute_mode="two_sided", impute_window=24):
+                 impute_mode="two_sided", impute_window=24, bptt_steps=None, sampling_temperature=None):
         super().__init__()
         if impute_mode not in IMPUTE_MODES:
             raise ValueError(f"{self.family}: impute_mode must be one of {', '.join(IMPUTE_MODES)}, not {impute_mode!r}")
+        if temperature != "auto" and not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"{self.family}: temperature must be auto or a positive number, not {temperature!r}")
+        if bptt_steps is not None and int(bptt_steps) < 1:
+            raise ValueError(f"{self.family}: bptt_steps must be a positive integer, not {bptt_steps!r}")
         self.save_hyperparameters()
+        # Manual steps: one per truncated-BPTT chunk (`training_step`). Checkpoints from before
+        # (bptt_steps None) read whole records, as they were trained.
+        self.automatic_optimization = False
+        self.gradient_clip = None
+        self._val_tokens: list[torch.Tensor] = []
+        self._best_val = float("inf")
         self.bos = vocab_size  # an input-only id, one past the alphabet
         self.embedding = nn.Embedding(vocab_size + 1, embed_dim)
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[self.cell_type]
@@ -101,6 +132,85 @@ class RecurrentLanguageModel(GenerativeModel):
         # ignore_index rather than boolean selection: no gather/scatter of the logits in backward.
         targets = targets.masked_fill(~scored_targets(targets), IGNORED)
         return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORED)
+
+    # ---- training: truncated BPTT, manual steps ----------------------------------------
+    def configure_optimizers(self):
+        # `train` hands its lr_schedule to families that step by hand (`lr_schedule`).
+        return with_lr_schedule(super().configure_optimizers(), getattr(self, "lr_schedule", None))
+
+    def training_step(self, batch, batch_idx):
+        tokens = batch["tokens"]
+        inputs = torch.cat([torch.full_like(tokens[:, :1], self.bos), tokens], dim=1)
+        targets = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD)], dim=1)
+        targets = targets.masked_fill(~scored_targets(targets), IGNORED)
+        # Last scored position of each row: rows leave the batch once their record has ended.
+        scored = targets != IGNORED
+        last = torch.where(scored, torch.arange(targets.shape[1], device=targets.device), -1).amax(1)
+        chunk = int(self.hparams.bptt_steps or targets.shape[1])
+        optimizer, state, total, count = self.optimizers(), None, 0.0, 0
+        rows = torch.arange(len(tokens), device=tokens.device)
+        for start in range(0, targets.shape[1], chunk):
+            alive = last[rows] >= start
+            if not alive.any():
+                break
+            if not alive.all():
+                rows, state = rows[alive], _select_state(state, alive.nonzero().squeeze(1)) if state is not None else None
+            y = targets[rows, start : start + chunk]
+            n_scored = int((y != IGNORED).sum())
+            logits, state = self(inputs[rows, start : start + chunk], state)
+            if n_scored:
+                loss = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORED, reduction="sum") / n_scored
+                self.manual_step(optimizer, loss)
+                total, count = total + float(loss.detach()) * n_scored, count + n_scored
+            state = _detach_state(state)
+        self.log("train_loss", total / max(count, 1), on_step=False, on_epoch=True, batch_size=len(tokens),
+                 sync_dist=True)
+
+    def validation_step(self, batch, batch_idx):
+        loss = super().validation_step(batch, batch_idx)
+        self._val_tokens.append((batch["tokens"], float(loss) * len(batch["tokens"])))
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """Choose the sampling temperature with the weights of each epoch that improves the
+        validation loss (computed here: the logged epoch value is not final yet in this hook)."""
+        val, self._val_tokens = self._val_tokens, []
+        if self.trainer.sanity_checking or not val or self.hparams.temperature != "auto":
+            return
+        tokens = torch.cat([t for t, _ in val])
+        val_loss = sum(weighted for _, weighted in val) / len(tokens)
+        if val_loss < self._best_val:
+            self._best_val = val_loss
+            self.hparams.sampling_temperature = self.choose_temperature(tokens.cpu().numpy())
+
+    def on_train_epoch_end(self) -> None:
+        """Step the learning-rate schedule (manual optimisation leaves it to the module)."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitor = (getattr(self, "lr_schedule", None) or {}).get("monitor", "val_loss")
+            value = self.trainer.callback_metrics.get(monitor)
+            if value is not None:
+                scheduler.step(float(value))
+        else:
+            scheduler.step()
+
+    def choose_temperature(self, reference: np.ndarray) -> float:
+        """The temperature of `TEMPERATURES` whose samples' 3-mer profiles are closest (MMD) to
+        those of `reference` records (the validation rows), same random numbers at each."""
+        n_residues = self.hparams.vocab_size - GAP  # gap and residues: every content token
+        rows = np.random.default_rng(0).permutation(len(reference))[:TEMPERATURE_REFERENCE]
+        real = kmer_profiles(reference[np.sort(rows)], n_residues)
+        distances = {}
+        for temperature in TEMPERATURES:
+            drawn = self.sample(TEMPERATURE_DRAWS, torch.Generator().manual_seed(0), temperature=temperature)
+            distances[temperature] = profile_mmd(kmer_profiles(drawn, n_residues), real)
+        chosen = min(distances, key=distances.get)
+        LOG.info("%s: sampling temperature %.1f chosen on %d validation records (3-mer profile MMD %s)",
+                 self.family, chosen, len(reference),
+                 ", ".join(f"{t:.1f}: {d:.4f}" for t, d in distances.items()))
+        return float(chosen)
 
     # ---- use ----------------------------------------------------------------------------
     @inference
@@ -174,11 +284,18 @@ class RecurrentLanguageModel(GenerativeModel):
         right_score = log_p.masked_fill(~scored_targets(targets), 0.0).sum(1).view(n_rows, n_cand)
         return candidates[(score + right_score).argmax(1)]
 
+    @property
+    def sampling_temperature(self) -> float:
+        """The fixed `temperature`, or the one chosen on validation rows (1 before any choice)."""
+        if self.hparams.temperature != "auto":
+            return float(self.hparams.temperature)
+        return float(self.hparams.get("sampling_temperature") or 1.0)
+
     @inference
     def sample(self, n: int, generator: torch.Generator, temperature: float | None = None) -> np.ndarray:
         """n x L int8 records by ancestral sampling; MISSING is never drawn, a record stops at its
         first pad and is padded after it; records are cut at L."""
-        temperature = self.hparams.temperature if temperature is None else temperature
+        temperature = self.sampling_temperature if temperature is None else temperature
         batches = [self._sample_batch(rows.stop - rows.start, generator, temperature) for rows in row_chunks(n)]
         length = self.hparams.max_length
         return np.concatenate(batches) if batches else np.zeros((0, length), dtype=np.int8)
@@ -220,6 +337,41 @@ def _select_state(state, rows: torch.Tensor):
     if isinstance(state, tuple):
         return tuple(part[:, rows] for part in state)
     return state[:, rows]
+
+
+def _detach_state(state):
+    if isinstance(state, tuple):
+        return tuple(part.detach() for part in state)
+    return state.detach()
+
+
+def kmer_profiles(tokens: np.ndarray, n_content: int, k: int = TEMPERATURE_KMER) -> np.ndarray:
+    """Per-record k-mer frequencies over the content tokens (gap and residues; windows
+    holding pad or MISSING skipped), n x n_content**k, rows summing to 1 (0 for empty records)."""
+    content = (tokens >= GAP) & (tokens < GAP + n_content)
+    codes = np.where(content, tokens.astype(np.int64) - GAP, 0)
+    width = tokens.shape[1] - k + 1
+    if width < 1:
+        return np.zeros((len(tokens), n_content**k))
+    index, valid = np.zeros((len(tokens), width), dtype=np.int64), np.ones((len(tokens), width), dtype=bool)
+    for offset in range(k):
+        index = index * n_content + codes[:, offset : offset + width]
+        valid &= content[:, offset : offset + width]
+    profiles = np.zeros((len(tokens), n_content**k))
+    rows = np.broadcast_to(np.arange(len(tokens))[:, None], index.shape)
+    np.add.at(profiles, (rows[valid], index[valid]), 1.0)
+    return profiles / np.maximum(profiles.sum(1, keepdims=True), 1.0)
+
+
+def profile_mmd(x: np.ndarray, y: np.ndarray) -> float:
+    """Biased squared MMD with a Gaussian kernel at the median pairwise distance of the pooled rows."""
+    pooled = np.vstack([x, y])
+    norms = (pooled**2).sum(1)
+    squared = np.maximum(norms[:, None] + norms[None, :] - 2 * pooled @ pooled.T, 0.0)
+    bandwidth = np.median(squared[squared > 0]) if (squared > 0).any() else 1.0
+    kernel = np.exp(-squared / bandwidth)
+    n = len(x)
+    return float(kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean())
 
 
 def _repeat_state(state, times: int):
