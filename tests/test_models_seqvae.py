@@ -101,3 +101,30 @@ def test_untrained_sequence_vae_starts_at_the_position_frequencies():
     log_p = model.log_likelihood(tokens)
     frequencies = position_frequency_log_p(tokens, _rows(adata, "train"))
     assert abs(-log_p.mean() - -frequencies.mean()) < 0.3
+
+
+def test_samples_come_from_the_aggregate_posterior_and_old_checkpoints_keep_the_standard_prior(run, tmp_path):
+    """Sampled records sit where training records' codes are: closer to their cluster's
+    consensus than records decoded from the standard normal prior; a checkpoint without the
+    stored posteriors loads and samples from the standard prior."""
+    root, checkpoint = run
+    model = load_model(checkpoint)
+    assert model.hparams.latent_prior == "aggregate" and model.posterior_log_var.abs().sum() > 0
+    consensus = ad.read_h5ad(root / "masked.h5ad").uns["consensus"]
+
+    def nearest(samples):
+        return np.median(np.max([(samples == c).mean(1) for c in consensus], axis=0))
+
+    aggregate = model.sample(300, torch.Generator().manual_seed(0))
+    model.hparams.latent_prior = "standard"
+    standard = model.sample(300, torch.Generator().manual_seed(0))
+    assert nearest(aggregate) >= nearest(standard) - 0.02 and nearest(aggregate) > 0.6
+    old = torch.load(checkpoint, weights_only=True)
+    for key in ("posterior_mean", "posterior_log_var"):
+        del old["state_dict"][key]
+    del old["hyper_parameters"]["latent_prior"]
+    torch.save(old, tmp_path / "old.ckpt")
+    reloaded = load_model(tmp_path / "old.ckpt")
+    assert reloaded.hparams.latent_prior == "standard"
+    assert np.array_equal(reloaded.sample(50, torch.Generator().manual_seed(0)),
+                          model.sample(50, torch.Generator().manual_seed(0)))

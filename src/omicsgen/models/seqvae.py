@@ -7,6 +7,11 @@ all-zero, the decoder gives independent logits per position given the latent cod
 dependencies between positions go through the latent space. Loss per record: the categorical NLL
 of its observed positions + beta * KL, beta ramped up over the first `kl_warmup_epochs` epochs in
 training (validation always uses the full beta).
+
+Sampling draws z from the aggregate posterior by default (`latent_prior: aggregate`): a training
+row's posterior N(mean, var), the row picked at random among `AGGREGATE_ROWS` train and val rows
+encoded after training (`calibrate`). The standard normal prior (`latent_prior: standard`) has
+regions no record maps to, and records decoded from there are what a classifier spots first.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from torch.nn import functional as F
 from ..alphabet import GAP, MISSING, PAD
 from .base import GenerativeModel, inference, keep_observed, row_chunks
 from .lstm import RecurrentLanguageModel, scored_targets
+
+AGGREGATE_ROWS = 2048  # train/val posteriors kept for sampling (drawn with replacement when fewer rows)
+LATENT_PRIORS = ("aggregate", "standard")
 
 
 def _mlp(n_in: int, hidden_dim: int, n_layers: int, dropout: float) -> nn.Sequential:
@@ -45,12 +53,17 @@ class SequenceVAE(GenerativeModel):
         "kl_warmup_epochs": 5,
         "learning_rate": 1e-3,
         "temperature": 1.0,
+        "latent_prior": "aggregate",
     }
 
     def __init__(self, vocab_size, max_length, hidden_dim, latent_dim, n_layers, dropout, beta, kl_warmup_epochs,
-                 learning_rate, temperature):
+                 learning_rate, temperature, latent_prior="standard"):
         super().__init__()
+        if latent_prior not in LATENT_PRIORS:
+            raise ValueError(f"vae: latent_prior must be one of {', '.join(LATENT_PRIORS)}, not {latent_prior!r}")
         self.save_hyperparameters()
+        self.register_buffer("posterior_mean", torch.zeros(AGGREGATE_ROWS, latent_dim))
+        self.register_buffer("posterior_log_var", torch.zeros(AGGREGATE_ROWS, latent_dim))
         width = max_length * vocab_size
         self.encoder = _mlp(width, hidden_dim, n_layers, dropout)
         self.to_latent_mean = nn.Linear(hidden_dim, latent_dim)
@@ -64,6 +77,23 @@ class SequenceVAE(GenerativeModel):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["hyper_parameters"]["modality"] = "sequence"
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints from before the aggregate prior (latent_prior then defaults to standard).
+        state = checkpoint["state_dict"]
+        for key in ("posterior_mean", "posterior_log_var"):
+            state.setdefault(key, torch.zeros(AGGREGATE_ROWS, self.hparams.latent_dim))
+
+    @inference
+    def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Keep the posteriors of `AGGREGATE_ROWS` train/val rows (seeded pick) for sampling."""
+        tokens = tensors["tokens"]
+        rows = torch.randint(len(tokens), (AGGREGATE_ROWS,), generator=torch.Generator().manual_seed(0))
+        if len(tokens) >= AGGREGATE_ROWS:
+            rows = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(0))[:AGGREGATE_ROWS]
+        mean, log_var = self.encode(tokens[rows].to(self.device))
+        self.posterior_mean.copy_(mean)
+        self.posterior_log_var.copy_(log_var)
 
     data_sizes = staticmethod(RecurrentLanguageModel.data_sizes)
     tensors = staticmethod(RecurrentLanguageModel.tensors)  # unobserved positions -> MISSING
@@ -156,18 +186,25 @@ class SequenceVAE(GenerativeModel):
 
     @inference
     def sample(self, n: int, generator: torch.Generator, labels=None, temperature: float | None = None) -> np.ndarray:
-        """n x L int8 records: z ~ N(0, I), then every position from the decoder (logits divided by
+        """n x L int8 records: z from the latent prior (`latent_prior`), then every position from the decoder (logits divided by
         `temperature`); MISSING is never drawn and a record is all pad after its first pad."""
         if labels is not None:
             raise ValueError("the sequence vae is not conditional: it takes no labels")
         temperature = self.hparams.temperature if temperature is None else temperature
         parts = []
         for rows in row_chunks(n):
-            z = torch.randn(rows.stop - rows.start, self.hparams.latent_dim, generator=generator).to(self.device)
+            z = self._latent_draws(rows.stop - rows.start, generator)
             parts.append(self._draw(self.decode(z) / temperature, generator))
         tokens = np.concatenate(parts) if parts else np.zeros((0, self.hparams.max_length), dtype=np.int64)
         ended = np.cumsum(tokens == PAD, axis=1) > 0
         return np.where(ended, PAD, tokens).astype(np.int8)
+
+    def _latent_draws(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
+        if self.hparams.latent_prior == "standard":
+            return noise
+        pick = torch.randint(AGGREGATE_ROWS, (n,), generator=generator).to(self.device)
+        return self.posterior_mean[pick] + noise * (0.5 * self.posterior_log_var[pick]).exp()
 
     def _draw(self, log_p: torch.Tensor, generator: torch.Generator) -> np.ndarray:
         """One category per position of n x L x K log-weights (drawn on CPU for the generator)."""
