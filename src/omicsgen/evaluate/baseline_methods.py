@@ -399,45 +399,50 @@ def numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None =
     return fit_numeric_fills(adata, seed, max_train_rows)[0]
 
 
+# Above this many training entries (rows x features) SVD fits on a seeded subsample of rows: its
+# dense rows x genes matrix and 20 rounds over it would not fit in memory or time (2.5e8 float64
+# entries = 2 GB: 125,000 cells of 2,000 genes). `protocol.baseline_fit_rows` records it.
+SVD_MAX_ENTRIES = 250_000_000
+
+
 def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None = None) -> tuple[dict, dict, dict]:
     """Test rows with every unobserved entry filled, per imputation baseline, as three maps:
     name -> filled test rows, name -> why it was skipped, name -> training rows it was fit on.
 
     The slow baselines (CAPPED) fit on a seeded subsample of at most `max_train_rows` training
     rows (`data.train_rows`: the same rows for the same split and seed); sizes a method cannot
-    handle are skipped with a reason, and neighbours / components shrink to what the rows allow."""
-    observed = data.observed_values(adata)
+    handle are skipped with a reason, and neighbours / components shrink to what the rows allow.
+    Mean and median read every training row a block of genes at a time, so a million cells are
+    never one dense matrix; only the test rows and the capped rows are densified whole."""
     is_train, is_test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
-    train, test = observed[is_train], observed[is_test]
+    n_train, n_features = int(is_train.sum()), adata.n_vars
+    test = data.observed_rows(adata, is_test)
     capped_rows = data.train_rows(adata.obs["split"].to_numpy(), seed, max_train_rows)
-    capped = observed[capped_rows]
-    n_features = observed.shape[1]
+    capped = data.observed_rows(adata, capped_rows)
+    means, medians = _train_statistics(adata, is_train)
     methods = {
-        "mean": (len(train), lambda: mean_impute(train, test)),
-        "median": (len(train), lambda: median_impute(train, test)),
+        "mean": (n_train, lambda: np.where(np.isnan(test), means, test)),
+        "median": (n_train, lambda: np.where(np.isnan(test), medians, test)),
         "knn": (len(capped), lambda: knn_impute(capped, test)),
         "iterative": (len(capped), lambda: iterative_impute(capped, test, seed=seed)),
         "mice": (len(capped), lambda: mice_impute(capped, test, seed=seed)),
         "missforest": (len(capped), lambda: missforest_impute(capped, test, seed=seed)),
     }
-    # SVD and MAGIC see training and test rows together (held-out entries hidden) and return the test rows.
-    # Rows stay in file order, so results do not depend on how the rows were gathered.
-    both = is_train | is_test
-    methods["svd"] = (len(train), lambda: svd_impute(observed[both])[is_test[both]])
-    cells = np.zeros(len(observed), dtype=bool)
-    cells[capped_rows] = True
-    cells |= is_test
+    # SVD and MAGIC see training and test rows together (held-out entries hidden) and return the
+    # test rows; rows stay in file order, so results do not depend on how the rows were gathered.
+    svd_cap = max(1, SVD_MAX_ENTRIES // max(1, n_features))
+    svd_train = data.train_rows(adata.obs["split"].to_numpy(), seed, svd_cap if n_train > svd_cap else None)
+    methods["svd"] = (len(svd_train), lambda: _transductive(adata, svd_train, is_test, svd_impute))
     if magic_applies(adata) and magic_available():
-        methods["magic"] = (len(capped), lambda: magic_impute(observed[cells], seed=seed)[is_test[cells]])
+        methods["magic"] = (len(capped), lambda: _transductive(adata, capped_rows, is_test, lambda x: magic_impute(x, seed=seed)))
     if data.modality(adata) == "timecourse":
         series = adata.obs["series"].astype(str).to_numpy()[is_test]
         times = adata.obs["time"].to_numpy(dtype=np.float64)[is_test]
-        fallback = feature_means(train)
-        methods["linear"] = (0, lambda: interpolate_series(test, series, times, fallback, "linear"))
-        methods["last_value"] = (0, lambda: interpolate_series(test, series, times, fallback, "last_value"))
+        methods["linear"] = (0, lambda: interpolate_series(test, series, times, means, "linear"))
+        methods["last_value"] = (0, lambda: interpolate_series(test, series, times, means, "last_value"))
     fills, skipped, fit_rows = {}, {}, {}
     for name, (n_fit, fill) in methods.items():
-        reason = _too_small(name, n_fit, len(test), n_features, int(cells.sum()))
+        reason = _too_small(name, n_fit, len(test), n_features, len(capped) + len(test))
         if reason is None:
             reason, filled = _attempt(name, fill)
         if reason is not None:
@@ -445,6 +450,37 @@ def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | No
             continue
         fills[name], fit_rows[name] = filled, n_fit
     return fills, skipped, fit_rows
+
+
+def _transductive(adata: ad.AnnData, train_rows: np.ndarray, is_test: np.ndarray, method) -> np.ndarray:
+    """`method` on the given training rows and the test rows together, in file order; the test rows' fill."""
+    rows = np.zeros(adata.n_obs, dtype=bool)
+    rows[train_rows] = True
+    rows |= is_test
+    return method(data.observed_rows(adata, rows))[is_test[rows]]
+
+
+def _train_statistics(adata: ad.AnnData, is_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and median of the observed training entries, a block of genes at a time
+    (`feature_means` and `median_impute` on the whole matrix give the same values). A gene never
+    observed gets the overall mean / median; the overall median is that of the per-gene medians
+    beyond 5e7 entries, where the exact one would need every value at once."""
+    sums, counts, medians = np.zeros(adata.n_vars), np.zeros(adata.n_vars), np.full(adata.n_vars, np.nan)
+    exact = is_train.sum() * adata.n_vars <= 50_000_000
+    values = []
+    with warnings.catch_warnings():  # an all-NaN gene is handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for columns, block in data.observed_column_blocks(adata, is_train):
+            finite = np.isfinite(block)
+            sums[columns], counts[columns] = np.nansum(block, axis=0), finite.sum(axis=0)
+            medians[columns] = np.nanmedian(block, axis=0) if len(block) else np.nan
+            if exact:
+                values.append(block[finite])
+        overall_mean = sums.sum() / counts.sum() if counts.sum() else 0.0
+        pool = np.concatenate(values) if exact and values else medians[np.isfinite(medians)]
+        overall_median = float(np.median(pool)) if pool.size else 0.0
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), overall_mean)
+    return means, np.where(np.isfinite(medians), medians, overall_median)
 
 
 def _too_small(name: str, n_fit: int, n_test: int, n_features: int, n_graph: int) -> str | None:
@@ -476,9 +512,13 @@ def magic_applies(adata: ad.AnnData) -> bool:
 
 
 def numeric_samples(adata: ad.AnnData, seed: int, n: int) -> dict[str, np.ndarray]:
-    """n generated rows per generation baseline."""
-    train = data.observed_values(adata)[data.split_rows(adata, "train")]
-    return {"mean": sample_marginals(train, n, np.random.default_rng(seed))}
+    """n generated rows per generation baseline: each gene drawn independently from its observed
+    training values (`sample_marginals`, read a block of genes at a time)."""
+    rng = np.random.default_rng(seed)
+    samples = np.empty((n, adata.n_vars))
+    for columns, block in data.observed_column_blocks(adata, data.split_rows(adata, "train")):
+        samples[:, columns] = sample_marginals(block, n, rng) if len(block) else feature_means(block)
+    return {"mean": samples}
 
 
 def forecasters(adata: ad.AnnData) -> dict[str, Forecaster]:

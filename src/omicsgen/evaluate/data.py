@@ -187,3 +187,37 @@ def _slabs(rows: np.ndarray):
         wanted = rows[blocks == block]
         lo = int(wanted[0])
         yield lo, int(wanted[-1]) + 1, wanted - lo
+
+
+# ---------------------------------------------------------------------------- a few rows at a time
+
+COLUMN_BLOCK = 256  # genes densified at once when a statistic needs every training row
+
+
+def observed_rows(adata: ad.AnnData, rows) -> np.ndarray:
+    """`observed_values` of the rows `rows` only (indices or a boolean mask): a sparse matrix is
+    densified for those rows, never whole."""
+    rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+    values = dense(adata.X[rows]).astype(np.float64)
+    values[heldout_rows(adata, rows)] = np.nan
+    return values
+
+
+def heldout_rows(adata: ad.AnnData, rows) -> np.ndarray:
+    mask = mask_info(adata)
+    return dense(getattr(adata, str(mask["slot"]))[str(mask["key"])][rows]).astype(bool)
+
+
+def observed_column_blocks(adata: ad.AnnData, rows, block: int = COLUMN_BLOCK):
+    """(columns, observed values of `rows` x those columns) for consecutive blocks of columns:
+    per-gene statistics over every training row without a dense rows x genes matrix."""
+    rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+    mask = mask_info(adata)
+    x, held = adata.X[rows], getattr(adata, str(mask["slot"]))[str(mask["key"])][rows]
+    x = x.tocsc() if sp.issparse(x) else np.asarray(x)
+    held = held.tocsc() if sp.issparse(held) else np.asarray(held)
+    for start in range(0, adata.n_vars, block):
+        columns = slice(start, min(start + block, adata.n_vars))
+        values = dense(x[:, columns]).astype(np.float64)
+        values[dense(held[:, columns]).astype(bool)] = np.nan
+        yield columns, values

@@ -223,7 +223,7 @@ def protocol(adata: ad.AnnData, seed: int) -> dict:
         # Both protocols side by side: keys without a suffix score all held-out entries, `*_nonzero`
         # keys only those whose true value is not 0.
         result["nonzero_only_keys"] = "*_nonzero"
-        counts = _counts_scale(adata)
+        counts = _counts_scale(adata, slice(0, 0))  # only whether there are counts, and target_sum
         result["counts_scale"] = counts is not None
         if counts is not None:
             result["counts_target_sum"] = counts[2]
@@ -244,7 +244,7 @@ def _score_imputation(adata: ad.AnnData, imputed: ad.AnnData, seed: int = 0, res
         filled = data.tokens(imputed, "tokens_imputed")
         return _sequence_imputation(data.tokens(adata)[test], filled[test], heldout, seed, resamples)
     filled = data.dense(imputed.layers["imputed"][test]).astype(np.float64)  # CSR stays sparse until cut
-    return _numeric_imputation(data.values(adata)[test], filled, heldout, _counts_scale(adata), test, seed, resamples)
+    return _numeric_imputation(data.values(adata)[test], filled, heldout, _counts_scale(adata, test), slice(None), seed, resamples)
 
 
 def _sequence_imputation(truth, filled, heldout, seed: int = 0, resamples: int = 0) -> dict:
@@ -341,9 +341,10 @@ def _numeric_imputation(truth, filled, heldout, counts, rows, seed: int = 0, res
     return scoring._with_context(scores, intervals, _imputation_skips(scores))
 
 
-def _counts_scale(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _counts_scale(adata: ad.AnnData, rows=None) -> tuple[np.ndarray, np.ndarray, float] | None:
     """(counts, library_size, target_sum) when X = log1p(counts / library_size * target_sum):
-    expression with layers["counts"], obs["library_size"] and a preprocess target_sum, unscaled."""
+    expression with layers["counts"], obs["library_size"] and a preprocess target_sum, unscaled.
+    With `rows`, only those rows (counts and library sizes), densified alone."""
     if data.modality(adata) != "expression" or "counts" not in adata.layers or "library_size" not in adata.obs:
         return None
     record = data.info(adata).get("provenance", {}).get("preprocess")
@@ -354,8 +355,9 @@ def _counts_scale(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, float] | N
     target_sum = params.get("target_sum")
     if target_sum is None or params.get("scale"):
         return None
-    counts = data.dense(adata.layers["counts"]).astype(np.float64)
-    return counts, adata.obs["library_size"].to_numpy(dtype=np.float64), float(target_sum)
+    rows = slice(None) if rows is None else rows
+    counts = data.dense(adata.layers["counts"][rows]).astype(np.float64)
+    return counts, adata.obs["library_size"].to_numpy(dtype=np.float64)[rows], float(target_sum)
 
 
 def _samples_in_gene_order(samples: ad.AnnData, adata: ad.AnnData, samples_path) -> np.ndarray:
@@ -415,20 +417,25 @@ def _score_likelihood(adata: ad.AnnData, likelihood: LogLikelihood) -> dict:
 
 
 def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings) -> tuple[dict, dict]:
-    truth, heldout = data.values(adata), data.heldout_mask(adata)
+    """Every training row is read, but only the test rows and the frame's rows are made dense."""
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+    truth_test, heldout_test = data.dense(adata.X[test]).astype(np.float64), data.heldout_rows(adata, test)
     methods: dict[str, dict] = {}
     if baseline_methods.magic_applies(adata) and not baseline_methods.magic_available():
         methods["magic"] = {"not_scored": {"imputation": baseline_methods.MAGIC_MISSING}}
-    counts = _counts_scale(adata)
+    counts = _counts_scale(adata, test)
     fills, skipped, fit_rows = baseline_methods.fit_numeric_fills(adata, seed, settings.max_train_rows)
     for name, reason in skipped.items():
         methods.setdefault(name, {}).setdefault("not_scored", {})["imputation"] = reason
     for name, filled in fills.items():
         methods.setdefault(name, {})["imputation"] = _numeric_imputation(
-            truth[test], filled, heldout[test], counts, test, seed, settings.bootstrap)  # fmt: skip
+            truth_test, filled, heldout_test, counts, slice(None), seed, settings.bootstrap)  # fmt: skip
+    # The generation frame of `evaluate`: the same (at most max_rows) training rows, so a model's
+    # and a baseline's MMD and c2st are measured in one PCA space.
+    frame = data.train_rows(adata.obs["split"].to_numpy(), seed, settings.max_rows)
     try:
-        scorer = scoring.NumericGenerationScorer(truth[train], truth[test], seed, list(adata.var_names), settings.bootstrap)
+        frame_truth = data.dense(adata.X[frame]).astype(np.float64)
+        scorer = scoring.NumericGenerationScorer(frame_truth, truth_test, seed, list(adata.var_names), settings.bootstrap)
     except scoring.TooSmall as err:
         scorer = None
         methods.setdefault("mean", {}).setdefault("not_scored", {})["generation"] = str(err)
