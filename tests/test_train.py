@@ -252,3 +252,37 @@ def _carry_forward(x, observed, gene_mean):
         predicted[:, t] = last
         last = np.where(observed[:, t], x[:, t], last)
     return predicted
+
+
+# ---- progress and best weights (issue 13: no checkpoint file per improvement) ------------------
+def test_one_log_line_per_epoch_and_the_best_val_weights_kept(tmp_path, tiny_data, caplog):
+    """GAIN's val loss is deterministic (fixed hidden entries, fixed noise), so the weights in
+    model.ckpt must reproduce the lowest val_loss of metrics.csv, whichever epoch had it."""
+    import logging
+
+    from omicsgen.ingest import ingest
+    from omicsgen.mask import mask
+    from omicsgen.models.gain import GAIN, NOISE_SCALE
+    from omicsgen.preprocess import preprocess
+
+    ingest(tiny_data["cells"], tmp_path / "i.h5ad", "cells", "expression")
+    preprocess(tmp_path / "i.h5ad", tmp_path / "p.h5ad", {"n_top_genes": 100, "min_cells": 3}, {"val": 0.1, "test": 0.2}, 0)
+    mask(tmp_path / "p.h5ad", tmp_path / "masked.h5ad", rate=0.1, mechanism="mcar", seed=0)
+    caplog.set_level(logging.INFO, logger="omicsgen.train")
+    trainer = {"max_epochs": 8, "batch_size": 64, "patience": 20, "size_to_data": False, "learning_rate": 3e-3}
+    path = train(tmp_path / "masked.h5ad", tmp_path / "gain", "gain", {"hidden_dim": 32}, trainer, seed=0)
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == [f"epoch {k}/8" for k in range(1, 9)]
+    assert all("val_loss" in line and "s/epoch" in line and "left" in line for line in lines)
+
+    metrics = pd.read_csv(tmp_path / "gain" / "metrics.csv")
+    model = load_model(path)
+    val = GAIN.tensors(ad.read_h5ad(tmp_path / "masked.h5ad"), "val")
+    assert len(val["x"]) <= 64  # one val batch: its loss is the epoch's val_loss
+    with torch.no_grad():
+        scaled, observed = model.scale(val["x"]), val["observed"]
+        hide = observed & model.validation_hide(observed.shape, 0, observed.device)
+        fake = model.generate(scaled, observed & ~hide, torch.full_like(scaled, NOISE_SCALE / 2))
+        loss = float(((fake - scaled) ** 2 * hide).sum() / hide.sum().clamp_min(1))
+    assert loss == pytest.approx(metrics["val_loss"].min(), rel=1e-4)

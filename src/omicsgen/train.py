@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from .batches import InMemoryBatches
@@ -272,34 +272,117 @@ class Throughput(Callback):
                  rows_per_epoch, self.seconds, epochs * rows_per_epoch / max(self.seconds, 1e-9))
 
 
+# Seconds between two full checkpoints (`last.ckpt`): what an interrupted job can lose. Writing
+# one every epoch cost a third of GAIN's training time on 569 rows (4 steps an epoch).
+CHECKPOINT_SECONDS = 60.0
+
+
+class ThrottledCheckpoint(ModelCheckpoint):
+    """Lightning's checkpoint of the full state, written at the end of an epoch only when
+    `every_seconds` have passed since the previous one (0: every epoch), and after the last epoch."""
+
+    def __init__(self, every_seconds: float, **kwargs):
+        super().__init__(save_on_train_epoch_end=True, **kwargs)  # never from on_validation_end
+        self.every_seconds = every_seconds
+        self.saved_at = time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        if final or time.monotonic() - self.saved_at >= self.every_seconds:
+            super().on_train_epoch_end(trainer, pl_module)
+            self.saved_at = time.monotonic()
+
+
+class BestWeights(Checkpoint):
+    """The weights of the epoch with the lowest `monitor`, copied in memory (not written to a
+    file on every improvement); kept in the full checkpoint so a resumed run knows them too.
+    With `monitor` None the last epoch's weights are the result. A `Checkpoint` so that
+    Lightning runs its epoch-end hook after the module's own (where some families log
+    train_loss) and before `ThrottledCheckpoint` saves the state."""
+
+    def __init__(self, monitor: str | None):
+        self.monitor = monitor
+        self.score, self.epoch, self.weights = float("inf"), -1, None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Runs after the epoch's validation (Lightning 2 validates inside the epoch loop).
+        value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        if value is None or not bool(torch.isfinite(value)) or float(value) >= self.score:
+            return
+        self.score, self.epoch = float(value), trainer.current_epoch
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"score": self.score, "epoch": self.epoch, "weights": self.weights}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.score, self.epoch, self.weights = state_dict["score"], state_dict["epoch"], state_dict["weights"]
+
+    def restore(self, model) -> None:
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+
+class EpochProgress(Callback):
+    """One log line per epoch: losses, seconds per epoch and the expected end at max_epochs
+    (early stopping may end sooner), so a long job is never silent. An epoch's line is written
+    when the next one starts (or training ends): its losses are final by then and its seconds
+    include validation and checkpointing."""
+
+    def __init__(self, max_epochs: int):
+        self.max_epochs = max_epochs
+        self.started = self.epoch_started = None
+        self.epoch = -1
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._report(trainer)
+        self.epoch, self.epoch_started = trainer.current_epoch, time.perf_counter()
+        if self.started is None:
+            self.started = (self.epoch_started, self.epoch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._report(trainer)
+
+    def _report(self, trainer) -> None:
+        if self.epoch_started is None:
+            return
+        now, (start, first) = time.perf_counter(), self.started
+        per_epoch = (now - start) / (self.epoch - first + 1)
+        left = per_epoch * (self.max_epochs - self.epoch - 1)
+        finish = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+        losses = ", ".join(f"{name} {float(value):.5g}" for name, value in sorted(trainer.callback_metrics.items())
+                           if name in ("train_loss", "val_loss"))
+        LOG.info("epoch %d/%d: %s; %.2f s this epoch, %.2f s/epoch; at most %.0f s left (%s)", self.epoch + 1,
+                 self.max_epochs, losses or "no loss logged", now - self.epoch_started, per_epoch, left, finish)
+        self.epoch_started = None
+
 # ---- fitting -------------------------------------------------------------------------------
 def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir: Path):
     """Run Lightning, resuming from `work_dir/last.ckpt` when there is one; returns the trainer
-    and the path of the best checkpoint."""
+    and the path of the best weights' checkpoint (written once, at the end)."""
     batch_size = settings["batch_size"]
     has_val = _n_rows(val_tensors) > 0
-    # Without validation rows, early stopping and the best checkpoint fall back to the train loss.
+    # Without validation rows, early stopping and the best weights fall back to the train loss.
     monitor = "val_loss" if has_val else "train_loss"
     if not model.automatic_optimization:
         model.gradient_clip = settings["gradient_clip_val"]
     _schedule_learning_rate(model, {"name": settings["lr_schedule"], "monitor": monitor,
                                     "patience": max(1, settings["patience"] // 2), "max_epochs": settings["max_epochs"]},
                             mixed_precision="mixed" in str(settings["precision"]))
-    # Full state every epoch, for resuming; the best weights separately.
-    last = ModelCheckpoint(dirpath=work_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    if model.select_on_loss:
-        best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor=monitor, mode="min", save_weights_only=True,
-                               enable_version_counter=False)
-        callbacks = [EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"]), best]
-    else:  # the last epoch's weights, all epochs run (a second monitor-less checkpoint would clash with `last`)
-        best, callbacks = last, []
+    # The full state for resuming, at most every CHECKPOINT_SECONDS (every epoch under the resume
+    # tests); the best weights stay in memory (and in that state) until the end.
+    killing = os.environ.get(FAIL_AFTER_EPOCH_ENV)
+    last = ThrottledCheckpoint(0.0 if killing else CHECKPOINT_SECONDS, dirpath=work_dir, filename="last", monitor=None,
+                               save_top_k=1, enable_version_counter=False)
+    best = BestWeights(monitor if model.select_on_loss else None)  # GANs: the last epoch's weights
+    callbacks = [EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"])] if model.select_on_loss else []
     train_batches = InMemoryBatches(train_tensors, batch_size, shuffle=True, seed=seed)
     val_batches = InMemoryBatches(val_tensors, batch_size) if has_val else None
     throughput = Throughput()
-    callbacks += [last, RandomState(), FollowTrainerEpoch(train_batches), DeviceResidentData(train_batches, val_batches),
-                  throughput]
-    if os.environ.get(FAIL_AFTER_EPOCH_ENV):
-        callbacks.append(KillAfterEpoch(int(os.environ[FAIL_AFTER_EPOCH_ENV])))
+    callbacks += [best, last, RandomState(), FollowTrainerEpoch(train_batches), DeviceResidentData(train_batches, val_batches),
+                  throughput, EpochProgress(settings["max_epochs"])]
+    if killing:
+        callbacks.append(KillAfterEpoch(int(killing)))
     trainer = lightning.Trainer(
         accelerator=settings["accelerator"],
         devices=settings["devices"],
@@ -310,7 +393,9 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         # Manual-optimisation families (GANs) clip inside their own training_step.
         gradient_clip_val=settings["gradient_clip_val"] if model.automatic_optimization else None,
         deterministic=True,
-        logger=CSVLogger(work_dir, name="", version="", flush_logs_every_n_steps=1),  # on disk before any kill
+        # Rows after the last checkpoint's epoch are dropped on resume (`_upto`), so the log need
+        # only be on disk by then: flushed every 50 steps and at the end, not after every step.
+        logger=CSVLogger(work_dir, name="", version="", flush_logs_every_n_steps=50),
         callbacks=callbacks,
         default_root_dir=work_dir,
         enable_progress_bar=False,
@@ -324,7 +409,10 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     for batches in (train_batches, val_batches):  # the trainer outlives this call: release the data
         if batches is not None:
             batches.tensors = {}
-    return trainer, Path(best.best_model_path)
+    best_path = work_dir / "best.ckpt"
+    best.restore(model)
+    trainer.save_checkpoint(best_path, weights_only=True)  # every DDP rank calls it; rank 0 writes
+    return trainer, best_path
 
 
 def _schedule_learning_rate(model: GenerativeModel, schedule: dict, mixed_precision: bool) -> None:

@@ -17,9 +17,9 @@ rule evaluate:
         scoring=" ".join(f"--{k.replace('_', '-')} {'none' if v is None else v}" for k, v in config.get("evaluate", {}).items()),
     log:
         "logs/{dataset}/{model}/evaluate.log",
-    threads: 2
+    threads: config.get("threads", {}).get("evaluate", 1)  # 1: two jobs share 2 cores (bench/threads.py)
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} omicsgen evaluate --input {input.data:q} {params.products}"
+        "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE omicsgen evaluate --input {input.data:q} {params.products}"
         " --checkpoint {input.model:q} --output {output:q} --seed {params.seed} {params.scoring} > {log:q} 2>&1"

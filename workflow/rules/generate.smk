@@ -15,9 +15,9 @@ rule generate:
         ),
     log:
         "logs/{dataset}/{model}/generate.log",
-    threads: 2
+    threads: config.get("threads", {}).get("generate", 1)  # 1: two jobs share 2 cores (bench/threads.py)
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
+        "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
         " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} > {log:q} 2>&1"

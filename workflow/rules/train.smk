@@ -40,7 +40,7 @@ rule train:
         launch=train_launcher,
     log:
         "logs/{dataset}/{model}/train.log",
-    threads: 2
+    threads: config.get("threads", {}).get("train", 1)  # 1: two jobs share 2 cores (bench/threads.py)
     resources:
         nodes=train_sbatch("nodes"),
         mpi=train_sbatch("mpi"),
@@ -51,6 +51,6 @@ rule train:
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} omicsgen train --input {input:q} --outdir results/{wildcards.dataset}/{wildcards.model}"
+        "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE {params.launch} omicsgen train --input {input:q} --outdir results/{wildcards.dataset}/{wildcards.model}"
         " --family {params.family} --params {params.hparams:q} --trainer {params.trainer:q}"
         " --seed {params.seed} > {log:q} 2>&1"

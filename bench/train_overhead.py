@@ -1,0 +1,165 @@
+"""Lightning's overhead on small tabular data: `omicsgen.train.train` vs a bare PyTorch loop doing the same steps.
+
+Data: the bundled Breast Cancer Wisconsin table (569 x 30, resources/breast_cancer_wisconsin.csv),
+ingested, min-max scaled, split 70/10/20 and masked (20% MCAR) by omicsgen's own stages, as
+config/papers/gain_breast_cancer.yaml does. Each family trains a fixed number of epochs (no early
+stop: patience above max_epochs) in both set-ups:
+
+- ours: `train()` (Lightning Trainer, callbacks, checkpoints for resuming, CSV log, model.ckpt);
+- bare: the same model object's loss and optimizers in a plain loop over the same in-memory
+  batches, a validation pass every epoch and the best weights kept in memory.
+
+It prints training steps per second (optimizer steps of the generator / the model; GAIN also
+steps its discriminator each batch) and CPU seconds of each, and their ratio.
+
+    OMP_NUM_THREADS=1 python bench/train_overhead.py [--epochs 200] [--families gain vae]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+HPARAMS = {"gain": {"hidden_dim": 30, "hint_rate": 0.9, "alpha": 100.0}, "vae": {"hidden_dim": 64, "latent_dim": 8},
+           "ae": {"hidden_dim": 64, "latent_dim": 16, "noise": 0.2, "output": "gaussian"}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--families", nargs="+", default=["gain", "vae"], choices=list(HPARAMS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        masked = prepare(Path(tmp))
+        print(f"{'family':<8}{'setup':<7}{'epochs':>7}{'steps':>7}{'wall s':>9}{'CPU s':>8}{'steps/s':>9}{'steps/CPU s':>13}")
+        for family in args.families:
+            ours = run_ours(masked, Path(tmp) / family, family, args.epochs)
+            bare = run_bare(masked, family, args.epochs)
+            for name, result in (("ours", ours), ("bare", bare)):
+                print(f"{family:<8}{name:<7}{result['epochs']:>7}{result['steps']:>7}{result['wall']:>9.1f}{result['cpu']:>8.1f}"
+                      f"{result['steps'] / result['wall']:>9.0f}{result['steps'] / result['cpu']:>13.0f}")
+            print(f"{family:<8}ratio bare/ours: {bare['steps'] / bare['cpu'] / (ours['steps'] / ours['cpu']):.2f}x per CPU second, "
+                  f"{bare['steps'] / bare['wall'] / (ours['steps'] / ours['wall']):.2f}x per wall second")
+
+
+def prepare(folder: Path) -> Path:
+    from omicsgen.ingest import ingest
+    from omicsgen.mask import mask
+    from omicsgen.papers import table_to_h5ad
+    from omicsgen.preprocess import preprocess
+
+    table = folder / "table.h5ad"
+    table_to_h5ad(ROOT / "resources" / "breast_cancer_wisconsin.csv", table, "diagnosis")
+    ingest(table, folder / "ingested.h5ad", "breast", "expression", None, "auto", "auto", "diagnosis", "normalised")
+    preprocess(folder / "ingested.h5ad", folder / "prepared.h5ad",
+               {"min_genes": 0, "min_cells": 0, "n_top_genes": None, "scale": "minmax"}, {"val": 0.1, "test": 0.2}, 0)
+    mask(folder / "prepared.h5ad", folder / "masked.h5ad", 0.2, "mcar", 0, 10, False)
+    return folder / "masked.h5ad"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_ours(masked: Path, out: Path, family: str, epochs: int) -> dict:
+    from omicsgen.train import train
+
+    trainer = {"max_epochs": epochs, "patience": epochs + 1, "batch_size": 128, "accelerator": "cpu",
+               "lr_schedule": "none", "gradient_clip_val": None if family == "gain" else 1.0}
+    if _has_sizing():
+        trainer["size_to_data"] = False  # the same batches and epochs as the bare loop
+    wall, cpu = time.perf_counter(), _cpu()
+    train(masked, out, family, HPARAMS[family], trainer, seed=0)
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    steps = epochs * _batches_per_epoch(masked)
+    return {"epochs": epochs, "steps": steps, "wall": wall, "cpu": cpu}
+
+
+def run_bare(masked: Path, family: str, epochs: int) -> dict:
+    """The same model and batches in a plain loop: train steps, one val pass an epoch, best
+    weights kept in memory (what early stopping on val loss needs), nothing written."""
+    import anndata as ad
+
+    from omicsgen.batches import InMemoryBatches
+    from omicsgen.models.base import dense_train_view
+    from omicsgen.train import family_class
+
+    torch.manual_seed(0)
+    wall, cpu = time.perf_counter(), _cpu()
+    adata = ad.read_h5ad(masked)
+    cls = family_class(family, adata, masked)
+    model = cls.from_data(dense_train_view(adata), **HPARAMS[family])
+    train_batches = InMemoryBatches(cls.tensors(adata, "train"), 128, shuffle=True, seed=0)
+    val_batches = InMemoryBatches(cls.tensors(adata, "val"), 128)
+    manual = family == "gain"
+    if manual:
+        opt_g, opt_d = (torch.optim.Adam(net.parameters(), lr=model.hparams.learning_rate)
+                        for net in (model.generator_net, model.discriminator_net))
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=model.hparams.learning_rate, fused=True)
+    best, best_loss = None, float("inf")
+    for _ in range(epochs):
+        model.train()
+        if family == "vae":
+            model.on_train_epoch_start()
+        for batch in train_batches:
+            if manual:
+                for index, opt in ((0, opt_d), (1, opt_g)):
+                    loss = model.losses(batch)[index]
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            else:
+                loss = model.loss(batch)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            val = [_val_loss(model, batch, i, manual) for i, batch in enumerate(val_batches)]
+        val_loss = float(sum(val) / len(val))
+        if val_loss < best_loss:
+            best_loss, best = val_loss, copy.deepcopy(model.state_dict())
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    return {"epochs": epochs, "steps": epochs * len(train_batches), "wall": wall, "cpu": cpu}
+
+
+def _val_loss(model, batch, batch_idx, manual: bool) -> torch.Tensor:
+    if not manual:
+        return model.loss(batch)
+    from omicsgen.models.gain import NOISE_SCALE
+
+    scaled, observed = model.scale(batch["x"]), batch["observed"]
+    hide = observed & model.validation_hide(observed.shape, batch_idx, observed.device)
+    fake = model.generate(scaled, observed & ~hide, torch.full_like(scaled, NOISE_SCALE / 2))
+    return ((fake - scaled) ** 2 * hide).sum() / hide.sum().clamp_min(1)
+
+
+def _has_sizing() -> bool:
+    try:
+        import omicsgen.models.sizing  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _batches_per_epoch(masked: Path) -> int:
+    import anndata as ad
+
+    adata = ad.read_h5ad(masked)
+    n_train = int((adata.obs["split"].astype(str) == "train").sum())
+    return -(-n_train // 128)
+
+
+if __name__ == "__main__":
+    main()
