@@ -107,3 +107,16 @@ def test_ae_zinb_output_uses_the_size_factor_and_imputes_counts(tmp_path):
     )
     # Same row, more counts at a larger size factor: fewer zeros, so E[log1p(normalised)] rises.
     assert (large > small).mean() > 0.9
+
+
+def test_ae_linear_skip_never_reads_the_feature_it_predicts():
+    from omicsgen.models.ae import Autoencoder as AE
+
+    model = AE(n_genes=6, hidden_dim=8, latent_dim=3, n_layers=1, noise=0.2, output="gaussian", sample_noise=0.5,
+               learning_rate=1e-3, linear_skip=True)
+    with torch.no_grad():
+        model.skip.copy_(torch.randn(6, 6, generator=torch.Generator().manual_seed(0)))
+    x, seen = torch.zeros(1, 6), torch.ones(1, 6, dtype=torch.bool)
+    x[0, 2] = 5.0  # only feature 2 moves: its own prediction must not
+    term = model.skip_term(x, seen)
+    assert term[0, 2] == 0 and term[0, [0, 1, 3, 4, 5]].abs().sum() > 0

@@ -42,11 +42,16 @@ class Autoencoder(GenerativeModel):
         "output": "gaussian",
         "sample_noise": 0.5,
         "learning_rate": 1e-3,
+        # Gaussian output: add a linear regression of each feature on the other visible
+        # features (z-scores, the own feature's weight held at 0) to the decoder's output: the
+        # chained-equations imputer's strength on small tables, learned jointly with the
+        # network. models/sizing.py turns it on for small tables.
+        "linear_skip": False,
     }
     has_latent = True
 
     def __init__(self, n_genes, hidden_dim, latent_dim, n_layers, noise, output, sample_noise, learning_rate,
-                 target_sum=cm.DEFAULT_TARGET_SUM):
+                 target_sum=cm.DEFAULT_TARGET_SUM, linear_skip=False):
         super().__init__()
         if output not in cm.LIKELIHOODS:
             raise ValueError(f"ae: output must be one of {', '.join(cm.LIKELIHOODS)}, not {output!r}")
@@ -58,6 +63,13 @@ class Autoencoder(GenerativeModel):
         if output == "gaussian":
             self.to_gene_mean = nn.Linear(hidden_dim, n_genes)
             self.gene_log_var = nn.Parameter(torch.zeros(n_genes))
+            # z-scores in and out, as the VAE: features of any scale or sign train alike
+            # (0 / 1, no change, for checkpoints made before)
+            self.register_buffer("x_center", torch.zeros(n_genes))
+            self.register_buffer("x_scale", torch.ones(n_genes))
+            if linear_skip:
+                self.skip = nn.Parameter(torch.zeros(n_genes, n_genes))
+                self.register_buffer("off_diagonal", 1.0 - torch.eye(n_genes))
         else:
             self.count_head = cm.CountHead(hidden_dim, n_genes, zero_inflated=output == "zinb")
         self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
@@ -85,17 +97,27 @@ class Autoencoder(GenerativeModel):
             mean = train["x"].sum(0) / n
             var = ((train["x"] - mean) ** 2 * train["observed"]).sum(0) / n
             with torch.no_grad():
-                self.to_gene_mean.bias.copy_(mean)
+                self.x_center.copy_(mean)
+                self.x_scale.copy_(var.sqrt().clamp_min(1e-3))
+                self.to_gene_mean.bias.zero_()
                 self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
         self.calibrate(train)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if not self.counts_model:  # checkpoints from before the z-score buffers: the identity
+            for name in ("x_center", "x_scale"):
+                state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ---- networks -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        if not self.counts_model:
+            x = (x - self.x_center) / self.x_scale
         return self.encoder(torch.cat([x * observed, observed.float()], dim=1))
 
     def head(self, z: torch.Tensor):
         hidden = self.decoder(z)
-        return self.count_head(hidden) if self.counts_model else self.to_gene_mean(hidden)
+        return self.count_head(hidden) if self.counts_model else self.x_center + self.x_scale * self.to_gene_mean(hidden)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """X's scale: the Gaussian mean, or log1p of the expected normalised expression."""
@@ -116,7 +138,16 @@ class Autoencoder(GenerativeModel):
         if self.counts_model:
             full = bool(observed.all())
             return -cm.observed_log_prob_rows(batch["counts"], batch["library"], out, None if full else observed).mean()
+        out = out + self.skip_term(x, seen)
         return (gaussian_nll(x, out, self.log_var()) * observed).sum(1).mean()
+
+    def skip_term(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor | float:
+        """The `linear_skip` part of the Gaussian mean: each feature regressed on the other
+        visible features' z-scores (unseen ones count as the mean), on X's scale."""
+        if self.counts_model or not self.hparams.get("linear_skip"):
+            return 0.0
+        z = (x - self.x_center) / self.x_scale * seen
+        return self.x_scale * (z @ (self.skip * self.off_diagonal).t())
 
     def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
         """Store codes of up to N_CODES rows (evenly spaced) and their per-dimension spread."""
@@ -162,8 +193,13 @@ class Autoencoder(GenerativeModel):
                 for rows in row_chunks(len(values))
             ]
             return keep_observed(values, observed, stack_rows(parts, self.hparams.n_genes))
-        parts = [self.decode(self._code(values[rows], observed[rows])) for rows in row_chunks(len(values))]
+        parts = [self.decode(self._code(values[rows], observed[rows])) + self._skip(values[rows], observed[rows])
+                 for rows in row_chunks(len(values))]
         return keep_observed(values, observed, stack_rows(parts, self.hparams.n_genes))
+
+    def _skip(self, values: np.ndarray, observed: np.ndarray) -> torch.Tensor | float:
+        x = torch.from_numpy(np.where(observed, values, 0.0).astype(np.float32)).to(self.device)
+        return self.skip_term(x, torch.from_numpy(observed).to(self.device))
 
     @inference
     def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
