@@ -207,3 +207,14 @@ def test_report_helpers_for_small_and_large_data(tmp_path, tiny_data):
     assert plots.c2st_features(evidence).startswith("data:image/png;base64,")
     table = plots.c2st_features_table(evidence)
     assert table.count("<tr>") == len(evidence["vae"]) + 1 and evidence["vae"][0]["feature"] in table
+
+
+def test_svd_fits_on_a_recorded_subsample_above_its_memory_budget(tmp_path, tiny_data, monkeypatch):
+    from omicsgen.evaluate import baseline_methods
+
+    adata = real_cells(tiny_data["cells"], 120, 10)
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    monkeypatch.setattr(baseline_methods, "SVD_MAX_ENTRIES", 300)  # 30 rows of 10 features
+    base = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json", n_samples=20, settings=Settings(bootstrap=0))
+    fit = base["protocol"]["baseline_fit_rows"]
+    assert fit["svd"] == 30 < fit["mean"] and base["methods"]["svd"]["imputation"]["rmse"] is not None

@@ -400,9 +400,9 @@ def numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None =
 
 
 # Above this many training entries (rows x features) SVD fits on a seeded subsample of rows: its
-# dense rows x genes matrix and 20 rounds over it would not fit in memory or time (2.5e8 float64
-# entries = 2 GB: 125,000 cells of 2,000 genes). `protocol.baseline_fit_rows` records it.
-SVD_MAX_ENTRIES = 250_000_000
+# dense rows x genes matrix and 20 rounds over it would not fit in memory or time (1e8 float64
+# entries = 0.8 GB a copy, and svd_impute holds about five: 50,000 cells of 2,000 genes). `protocol.baseline_fit_rows` records it.
+SVD_MAX_ENTRIES = 100_000_000
 
 
 def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None = None) -> tuple[dict, dict, dict]:
