@@ -288,7 +288,10 @@ class ThrottledCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
-        if final or time.monotonic() - self.saved_at >= self.every_seconds:
+        due = final or time.monotonic() - self.saved_at >= self.every_seconds
+        if trainer.world_size > 1:  # DDP: saving holds a barrier; ranks whose clocks disagree would wait forever
+            due = trainer.strategy.broadcast(due, src=0)  # so rank 0's clock decides for all
+        if due:
             super().on_train_epoch_end(trainer, pl_module)
             self.saved_at = time.monotonic()
 
