@@ -140,9 +140,10 @@ def read_obs(path) -> tuple:
         return read_elem(handle["obs"]), read_elem(handle["uns"])
 
 
-def read_rows(path, rows: np.ndarray | None) -> ad.AnnData:
-    """The rows `rows` (sorted indices) of an .h5ad, X, layers and obsm included, without reading
-    the others: sparse matrices are cut on disk, so a million-row file costs only the rows asked for."""
+def read_rows(path, rows: np.ndarray | None, skip_layers=()) -> ad.AnnData:
+    """The rows `rows` (sorted indices) of an .h5ad, X, layers (but `skip_layers`) and obsm
+    included, without reading the others: sparse matrices are cut on disk, so a million-row file
+    costs only the rows asked for."""
     if rows is None:
         return read(path)
     import h5py
@@ -169,7 +170,7 @@ def read_rows(path, rows: np.ndarray | None) -> ad.AnnData:
             obs=obs,
             var=read_elem(handle["var"]),
             uns=read_elem(handle["uns"]),
-            layers={key: cut(handle["layers"][key]) for key in handle.get("layers", {})},
+            layers={key: cut(handle["layers"][key]) for key in handle.get("layers", {}) if key not in skip_layers},
             obsm={key: cut(handle["obsm"][key]) for key in handle.get("obsm", {})},
         )
     return adata
@@ -213,9 +214,8 @@ def observed_column_blocks(adata: ad.AnnData, rows, block: int = COLUMN_BLOCK):
     per-gene statistics over every training row without a dense rows x genes matrix."""
     rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
     mask = mask_info(adata)
+    # CSR column blocks are cut by a scan of the rows' entries: slower than CSC, but no second copy
     x, held = adata.X[rows], getattr(adata, str(mask["slot"]))[str(mask["key"])][rows]
-    x = x.tocsc() if sp.issparse(x) else np.asarray(x)
-    held = held.tocsc() if sp.issparse(held) else np.asarray(held)
     for start in range(0, adata.n_vars, block):
         columns = slice(start, min(start + block, adata.n_vars))
         values = dense(x[:, columns]).astype(np.float64)

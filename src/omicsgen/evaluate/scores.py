@@ -139,10 +139,13 @@ def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPA
     (`protocol` records both). A baseline the data are too small for is skipped with its reason
     (`not_scored`), never with a traceback."""
     rows = Rows.of(data_path, seed, settings, all_train=True)
-    adata = data.read_rows(data_path, rows.read)
+    # raw counts are scored on the test rows only: not read for the (maybe million) training rows
+    adata = data.read_rows(data_path, rows.read, skip_layers={"counts"})
     modality = data.modality(adata)
-    score = _sequence_baselines if modality == "sequence" else _numeric_baselines
-    methods, fit_rows = score(adata, seed, n_samples, settings)
+    if modality == "sequence":
+        methods, fit_rows = _sequence_baselines(adata, seed, n_samples, settings)
+    else:
+        methods, fit_rows = _numeric_baselines(adata, seed, n_samples, settings, data.read_rows(data_path, rows.scored))
     baseline_protocol = rows.protocol() | {"max_train_rows": settings.max_train_rows, "baseline_fit_rows": fit_rows}
     result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods, "protocol": baseline_protocol}
     return _write(result, out_path)
@@ -416,14 +419,15 @@ def _score_likelihood(adata: ad.AnnData, likelihood: LogLikelihood) -> dict:
 # ---------------------------------------------------------------------------- baselines
 
 
-def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings) -> tuple[dict, dict]:
-    """Every training row is read, but only the test rows and the frame's rows are made dense."""
+def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings, scored: ad.AnnData) -> tuple[dict, dict]:
+    """Every training row is read, but only the test rows and the frame's rows are made dense.
+    `scored` holds the scored test rows alone, with their raw counts."""
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     truth_test, heldout_test = data.dense(adata.X[test]).astype(np.float64), data.heldout_rows(adata, test)
     methods: dict[str, dict] = {}
     if baseline_methods.magic_applies(adata) and not baseline_methods.magic_available():
         methods["magic"] = {"not_scored": {"imputation": baseline_methods.MAGIC_MISSING}}
-    counts = _counts_scale(adata, test)
+    counts = _counts_scale(scored)
     fills, skipped, fit_rows = baseline_methods.fit_numeric_fills(adata, seed, settings.max_train_rows)
     for name, reason in skipped.items():
         methods.setdefault(name, {}).setdefault("not_scored", {})["imputation"] = reason
