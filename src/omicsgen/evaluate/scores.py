@@ -256,7 +256,7 @@ def _sequence_imputation(truth, filled, heldout, seed: int = 0, resamples: int =
     scored = heldout & (truth != MISSING) & (truth >= GAP)
     correct = (scored & (filled == truth)).sum(axis=1)
     interval = metrics.ratio_bootstrap_interval(correct, scored.sum(axis=1), seed=seed, resamples=resamples)
-    return scoring._with_context(scores, {"accuracy": interval}, _imputation_skips(scores))
+    return scoring.with_context(scores, {"accuracy": interval}, _imputation_skips(scores))
 
 
 def _imputation_skips(scores: dict) -> dict:
@@ -341,7 +341,7 @@ def _numeric_imputation(truth, filled, heldout, counts, rows, seed: int = 0, res
         "rmse": metrics.ratio_bootstrap_interval((error**2).sum(axis=1), n, np.sqrt, seed, resamples),
         "mae": metrics.ratio_bootstrap_interval(np.abs(error).sum(axis=1), n, None, seed, resamples),
     }
-    return scoring._with_context(scores, intervals, _imputation_skips(scores))
+    return scoring.with_context(scores, intervals, _imputation_skips(scores))
 
 
 def _counts_scale(adata: ad.AnnData, rows=None) -> tuple[np.ndarray, np.ndarray, float] | None:

@@ -123,13 +123,13 @@ class NumericGenerationScorer:
             "n_generated": n_generated,
         }
         interval = {"c2st_auc": c2st["ci"], "mmd2": metrics.mmd2_bootstrap_interval(points, self.test, self.bandwidth, self.seed, self.resamples)}
-        return _with_context(scores, interval, _numeric_skips(len(points), len(self.test), rows.shape[1], c2st["reason"]))
+        return with_context(scores, interval, _numeric_skips(len(points), len(self.test), rows.shape[1], c2st["reason"]))
 
     def _filled(self, matrix: np.ndarray) -> np.ndarray:
         return np.where(np.isnan(matrix), self.fill, matrix)
 
 
-def _with_context(scores: dict, intervals: dict, skipped: dict) -> dict:
+def with_context(scores: dict, intervals: dict, skipped: dict) -> dict:
     """Add the bootstrap intervals (`ci95`) that could be computed and the reasons (`skipped`)
     for scores the sizes did not allow; both left out when empty."""
     intervals = {key: value for key, value in intervals.items() if value is not None}
@@ -238,7 +238,7 @@ class SequenceGenerationScorer:
             composition = metrics.kmer_spectrum(tokens, 1, self.n_residues)
             scores["aa_composition_distance"] = metrics.total_variation(composition, self.test_composition)
         skipped = {"c2st_auc": c2st["reason"]} if c2st["reason"] else {}
-        return _with_context(scores, {"c2st_auc": c2st["ci"]}, skipped)
+        return with_context(scores, {"c2st_auc": c2st["ci"]}, skipped)
 
 
 def conditional_scores(adata, truth, requested, generated, make_scorer, scorer) -> dict:
