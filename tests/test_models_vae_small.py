@@ -33,7 +33,7 @@ def test_sizing_only_touches_small_data():
 def test_config_settings_win_and_switch_turns_sizing_off(tmp_path):
     adata = ad.AnnData(np.zeros((100, 12), dtype=np.float32))
     adata.obs["split"] = "train"
-    hparams, trainer = sizing.sized_for_data(VAE, adata, {"dropout": 0.0}, {"batch_size": 64})
+    hparams, trainer = sizing.sized_for_data(VAE, adata, {"dropout": 0.0}, {"batch_size": 64, "size_to_data": True})
     assert hparams["dropout"] == 0.0 and hparams["denoise_rate"] > 0 and trainer["batch_size"] == 16
     assert sizing.sized_for_data(VAE, adata, {}, {"size_to_data": False}) == ({}, {})
 
@@ -62,7 +62,7 @@ def diabetes(tmp_path_factory):
 
 
 def test_small_table_with_negative_values_beats_gene_means(diabetes):
-    trainer = {"max_epochs": 30, "batch_size": 128, "accelerator": "cpu", "patience": 5}
+    trainer = {"max_epochs": 30, "batch_size": 128, "accelerator": "cpu", "patience": 5, "size_to_data": True}
     checkpoint = train(diabetes / "m.h5ad", diabetes / "vae", "vae", {"refine_steps": 50}, trainer, 0)
     model = load_model(checkpoint)
     assert model.hparams.denoise_rate > 0  # sized for 300-odd training rows

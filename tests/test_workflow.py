@@ -26,7 +26,7 @@ def tiny_config(sheet: str = "config/datasets.tsv") -> dict:
     config["datasets"] = sheet
     config["preprocess"]["expression"].update(min_genes=10, min_cells=5, n_top_genes=64)
     config["preprocess"]["timecourse"]["n_top_genes"] = 64
-    config["trainer"].update(max_epochs=3, batch_size=64)
+    config["trainer"].update(max_epochs=3, batch_size=64, size_to_data=False)  # the pipeline's plumbing, few steps
     for spec in config["models"].values():
         spec.pop("trainer", None)
     config["generate"]["n_samples"] = 60

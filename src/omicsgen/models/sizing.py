@@ -11,7 +11,9 @@ per-feature mean. `sized_for_data` is called by `train` before the settings are 
   scales the early-stopping patience with it (in steps, not epochs);
 
 and leaves everything as it is from `LARGE_ROWS` training rows on, so the single-cell defaults
-(and their published figures) are untouched. `trainer: {size_to_data: false}` turns it off.
+(and their published figures) are untouched. The shipped config turns it on
+(`trainer: {size_to_data: true}`); a `train` call whose settings do not name it trains exactly
+as told, so a test's or a script's few epochs stay few.
 Every change is logged and kept in the checkpoint's provenance (the settings `train` records).
 """
 
@@ -77,7 +79,7 @@ def sized_for_data(cls, adata: ad.AnnData, hparams: dict, trainer: dict) -> tupl
     """(hparams, trainer) with the size-dependent defaults filled in where the config is silent
     (hparams) or where small data needs more (trainer); unchanged with `size_to_data: false`."""
     trainer = dict(trainer)
-    if not trainer.pop(SWITCH, True) or getattr(cls, "family", None) not in SIZED_FAMILIES:
+    if not trainer.pop(SWITCH, False) or getattr(cls, "family", None) not in SIZED_FAMILIES:
         return hparams, trainer
     if meta(adata).get("modality") == "sequence":  # the sequence VAE keeps its own settings
         return hparams, trainer
