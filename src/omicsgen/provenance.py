@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -19,19 +20,38 @@ from . import __version__
 _TRACKED = ("omicsgen", "torch", "lightning", "scanpy", "anndata", "numpy", "scikit-learn", "biopython")
 
 
-def package_versions() -> dict[str, str]:
+@functools.cache  # installed versions do not change within a process; each lookup reads metadata files
+def _package_versions() -> tuple[tuple[str, str], ...]:
     versions = {}
     for name in _TRACKED:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = __version__ if name == "omicsgen" else "not installed"
-    return versions
+    return tuple(versions.items())
+
+
+def package_versions() -> dict[str, str]:
+    return dict(_package_versions())
 
 
 def checksum(path: str | Path) -> str:
-    """sha256 of a file, or of every file under a directory (zarr, 10x mtx folders)."""
+    """sha256 of a file, or of every file under a directory (zarr, 10x mtx folders). A file is
+    hashed once per process while its size and modification time stay the same (train asks for
+    its input's twice: the resume key and the provenance; large inputs take seconds each)."""
     path = Path(path)
+    if path.is_file():
+        status = path.stat()
+        return _file_checksum(str(path), str(path.resolve()), status.st_size, status.st_mtime_ns)
+    return _checksum(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_checksum(path: str, resolved: str, size: int, mtime_ns: int) -> str:
+    return _checksum(Path(path))  # the name as given is part of the digest
+
+
+def _checksum(path: Path) -> str:
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:

@@ -347,7 +347,7 @@ class EpochProgress(Callback):
         self._report(trainer)
 
     def _report(self, trainer) -> None:
-        if self.epoch_started is None:
+        if self.epoch_started is None or not trainer.is_global_zero:  # DDP: one line, from rank 0
             return
         now, (start, first) = time.perf_counter(), self.started
         per_epoch = (now - start) / (self.epoch - first + 1)
