@@ -39,6 +39,8 @@ def pca_real_vs_generated(real_test: np.ndarray, generated: dict[str, np.ndarray
     for ax, (name, points) in zip(axes, generated.items()):
         for label, xy, colour in (("real test", real_test, REAL_COLOUR), (name, points, GENERATED_COLOUR)):
             xy = _thin(xy)
+            if xy.shape[1] < 2:  # a projection with one component (tiny or near-constant train split): on a line
+                xy = np.column_stack([xy, np.zeros(len(xy))])
             ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.5, color=colour, label=label)
         ax.set(title=name, xlabel=f"{axis}1", ylabel=f"{axis}2")
         ax.legend(fontsize="small", markerscale=2)
