@@ -93,10 +93,12 @@ def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, ou
     adata = data.read(data_path)
     model_dirs = {name: Path(folder) for name, folder in model_dirs.items()}
     model_scores = {name: _read_json(folder / "scores.json") for name, folder in model_dirs.items()}
-    baseline_methods = _read_json(baselines_path)["methods"]
+    baselines = _read_json(baselines_path)
+    baseline_methods = baselines["methods"]
     body = [
         f"<h1>{_e(dataset)}</h1>",
         _data_summary(adata),
+        _scoring_protocol(baselines.get("protocol", {})),
         decisions_section(adata, choices),
         _winners(model_scores, baseline_methods),
         _score_sections(model_scores, baseline_methods),
@@ -119,6 +121,21 @@ def _data_summary(adata) -> str:
         "Scores are on the test split; bold marks the best value in each column "
         "(↓ lower is better, ↑ higher is better).</p>"
     )
+
+
+def _scoring_protocol(protocol: dict) -> str:
+    """Which rows were scored and what the slow baselines fit on (the same rows for every method)."""
+    if "n_scored_rows" not in protocol:
+        return ""
+    scored = (f"a seeded subsample of {protocol['n_scored_rows']} of the {protocol.get('n_test_rows')} test rows "
+              f"(<code>evaluate.max_rows</code>: {protocol.get('max_rows')})" if protocol.get("scored_rows_subsampled")
+              else f"all {protocol['n_scored_rows']} test rows")
+    fit = protocol.get("baseline_fit_rows") or {}
+    fit = fit.get("knn") if isinstance(fit, dict) else fit
+    capped = (f" kNN, iterative, MICE, MissForest and MAGIC fit on {fit} of the {protocol.get('n_train_rows')} training "
+              f"rows (<code>evaluate.max_train_rows</code>: {protocol.get('max_train_rows')})." if fit else "")
+    return (f"<p>Every model and baseline is scored on {scored}; numbers in brackets are 95% bootstrap intervals "
+            f"over those rows.{capped}</p>")
 
 
 def _winners(model_scores: dict, baseline_methods: dict) -> str:
@@ -161,7 +178,21 @@ def _score_sections(model_scores: dict, baseline_methods: dict) -> str:
             parts.append(f"<h2>{section.capitalize()}</h2>" + _score_table(rows))
         if section == "generation":
             parts.append(_per_label_table(model_scores))
+            parts.append(_c2st_evidence(model_scores))
     return "\n".join(parts)
+
+
+def _c2st_evidence(model_scores: dict) -> str:
+    """Where each generated set differs most from real data: the features the two-sample
+    classifier leans on (figure and table), so a user sees why a set is separable."""
+    evidence = {name: s.get("generation", {}).get("c2st_top_features") or [] for name, s in model_scores.items()}
+    uri = plots.c2st_features(evidence)
+    if not uri:
+        return ""
+    return ("<h3>Where generated and real data differ most</h3><p class='note'>The features (genes, or k-mers for "
+            "sequences) the classifier of <code>c2st_auc</code> leans on most, with their mean in the real test rows "
+            "and in the generated rows.</p>" + _figure(uri, "real vs generated means of the classifier's top features")
+            + plots.c2st_features_table(evidence))
 
 
 def _per_label_table(model_scores: dict) -> str:
@@ -207,9 +238,12 @@ def _score_table(rows: list[Row]) -> str:
         if row.kind == "missing":
             cells = f'<td colspan="{max(1, len(columns))}" class="why">— not scored: {_e(row.why)}</td>'
         else:
-            cells = "".join(_cell(row.scores.get(column), row.label in best[column]) for column in columns)
+            interval = row.scores.get("ci95") or {}
+            cells = "".join(_cell(row.scores.get(column), row.label in best[column], interval.get(column)) for column in columns)
         body.append(f'<tr class="{row.kind}"><td>{_e(row.label)}</td>{cells}</tr>')
-    return f'<div class="scroll"><table><thead><tr><th>method</th>{header}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    skipped = [f"{row.label}: {metric} ({reason})" for row in rows for metric, reason in (row.scores.get("skipped") or {}).items()]
+    note = f"<p class='note'>Not computed: {_e('; '.join(skipped))}.</p>" if skipped else ""
+    return f'<div class="scroll"><table><thead><tr><th>method</th>{header}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{note}'
 
 
 def _scalar_columns(rows: list[Row]) -> list[str]:
@@ -481,8 +515,12 @@ def format_value(value) -> str:
     return f"{value:.4g}"
 
 
-def _cell(value, is_best: bool) -> str:
-    return f'<td class="best">{format_value(value)}</td>' if is_best else f"<td>{format_value(value)}</td>"
+def _cell(value, is_best: bool, interval=None) -> str:
+    """A score, with its 95% bootstrap interval over rows beneath it when evaluate computed one."""
+    shown = format_value(value)
+    if interval is not None and len(interval) == 2:
+        shown += f"<br><small>[{format_value(interval[0])}, {format_value(interval[1])}]</small>"
+    return f'<td class="best">{shown}</td>' if is_best else f"<td>{shown}</td>"
 
 
 def _arrow(metric: str) -> str:
