@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import h5py
 import numpy as np
@@ -62,7 +63,7 @@ def test_rna_detected(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("", "empty"),
     ("ACGT\nACGT\n", "does not start with a FASTA header"),
-    (">a\nACGT\n>a\nACGA\n", "duplicate record id 'a'"),
+    (">a\nACGT\n>a\nACGA\n>a.2\nACGA\n", "duplicate record id 'a.2' after renaming"),
     (">a\nACGT\n>b\nAC7T\n", "record 'b', position 3"),
     (">a\n\n>b\nACGT\n", "record 'a'"),
 ])
@@ -70,6 +71,13 @@ def test_malformed_fasta(tmp_path, text, message):
     with pytest.raises(InputError, match=message) as err:
         read_dataset(write(tmp_path / "bad.fa", text), "sequence")
     assert "bad.fa" in str(err.value)
+
+
+def test_repeated_ids_are_renamed_and_said(tmp_path):
+    adata = read_dataset(write(tmp_path / "t.fa", ">Bacteria;Firmicutes;\nACGT\n>x\nACGA\n>Bacteria;Firmicutes;\nACCA\n"), "sequence")
+    assert list(adata.obs_names) == ["Bacteria;Firmicutes;", "x", "Bacteria;Firmicutes;.2"]
+    decisions = json.loads(adata.uns["omicsgen"]["decisions"])
+    assert any(d["what"] == "record ids" and "1 repeated" in d["value"] for d in decisions)
 
 
 def test_protein_letters_in_dna_file(tmp_path):

@@ -97,7 +97,7 @@ def test_dataset_report_marks_the_best_value_and_notes_missing_files(tmp_path):
     page = out.read_text()
     vae = json.loads((model_dirs["vae"] / "scores.json").read_text())
     vae_row = re.search(r'<tr class="model"><td>vae</td>(.*?)</tr>', page).group(1)
-    assert f'<td class="best">{format_value(vae["imputation"]["rmse"])}</td>' in vae_row  # least noisy fill
+    assert f'<td class="best">{format_value(vae["imputation"]["rmse"])}<br><small>[' in vae_row  # least noisy fill, its interval beneath
     assert "No metrics.csv for: flow" in page
     assert "real data (train vs test)" in page
 

@@ -193,11 +193,11 @@ def test_retraining_reproduces_scores_byte_for_byte(finished_run):
 
 def test_bad_input_reaches_the_terminal_and_leaves_nothing(tmp_path, tiny_data):
     bad = tmp_path / "bad.fa"
-    bad.write_text(">a\nACGT\n>a\nACGA\n")
+    bad.write_text(">a\nACGT\n>b\nAC7T\n")
     folder = make_project(tmp_path / "run", tiny_data, [("bad", "sequence", str(bad))])
     result = snakemake(folder)
     assert result.returncode != 0
-    assert "duplicate record id 'a'" in result.stdout + result.stderr
+    assert "record 'b', position 3" in result.stdout + result.stderr
     assert not any((folder / "results").rglob("*.h5ad"))
 
 

@@ -32,7 +32,7 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
     if not titles:
         raise InputError(path, f"no {fmt} records found" if fmt not in ("fasta", "fasta-blast") else "the file is empty",
                          hint="check the 'path' and 'format' columns of the dataset sheet")
-    ids, descriptions = _split_titles(titles, path)
+    ids, descriptions, renamed = _split_titles(titles, path)
     name, why = detect_alphabet(sequences) if alphabet == "auto" else (alphabet, "set in the sheet")
     if name not in alph.RESIDUES:
         raise InputError(path, f"unknown alphabet '{alphabet}'", hint="use dna, rna, protein or auto")
@@ -44,6 +44,10 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
     adata = ad.AnnData(obs=obs, obsm={"tokens": tokens})
     adata.uns["alphabet"] = {"name": name, "symbols": alph.symbols(name)}
     record_decision(adata, "alphabet", name, why, "the sheet's 'alphabet' column (dna, rna or protein)")
+    if renamed:
+        record_decision(adata, "record ids", f"{len(renamed)} repeated ids renamed",
+                        f"ids must be unique; a repeat gets .2, .3, ... ({', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''})",
+                        "none: give the records unique ids in the file")
     _record_alignment(adata, lengths, n_gapped)
     return adata
 
@@ -98,20 +102,26 @@ def _read_other(handle, path: Path, fmt: str) -> tuple[list[str], list[bytes]]:
     return titles, sequences
 
 
-def _split_titles(titles: list[str], path: Path) -> tuple[list[str], list[str]]:
-    """id = the title's first word, as Biopython and every aligner take it; ids must be unique."""
+def _split_titles(titles: list[str], path: Path) -> tuple[list[str], list[str], list[str]]:
+    """id = the title's first word, as Biopython and every aligner take it. A repeated id
+    (taxonomy-labelled 16S files repeat their headers) becomes `id.2`, `id.3`, ... and the
+    renamed ids are returned third, to be shown as a decision."""
     parts = [t.split(None, 1) for t in titles]
     ids = [p[0] if p else "" for p in parts]
     descriptions = [p[1] if len(p) > 1 else "" for p in parts]
-    first_seen: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    renamed = []
     for number, record_id in enumerate(ids, start=1):
         if not record_id:
             raise InputError(path, "a header with no id", where=f"record {number}")
-        if record_id in first_seen:
-            raise InputError(path, f"duplicate record id '{record_id}'", where=f"records {first_seen[record_id]} and {number}",
-                             hint="record ids must be unique")
-        first_seen[record_id] = number
-    return ids, descriptions
+        seen[record_id] = seen.get(record_id, 0) + 1
+        if seen[record_id] > 1:
+            ids[number - 1] = f"{record_id}.{seen[record_id]}"
+            renamed.append(ids[number - 1])
+    if len(set(ids)) != len(ids):  # a renamed id met a real one (a.2 in the file): say so
+        duplicated = pd.Index(ids)[pd.Index(ids).duplicated()][0]
+        raise InputError(path, f"duplicate record id '{duplicated}' after renaming repeated ids", hint="make the ids unique")
+    return ids, descriptions, renamed
 
 
 def detect_alphabet(sequences: list[bytes]) -> tuple[str, str]:
