@@ -136,16 +136,17 @@ def test_a_user_configfile_replaces_the_models_and_extra_models_add(project):
 def test_sheet_errors_name_the_sheet_and_the_row(project, row, message):
     (project / "config" / "datasets.tsv").write_text(f"dataset\tmodality\tpath\n{row}\n")
     run = dry_run(project)
-    assert run.returncode != 0 and "config/datasets.tsv" in run.stderr and message in run.stderr, run.stderr
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "config/datasets.tsv" in said and message in said, said
 
 
 def test_sheet_without_a_path_column_and_unknown_sheet_models(project):
     (project / "config" / "datasets.tsv").write_text("dataset\tmodality\nww\tsequence\n")
     run = dry_run(project)
-    assert "no column 'path'" in run.stderr
+    assert "no column 'path'" in run.stdout + run.stderr
     (project / "config" / "datasets.tsv").write_text("dataset\tmodality\tpath\tmodels\nww\tsequence\tww.fa\tlstm, nope\n")
     run = dry_run(project)
-    assert "row 2 (dataset 'ww'): models column names nope" in run.stderr
+    assert "row 2 (dataset 'ww'): models column names nope" in run.stdout + run.stderr
 
 
 def test_the_catalog_says_what_the_registered_classes_do():
