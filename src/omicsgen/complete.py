@@ -28,6 +28,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from .errors import InputError
@@ -59,20 +60,22 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
         raise InputError(masked_path, "complete fills expression and time-course tables, not sequences")
     scores = val_scores(masked, runs, seed)
     chosen, why = choose(scores, method, masked_path)
-    values = _dense(given.X)
-    native = np.isnan(values)
+    dtype = given.X.dtype  # the input's own dtype, dense or sparse
+    # A sparse input (counts) holds no NaN in practice: it stays sparse, so a million cells fit.
+    native_count = int(np.isnan(given.X.data).sum()) if sp.issparse(given.X) else int(np.isnan(given.X).sum())
     record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
               "val_rmse": scores["rmse"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
-              "n_native_missing": int(native.sum())}
+              "n_native_missing": native_count}
     completed = given.copy()
-    completed.X = values.copy()
-    completed.layers["filled"] = np.zeros(values.shape, dtype=bool)
-    if native.any():
+    if native_count:
+        completed.X = _dense(given.X).copy()
+        completed.layers["filled"] = np.zeros(completed.shape, dtype=bool)
         fill, spread = refit_and_fill(masked, chosen, runs, seed, trainer or {}, n_draws, record)
         _place(completed, masked, fill, spread, record)
+        completed.X = completed.X.astype(dtype, copy=False)
     else:
+        completed.layers["filled"] = sp.csr_matrix(completed.shape, dtype=bool)
         record["refit"] = "nothing to fill: the input has no missing value"
-    completed.X = completed.X.astype(np.asarray(given.X).dtype, copy=False)  # the input's own dtype
     _record(completed, record, chosen, why, method)
     stamp(completed, "complete", {"method": method, "runs": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in runs.items()},
                                   "n_draws": n_draws}, inputs=[ingested_path, masked_path], seed=seed)
