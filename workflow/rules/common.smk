@@ -8,6 +8,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from omicsgen.choose import as_records, choose_models, chosen, parse_sheet_models
+from omicsgen import slurm
 from omicsgen.models.catalog import CATALOG, can
 from omicsgen.sweep import expand_models
 
@@ -169,3 +170,20 @@ def get_final_output():
     # the user's own table back, native NAs filled by the method best on validation entries (omicsgen.complete)
     completed = [f"results/{d}/completed.h5ad" for d in DATASETS.index if modality(d) != "sequence"]
     return ["results/report.html"] + [f"results/{d}/report.html" for d in DATASETS.index] + completed + paper
+
+
+# Several devices or nodes (`trainer: {devices: N, num_nodes: M, strategy: ddp}`): on SLURM the job asks
+# for M nodes of N tasks (one rank a device) and N GPUs each, and its shell starts the ranks with srun;
+# run locally, Lightning starts them itself (src/omicsgen/slurm.py, docs/cluster.md).
+def train_layout(wildcards):
+    return slurm.layout(json.loads(model_trainer(wildcards)))
+
+
+def train_sbatch(key):
+    """A resource of the train job for the SLURM executor plugin (None: not asked for)."""
+    return lambda wildcards: slurm.sbatch_resources(train_layout(wildcards))[key]
+
+
+def train_launcher(wildcards, threads, resources):
+    """`srun ...` inside a SLURM job of several ranks, with the CPUs sbatch gave each task."""
+    return slurm.srun_prefix(train_layout(wildcards), resources.get("cpus_per_task") or threads)

@@ -1,23 +1,3 @@
-from omicsgen import slurm
-
-
-# Several devices or nodes (`trainer: {devices: N, num_nodes: M, strategy: ddp}`): on SLURM the job asks
-# for M nodes of N tasks (one rank a device) and N GPUs each, and its shell starts the ranks with srun;
-# run locally, Lightning starts them itself (src/omicsgen/slurm.py, docs/cluster.md).
-def train_layout(wildcards):
-    return slurm.layout(json.loads(model_trainer(wildcards)))
-
-
-def train_sbatch(key):
-    """A resource of the train job for the SLURM executor plugin (None: not asked for)."""
-    return lambda wildcards: slurm.sbatch_resources(train_layout(wildcards))[key]
-
-
-def train_launcher(wildcards, threads, resources):
-    """`srun ...` inside a SLURM job of several ranks, with the CPUs sbatch gave each task."""
-    return slurm.srun_prefix(train_layout(wildcards), resources.get("cpus_per_task") or threads)
-
-
 # An interrupted job leaves Lightning's last checkpoint in results/{dataset}/{model}/.train-<key>/
 # (not a declared output, so Snakemake keeps it when the job fails); rerunning the job resumes
 # from it when the input and settings are unchanged (docs/data-format.md).
