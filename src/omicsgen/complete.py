@@ -265,7 +265,7 @@ def _place(completed: ad.AnnData, masked: ad.AnnData, fill: np.ndarray, spread, 
 
 
 def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: str) -> None:
-    from .preprocess.expression import record_decision
+    from .decisions import record_decision
 
     meta(completed)["completion"] = json.dumps(record, sort_keys=True, default=float)
     kind = "a model" if record["kind"] == "model" else "a baseline, not a model"

@@ -15,6 +15,7 @@ import numpy as np
 import scanpy as sc
 import scipy.sparse as sp
 
+from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
 from .removed import record_removed
@@ -76,16 +77,6 @@ def _applies_filters(adata: ad.AnnData, params: dict, is_counts: bool) -> bool:
     record_decision(adata, "feature and sample filters on continuous values", "applied" if asked else "none",
                     why, "preprocess.<modality>.filter_continuous")
     return asked
-
-
-def record_decision(adata: ad.AnnData, what: str, value, why: str, setting: str) -> None:
-    """Append to `uns["omicsgen"]["decisions"]`, kept as JSON text (h5ad cannot store a list of
-    dicts; `report.decisions.data_decisions` reads either form) and log it."""
-    stored = meta(adata).get("decisions", "[]")
-    decisions = json.loads(stored) if isinstance(stored, str) else list(stored)
-    decisions.append({"what": what, "value": str(value), "why": why, "setting": setting})
-    meta(adata)["decisions"] = json.dumps(decisions)
-    LOG.info("decision: %s = %s (%s; setting: %s)", what, value, why, setting)
 
 
 def _scaling(value, source: str):
