@@ -20,16 +20,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_resources import only  # noqa: E402  (the same "exactly one match" lookup)
+
 OUT = Path(__file__).resolve().parent.parent / "tests" / "unseen"
 HMMER = "usr/share/doc/hmmer/examples/tutorial"
 RLIB = "usr/lib/R/site-library"
-
-
-def only(directory: Path, pattern: str) -> Path:
-    matches = sorted(directory.glob(pattern))
-    if len(matches) != 1:
-        sys.exit(f"expected one {pattern} in {directory}, found {len(matches)}")
-    return matches[0]
 
 
 def unpack_debs(downloads: Path) -> Path:
