@@ -61,8 +61,28 @@ def test_native_missing_values_survive(tmp_path):
 
 def test_filter_removing_everything_is_a_clear_error(tmp_path, tiny_data):
     with pytest.raises(InputError, match="no samples pass the filters min_genes=100000"):
-        run(tmp_path, tiny_data["cells"], "expression", {"min_genes": 100000})
+        run(tmp_path, tiny_data["cells"], "expression", {"min_genes": 100000, "filter_max_removed": 1})
     assert not (tmp_path / "d.prepared.h5ad").exists()
+
+
+def test_detection_filters_that_would_empty_a_sparse_table_are_not_applied(tmp_path):
+    """Real OTU counts (78 lung samples, median one detected OTU per sample): the single-cell
+    thresholds would keep 10 samples x 1 OTU, so they are not applied and the page says why."""
+    from pathlib import Path
+    otus = Path(__file__).parent / "unseen" / "lung_otus.tsv"
+    params = {"min_genes": 20, "min_cells": 10, "n_top_genes": 256, "filter_max_removed": 0.5}
+    adata = run(tmp_path, otus, "expression", params, orientation="genes_as_rows")
+    assert adata.n_obs == 78 and adata.n_vars == 256
+    skipped = [d for d in json.loads(adata.uns["omicsgen"]["decisions"])
+               if d["value"] == "not applied"]
+    assert [d["what"] for d in skipped] == ["min_genes filter", "min_cells filter"]
+    assert "68 of 78 samples" in skipped[0]["why"] and "filter_max_removed" in skipped[0]["setting"]
+    by_step = {r["step"]: r for r in json.loads(adata.uns["omicsgen"]["filtered"])}
+    assert by_step["min_genes"]["removed_obs"] == 0 and by_step["min_cells"]["removed_vars"] == 0
+    # asked for whatever it removes, the filter applies
+    forced = run(tmp_path, otus, "expression", {**params, "filter_max_removed": 1, "n_top_genes": None},
+                 name="forced", orientation="genes_as_rows")
+    assert forced.n_obs == 10
 
 
 def test_timecourse_split_by_series_and_genes_by_variance(tmp_path, tiny_data):

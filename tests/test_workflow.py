@@ -53,7 +53,7 @@ def snakemake(folder: Path, *args: str) -> subprocess.CompletedProcess:
 def finished_run(tmp_path_factory, tiny_data):
     folder = make_project(tmp_path_factory.mktemp("e2e"), tiny_data, [
         ("cells", "expression", str(tiny_data["cells"])),
-        ("peaks", "sequence", str(tiny_data["peaks"])),
+        ("ww", "sequence", str(tiny_data["ww"])),
         ("flu", "timecourse", str(tiny_data["flu"]), "condition"),
     ])
     result = snakemake(folder)
@@ -63,9 +63,9 @@ def finished_run(tmp_path_factory, tiny_data):
 
 def test_every_model_of_the_default_config_ran(finished_run):
     results = finished_run / "results"
-    # chosen by what each dataset is: counts, equal-length DNA records, a labelled time course
+    # chosen by what each dataset is: counts, a protein alignment, a labelled time course
     runs = {"cells": ["vae", "vae_nb", "dae_nb", "gain", "wgan"],
-            "peaks": ["vae_seq", "wgan", "lstm"],
+            "ww": ["vae_seq", "wgan", "lstm"],
             "flu": ["vae", "cvae", "gain", "gru", "lstm_forecast"]}
     cannot = {"gain": "samples.h5ad", "wgan": "imputed.h5ad"}
     for dataset, models in runs.items():
@@ -110,13 +110,15 @@ def _dense(matrix):
 
 
 def test_sequence_outputs_include_fasta(finished_run):
-    results = finished_run / "results" / "peaks"
-    fasta = (results / "lstm" / "samples.fasta").read_text()
-    assert fasta.count(">") == 60
-    letters = set("".join(line for line in fasta.splitlines() if not line.startswith(">")))
-    assert letters <= set("ACGT-")
+    results = finished_run / "results" / "ww"
+    residues = set(alph.RESIDUES["protein"])
+    for model in ("lstm", "vae_seq", "wgan"):
+        fasta = (results / model / "samples.fasta").read_text()
+        assert fasta.count(">") == 60
+        letters = set("".join(line for line in fasta.splitlines() if not line.startswith(">")))
+        assert letters <= residues | {"-"} and len(letters & residues) > 10, (model, letters)
     samples = ad.read_h5ad(results / "lstm" / "samples.h5ad")
-    assert set(np.unique(samples.obsm["tokens"])) <= {alph.PAD, alph.GAP, *range(alph.FIRST_RESIDUE, 7)}
+    assert set(np.unique(samples.obsm["tokens"])) <= {alph.PAD, alph.GAP, *range(alph.FIRST_RESIDUE, alph.FIRST_RESIDUE + 20)}
     scores = json.loads((results / "lstm" / "scores.json").read_text())
     assert 0 <= scores["generation"]["kmer_js_1"] <= 1
 
@@ -142,7 +144,7 @@ def test_reports_name_every_model(finished_run):
     page = (finished_run / "results" / "flu" / "report.html").read_text()
     assert "gru" in page and "vae" in page and "data:image/png;base64," in page
     board = (finished_run / "results" / "report.html").read_text()
-    for dataset in ("cells", "peaks", "flu"):
+    for dataset in ("cells", "ww", "flu"):
         assert f"{dataset}/report.html" in board
 
 

@@ -7,7 +7,7 @@ configured models apply. The rule, in the order it is checked:
 1. the model's family takes the data's modality (`omicsgen models` lists them);
 2. what the model itself needs (`needs`): a count likelihood (`likelihood` / `output` nb or zinb)
    needs raw counts, `condition_on: label` needs at least two labels, the sequence VAE needs
-   aligned records (a gapped alignment, or records of one length);
+   aligned records (a gapped alignment, or equal-length records with conserved columns: omicsgen.alignment);
 3. the model's `when:` in the config: facts it must match (`values: counts`,
    `modality: [expression, timecourse]`, `aligned: true`, `min_rows: 50`, `max_features: 5000`, ...);
    a condition on a fact the data does not have (`aligned` of a table) does not apply;
@@ -30,7 +30,7 @@ from .models.catalog import modalities
 log = logging.getLogger(__name__)
 
 # Facts compared by `when:`; the numeric ones also as `min_<fact>` / `max_<fact>`.
-CATEGORICAL_FACTS = ("modality", "values", "alphabet", "aligned", "gapped")
+CATEGORICAL_FACTS = ("modality", "values", "alphabet", "aligned", "gapped", "equal_length")
 NUMERIC_FACTS = ("rows", "train_rows", "features", "labels", "series", "time_points", "length")
 COUNT_LIKELIHOODS = ("nb", "zinb")
 
@@ -70,16 +70,18 @@ def data_facts(adata) -> dict:
 def _sequence_facts(adata) -> dict:
     from . import alphabet as alph
 
+    from .alignment import alignment_facts
+
     tokens = adata.obsm["tokens"]
     lengths = (tokens != alph.PAD).sum(axis=1)
-    gapped = bool((tokens == alph.GAP).any())
+    aligned = alignment_facts(tokens)
     return {
         "alphabet": str(adata.uns.get("alphabet", {}).get("name", "")),
         "features": int(tokens.shape[1]),
         "length": int(lengths.max()) if lengths.size else 0,
-        "gapped": gapped,
-        # an alignment, or records of one length (ChIP-seq peaks, windows): positions line up
-        "aligned": gapped or bool(lengths.size and (lengths == lengths.max()).all()),
+        # positions line up: a gapped alignment, or equal-length records with conserved columns
+        # (ChIP-seq peaks cut to one length are windows, not an alignment)
+        **{k: aligned[k] for k in ("aligned", "gapped", "equal_length")},
     }
 
 

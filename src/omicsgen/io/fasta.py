@@ -16,6 +16,7 @@ from Bio import SeqIO
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .. import alphabet as alph
+from ..alignment import alignment_facts
 from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
@@ -53,21 +54,26 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
 
 
 def _record_alignment(adata: ad.AnnData, lengths: np.ndarray, n_gapped: int) -> None:
-    """`uns["omicsgen"]["aligned"]`: every record has the same length (a gapped multiple alignment,
-    or fixed-length records such as peaks of 200 nt), so position i means the same in each;
+    """`uns["omicsgen"]["aligned"]`: position i means the same site in every record (a gapped
+    alignment, or equal-length records whose columns are conserved: omicsgen.alignment);
     `uns["omicsgen"]["gapped"]`: some record holds alignment gaps ('-' or '.')."""
-    aligned = bool(lengths.min() == lengths.max())
+    facts = alignment_facts(adata.obsm["tokens"])
     info = meta(adata)
-    info["aligned"], info["gapped"] = aligned, bool(n_gapped)
+    info["aligned"], info["gapped"] = facts["aligned"], facts["gapped"]
     gaps = f"{n_gapped:,} of {len(lengths):,} records hold gaps ('-' or '.')" if n_gapped else "no record holds a gap"
-    if aligned:
-        value = "aligned (gapped alignment)" if n_gapped else "aligned (equal length)"
-        why = f"every record is {int(lengths[0]):,} positions long; {gaps}"
+    if facts["gapped"]:
+        value, why = "aligned (gapped alignment)", f"{gaps}, all {int(lengths.max()):,} positions long"
+    elif facts["equal_length"]:
+        value = "aligned (equal length, conserved columns)" if facts["aligned"] else "unaligned (equal length)"
+        why = (f"every record is {int(lengths[0]):,} positions long; column conservation "
+               f"{facts['conservation']:.3f} against {facts['rotated_conservation']:.3f} for the same records "
+               f"rotated at random offsets ({'well' if facts['aligned'] else 'not'} above it): "
+               + ("the columns line up" if facts["aligned"] else "windows at arbitrary offsets, not an alignment"))
     else:
         value = "unaligned"
         why = f"record lengths differ ({int(lengths.min()):,}-{int(lengths.max()):,}); {gaps}"
     record_decision(adata, "alignment", value, why,
-                    "none: a property of the file (align the records first to make it aligned)")
+                    "none: a property of the file (align the records first, e.g. with MAFFT, to make it aligned)")
 
 
 def _read_fasta(handle, path: Path) -> tuple[list[str], list[bytes]]:

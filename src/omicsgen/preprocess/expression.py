@@ -139,12 +139,20 @@ def _rows(adata: ad.AnnData, keep: np.ndarray) -> ad.AnnData:
 
 
 def _filter(adata: ad.AnnData, params: dict, removed: list[dict], source: str) -> ad.AnnData:
-    """Cells with too few detected genes, then genes detected in too few cells."""
+    """Cells with too few detected genes, then genes detected in too few cells.
+
+    The thresholds are single-cell habits. On a sparse bulk, microbiome or panel table they can
+    remove nearly everything (one OTU table lost 68 of 78 samples, then 499 of 500 OTUs), so a
+    filter that would remove more than `filter_max_removed` of its axis is not applied, and
+    the page says what it would have removed and which setting forces it."""
     min_genes, min_cells = int(params.get("min_genes", 0)), int(params.get("min_cells", 0))
+    limit = float(params.get("filter_max_removed", 0.5))
     keep_obs = _detected(adata.X, axis=1) >= min_genes
+    keep_obs = _bounded(adata, keep_obs, "min_genes", min_genes, "samples", limit)
     record_removed(removed, "min_genes", int((~keep_obs).sum()), 0, f"fewer than {min_genes} detected genes")
     adata = _rows(adata, keep_obs)
     keep_vars = _detected(adata.X, axis=0) >= min_cells
+    keep_vars = _bounded(adata, keep_vars, "min_cells", min_cells, "features", limit)
     record_removed(removed, "min_cells", 0, int((~keep_vars).sum()), f"detected in fewer than {min_cells} samples")
     if not keep_vars.all():
         adata = adata[:, keep_vars].copy()
@@ -152,6 +160,18 @@ def _filter(adata: ad.AnnData, params: dict, removed: list[dict], source: str) -
         raise InputError(source, f"no {'samples' if adata.n_obs == 0 else 'genes'} pass the filters "
                          f"min_genes={min_genes}, min_cells={min_cells}", hint="lower them in the config's preprocess section")
     return adata
+
+
+def _bounded(adata: ad.AnnData, keep: np.ndarray, name: str, threshold: int, axis: str, limit: float) -> np.ndarray:
+    """`keep` itself, or all True when it would drop more than `limit` of the axis."""
+    dropped = int((~keep).sum())
+    if dropped <= limit * keep.size:
+        return keep
+    record_decision(adata, f"{name} filter", "not applied",
+                    f"{name}={threshold} would remove {dropped} of {keep.size} {axis}, more than "
+                    f"{limit:.0%}: a threshold for single cells, not for this table",
+                    f"preprocess.<modality>.filter_max_removed (1 applies it whatever it removes)")
+    return np.ones_like(keep)
 
 
 def _filter_mito(adata: ad.AnnData, params: dict, removed: list[dict], source: str) -> ad.AnnData:
@@ -179,10 +199,17 @@ def _select_genes(adata: ad.AnnData, params: dict, removed: list[dict], is_count
         flavor = params.get("hvg_flavor", "seurat_v3")
         # seurat_v3 models the raw counts; the other flavors read the log-normalised X
         layer = "counts" if flavor == "seurat_v3" else None
-        sc.pp.highly_variable_genes(adata, n_top_genes=int(n_top), flavor=flavor, layer=layer)
-        keep = adata.var.pop("highly_variable").to_numpy()
-        reason = f"not among the {n_top} highly variable genes (scanpy, {flavor})"
-    else:
+        try:
+            sc.pp.highly_variable_genes(adata, n_top_genes=int(n_top), flavor=flavor, layer=layer)
+        except ValueError as error:  # seurat_v3's loess fit is singular on near-empty tables
+            record_decision(adata, "highly variable genes", "by variance of the log-normalised values",
+                            f"scanpy's {flavor} could not fit this table ({error!s:.80})",
+                            "preprocess.<modality>.hvg_flavor or n_top_genes: null")
+            flavor = None
+        else:
+            keep = adata.var.pop("highly_variable").to_numpy()
+            reason = f"not among the {n_top} highly variable genes (scanpy, {flavor})"
+    if not is_counts or flavor is None:
         order = np.argsort(-np.nan_to_num(_variances(adata), nan=-1.0), kind="stable")
         keep = np.zeros(adata.n_vars, dtype=bool)
         keep[order[: int(n_top)]] = True
