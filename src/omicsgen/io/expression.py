@@ -6,7 +6,6 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
 import scipy.sparse as sp
 
 from ..decisions import record_decision
@@ -144,6 +143,9 @@ def _record_row_names(adata: ad.AnnData, n_rows: int, unnamed: list[int], data_f
 
 
 def _read_container(path: Path, fmt: str) -> ad.AnnData:
+    if fmt.startswith("10x"):
+        import scanpy as sc  # here: only 10x files need it, and it costs every ingest job ~1.5 s to import
+
     try:
         if fmt == "h5ad":
             adata = ad.read_h5ad(path)
