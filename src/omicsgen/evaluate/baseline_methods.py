@@ -13,10 +13,6 @@ from collections.abc import Callable
 
 import anndata as ad
 import numpy as np
-from sklearn.experimental import enable_iterative_imputer  # noqa: F401  (makes IterativeImputer importable)
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.impute import IterativeImputer, KNNImputer
-from sklearn.linear_model import BayesianRidge, Ridge
 
 from ..alphabet import GAP, MISSING, PAD
 from . import data
@@ -48,6 +44,8 @@ def median_impute(train_observed: np.ndarray, observed: np.ndarray) -> np.ndarra
 
 def knn_impute(train_observed: np.ndarray, observed: np.ndarray, n_neighbors: int = 5) -> np.ndarray:
     """Fill unobserved entries from the nearest training rows (nan-Euclidean on the shared genes)."""
+    from sklearn.impute import KNNImputer  # sklearn here, not at the top: ~1.5 s to import, and many jobs need none
+
     imputer = KNNImputer(n_neighbors=min(n_neighbors, len(train_observed)), keep_empty_features=True)
     filled = imputer.fit(train_observed).transform(observed)
     # A gene never observed in training gets 0 from KNNImputer; the overall mean is a fairer guess.
@@ -70,6 +68,10 @@ def iterative_impute(
     of at most `max_train_rows`, for slow estimators). The default estimator is ridge (alpha 1),
     kept small so a 10,000 x 256 dataset fills in seconds; `mice_impute` and `missforest_impute`
     pass Bayesian ridge and a random forest."""
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401  (makes IterativeImputer importable)
+    from sklearn.impute import IterativeImputer
+    from sklearn.linear_model import Ridge
+
     never_seen = ~np.isfinite(train_observed).any(axis=0)
     fit_rows = train_observed
     if max_train_rows is not None and len(train_observed) > max_train_rows:
@@ -94,6 +96,8 @@ def mice_impute(train_observed: np.ndarray, observed: np.ndarray, seed: int = 0)
     """MICE-style chained equations, the comparison of the GAIN paper: IterativeImputer with
     sklearn's default linear estimator (Bayesian ridge), each gene on its 10 most correlated
     genes, 10 rounds, one (posterior-mean) imputation."""
+    from sklearn.linear_model import BayesianRidge
+
     return iterative_impute(train_observed, observed, max_iter=10, seed=seed, estimator=BayesianRidge())
 
 
@@ -101,6 +105,8 @@ def missforest_impute(train_observed: np.ndarray, observed: np.ndarray, seed: in
     """MissForest-style imputation: IterativeImputer with a random forest per gene (20 trees, at
     least 5 rows a leaf, seeded) on its 10 most correlated genes, 3 rounds. `numeric_fills` gives
     it a capped subsample of the training rows (the config's evaluate.max_train_rows)."""
+    from sklearn.ensemble import RandomForestRegressor
+
     forest = RandomForestRegressor(n_estimators=20, min_samples_leaf=5, max_features=0.5, n_jobs=1, random_state=seed)
     return iterative_impute(train_observed, observed, max_iter=3, seed=seed, estimator=forest)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
-from sklearn.decomposition import PCA
 
 from ..alphabet import FIRST_RESIDUE, decode
 from . import data, metrics
@@ -76,6 +75,8 @@ class NumericGenerationScorer:
         self.names = list(names) if names is not None else [str(i) for i in range(train.shape[1])]
         # Natively missing values (NaN) get the train mean: a neutral position in PCA space.
         self.fill = data.feature_means(train)
+        from sklearn.decomposition import PCA  # here: sklearn takes ~1.5 s to import, and report needs none
+
         n_components = max(1, min(N_PCA_COMPONENTS, train.shape[1], len(train) - 1))
         with warnings.catch_warnings():  # a constant train set (one row) explains no variance: a warning, not an error
             warnings.simplefilter("ignore", RuntimeWarning)
