@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omicsgen.complete import complete, val_scores
+from omicsgen.complete import complete, val_baseline_fills, val_scores
 from omicsgen.impute import impute
 from omicsgen.ingest import ingest
 from omicsgen.mask import mask
@@ -54,6 +54,7 @@ def test_every_native_na_filled_by_the_val_choice(run):
     record = json.loads(out.uns["omicsgen"]["completion"])
     scores = record["val_rmse"]
     assert {"vae", "mean", "knn", "mice", "svd"} <= set(scores)
+    assert {"mean", "knn", "mice", "svd"} <= set(record["val_baseline_fit_rows"]) <= set(scores)
     assert record["chosen"] == min(scores, key=scores.get) and "val rows" in record["why"]
     # every NA filled but the feature with no value at all, which stays NA and is named
     assert record["features_without_values"] == ["never_measured"]
@@ -76,6 +77,19 @@ def test_choice_never_reads_test_rows(run):
     test = (masked.obs["split"] == "test").to_numpy()
     masked.X[test] = masked.X[test] + 100.0  # wreck the test rows' truth
     assert val_scores(masked, runs, 0) == before
+
+
+def test_slow_baselines_fit_on_capped_train_rows(run):
+    """The val choice fits kNN, MICE, MissForest and MAGIC on a seeded subsample of the train
+    rows, as `omicsgen baselines` does; mean, median and SVD on every one; same seed, same fills."""
+    folder = run[0]
+    masked = ad.read_h5ad(folder / "masked.h5ad")
+    n_train, cap = int((masked.obs["split"] == "train").sum()), 50
+    fills, fit_rows = val_baseline_fills(masked, 0, max_train_rows=cap)
+    assert fit_rows["missforest"] == fit_rows["knn"] == fit_rows["mice"] == cap
+    assert fit_rows["mean"] == fit_rows["svd"] == n_train and set(fills) == set(fit_rows)
+    again, _ = val_baseline_fills(masked, 0, max_train_rows=cap)
+    assert all(np.array_equal(fills[name], again[name]) for name in fills)
 
 
 def test_a_forced_model_is_refit_on_all_rows_with_uncertainty(run):

@@ -29,12 +29,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from .errors import InputError
 from .evaluate import baseline_methods as bm
-from .models.base import split_rows
-from .models.registry import load_model_for, training_record
 from .provenance import meta, stamp, write_h5ad
 
 LOG = logging.getLogger(__name__)
@@ -65,7 +62,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
     native_count = int(np.isnan(given.X.data).sum()) if sp.issparse(given.X) else int(np.isnan(given.X).sum())
     record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
               "val_rmse": scores["rmse"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
-              "n_native_missing": native_count}
+              "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
     completed = given.copy()
     if native_count:
         completed.X = _dense(given.X).copy()
@@ -87,34 +84,51 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
 
 
 def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int) -> dict:
-    """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "n_entries"}: models
-    from their imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
+    """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "n_entries",
+    "baseline_fit_rows": {baseline: training rows it was fit on}}: models from their
+    imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
     val = split_rows(masked, CHOICE_SPLIT)
-    held = _dense(masked.layers["heldout"]).astype(bool) & val[:, None] if "heldout" in masked.layers else np.zeros(masked.shape, bool)
-    truth = _dense(masked.X)
+    # Only the val rows are scored: densify those, never the whole (possibly sparse) matrix.
+    held = _dense(masked.layers["heldout"][val]).astype(bool) if "heldout" in masked.layers else np.zeros((int(val.sum()), masked.n_vars), bool)
+    truth = _dense(masked.X[val])
     held &= np.isfinite(truth)
     rmse: dict[str, float] = {}
+    fit_rows: dict[str, int] = {}
     if held.any():
-        for name, filled in val_baseline_fills(masked, seed).items():
-            rmse[name] = _rmse(filled, truth, held[val], val)
+        fills, fit_rows = val_baseline_fills(masked, seed)
+        for name, filled in fills.items():
+            rmse[name] = _rmse(filled, truth, held)
         for name, paths in runs.items():
-            imputed = ad.read_h5ad(paths["imputed"])
-            rmse[name] = _rmse(_dense(imputed.layers["imputed"])[val], truth, held[val], val)
-    return {"rmse": rmse, "n_entries": int(held.sum())}
+            rmse[name] = _rmse(_imputed_rows(paths["imputed"], val), truth, held)
+    return {"rmse": rmse, "n_entries": int(held.sum()), "baseline_fit_rows": fit_rows}
 
 
-def val_baseline_fills(masked: ad.AnnData, seed: int) -> dict[str, np.ndarray]:
-    """Each imputation baseline's fill of the val rows: evaluate's own `numeric_fills` on a view
-    in which the val rows take the place of the test rows and the test rows are left out."""
+def val_baseline_fills(masked: ad.AnnData, seed: int, max_train_rows: int | None = bm.data.MAX_TRAIN_ROWS) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """(each imputation baseline's fill of the val rows, the training rows each was fit on):
+    evaluate's own `fit_numeric_fills` on a view in which the val rows take the place of the test
+    rows and the test rows are left out. The slow baselines (kNN, MICE, MissForest, MAGIC) fit on
+    a seeded subsample of at most `max_train_rows` train rows, as `omicsgen baselines` does (the
+    config's evaluate.max_train_rows default): uncapped, MissForest alone took 70 s of 110 on
+    7,000 cells, and the cap moves their val RMSE by about the spread between seeds."""
     keep = split_rows(masked, ["train", CHOICE_SPLIT])
     view = masked[keep].copy()
     view.obs["split"] = view.obs["split"].astype(str).replace({CHOICE_SPLIT: "test"})
-    fills = bm.numeric_fills(view, seed)
-    return fills[0] if isinstance(fills, tuple) else fills  # (fills, skipped, fit rows) or fills alone
+    fills, _skipped, fit_rows = bm.fit_numeric_fills(view, seed, max_train_rows)
+    return fills, fit_rows
 
 
-def _rmse(filled_rows: np.ndarray, truth: np.ndarray, held_rows: np.ndarray, rows: np.ndarray) -> float:
-    diff = np.asarray(filled_rows, dtype=np.float64)[held_rows] - truth[rows][held_rows]
+def _imputed_rows(path, rows: np.ndarray) -> np.ndarray:
+    """The rows `rows` of layers["imputed"] of a model's imputed.h5ad, read alone (not its
+    counts, draws and intervals)."""
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as handle:
+        return _dense(read_elem(handle["layers"]["imputed"])[rows])
+
+
+def _rmse(filled_rows: np.ndarray, truth_rows: np.ndarray, held_rows: np.ndarray) -> float:
+    diff = np.asarray(filled_rows, dtype=np.float64)[held_rows] - truth_rows[held_rows]
     return float(np.sqrt(np.mean(diff**2))) if np.isfinite(diff).all() else float("inf")
 
 
@@ -178,6 +192,10 @@ def baseline_fill(full: ad.AnnData, name: str, seed: int) -> np.ndarray:
 def _refit_model(full: ad.AnnData, paths: dict, seed: int, trainer: dict, n_draws: int, record: dict):
     """Train the chosen model's family and settings again on every row, for the number of
     epochs its validated run found best, then fill (and draw) with it."""
+    # torch and the models here, not at the top: ~5 s to import, and only a chosen model needs them
+    import torch
+
+    from .models.registry import load_model_for, training_record
     from .train import train
 
     params = json.loads(training_record(paths["checkpoint"])["params"])
@@ -272,6 +290,12 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
                     "omicsgen complete --method (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
+
+
+def split_rows(adata: ad.AnnData, split) -> np.ndarray:
+    """Boolean row selector for one split name or several (models.base's, without importing torch)."""
+    names = [split] if isinstance(split, str) else list(split)
+    return adata.obs["split"].astype(str).isin(names).to_numpy()
 
 
 def _dense(matrix) -> np.ndarray:
