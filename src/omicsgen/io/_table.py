@@ -221,16 +221,24 @@ def to_numeric(table: pd.DataFrame, path: Path, lines: np.ndarray | None = None)
     """The table as float32; a cell that is text but not a number is an error naming it.
 
     `lines` gives the file line of each row (from `check_structure`); without it, row i is line i + 2."""
-    values = table.apply(pd.to_numeric, errors="coerce")
-    bad = values.isna().to_numpy() & table.notna().to_numpy()
+    values = _parse_cells(table)
+    bad = np.isnan(values) & table.notna().to_numpy()
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         raise InputError(path, f"'{table.iat[row, col]}' is not a number",
                          where=f"line {_line(lines, row)}, column '{table.columns[col]}'",
                          hint="leave the cell empty or write NA for a missing value")
-    matrix = values.to_numpy(dtype=np.float32)
+    matrix = values.astype(np.float32)
     _require_finite(matrix, table, path, lines)
     return matrix
+
+
+def _parse_cells(table: pd.DataFrame) -> np.ndarray:
+    """Every cell as a number (float64), NaN where it is empty or not a number. One parse of all
+    cells: column by column costs ~1 s CPU on a 250 x 12,000 table (the time course)."""
+    cells = table.to_numpy(dtype=object)
+    parsed = pd.to_numeric(pd.Series(cells.ravel()), errors="coerce")
+    return parsed.to_numpy(dtype=np.float64, na_value=np.nan).reshape(cells.shape)
 
 
 def _line(lines: np.ndarray | None, row: int) -> int:
@@ -245,12 +253,12 @@ def _require_finite(matrix: np.ndarray, table: pd.DataFrame, path: Path, lines: 
                          hint="write NA for a missing value")
 
 
-def numeric_share(column: pd.Series) -> float:
-    """Fraction of the non-empty cells of a column that parse as numbers."""
-    present = column.dropna()
-    if present.empty:
-        return 1.0
-    return float(pd.to_numeric(present, errors="coerce").notna().mean())
+def numeric_shares(table: pd.DataFrame) -> np.ndarray:
+    """Per column, the fraction of its non-empty cells that parse as numbers (1 when all are empty)."""
+    present = table.notna().to_numpy()
+    parsed = ~np.isnan(_parse_cells(table)) & present
+    counts = present.sum(axis=0)
+    return np.divide(parsed.sum(axis=0), counts, out=np.ones(len(counts)), where=counts > 0)
 
 
 def require_unique(labels: pd.Index, path: Path, what: str) -> None:

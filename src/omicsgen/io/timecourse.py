@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ._table import numeric_share, read_text_table, require_unique, to_numeric
+from ._table import numeric_shares, read_text_table, require_unique, to_numeric
 
 TIMECOURSE_FORMATS = ("csv", "tsv")
 REQUIRED = ("series", "time")
@@ -35,7 +35,8 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     require_unique(samples.index, path, "sample name")
     obs = _annotations(samples, path, where)
     # Mostly-text columns are annotations; mostly-numeric ones are genes.
-    annotation = [c for c in samples.columns if c not in REQUIRED and numeric_share(samples[c]) < 0.5]
+    shares = numeric_shares(samples)
+    annotation = [c for c, share in zip(samples.columns, shares) if c not in REQUIRED and share < 0.5]
     genes = samples.drop(columns=[*REQUIRED, *annotation])
     if genes.shape[1] == 0:
         raise InputError(path, "no gene columns besides the annotations")
