@@ -4,7 +4,8 @@ arguments of workflow/rules/*.smk and the default config's preprocess, split, ma
 
 Prints one row per dataset and model: c2st_auc of the samples against the real test rows (0.5 =
 indistinguishable), the real-vs-real reference (train vs test) beside it, the held-out
-perplexity, and the train job's wall and CPU seconds; the Markov chain baseline as a row too.
+perplexity, and the train job's wall and CPU seconds (CPU s per epoch too: wall time is inflated by
+load on a shared machine); the Markov chain baseline as a row too.
 
     python bench/sequence_models.py --fasta resources/ww_domain_alignment.fa:protein \\
         --models lstm wgan --workdir /tmp/seqbench
@@ -94,7 +95,8 @@ def fit_and_score(masked: Path, spec: str, work: Path, seed: int, n_samples: int
     return {"model": label, "c2st_auc": generation["c2st_auc"],
             "real_vs_real": generation["reference_train_vs_test"]["c2st_auc"],
             "perplexity": result.get("likelihood", {}).get("heldout_perplexity", float("nan")),
-            "epochs": epochs, "train_s": wall, "train_cpu_s": cpu, "s_per_epoch": wall / epochs}
+            "epochs": epochs, "train_s": wall, "train_cpu_s": cpu, "s_per_epoch": wall / epochs,
+            "cpu_s_per_epoch": cpu / epochs}
 
 
 def markov(masked: Path, work: Path, seed: int, n_samples: int) -> dict:
@@ -120,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"{'dataset':<22} {'model':<40} {'c2st':>6} {'real':>6} {'perplex':>8} {'epochs':>6} {'s/epoch':>8} "
-          f"{'train s':>8} {'cpu s':>7}", flush=True)
+          f"{'train s':>8} {'cpu s':>7} {'cpu/ep':>7}", flush=True)
     for item in args.fasta:
         path, _, alphabet = item.partition(":")
         name = Path(path).name.split(".")[0]
@@ -141,7 +143,8 @@ def _print(name: str, row: dict) -> None:
     nan = float("nan")
     print(f"{name:<22} {row['model'][:40]:<40} {row['c2st_auc']:6.3f} {row['real_vs_real']:6.3f} "
           f"{row['perplexity']:8.3f} {row.get('epochs', 0):6d} {row.get('s_per_epoch', nan):8.2f} "
-          f"{row.get('train_s', nan):8.1f} {row.get('train_cpu_s', nan):7.1f}", flush=True)
+          f"{row.get('train_s', nan):8.1f} {row.get('train_cpu_s', nan):7.1f} {row.get('cpu_s_per_epoch', nan):7.2f}",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -155,10 +155,13 @@ def test_family_objects_dispatch_on_the_data():
 def test_language_model_chooses_its_sampling_temperature_on_validation_rows(language_models):
     from omicsgen.models.lstm import TEMPERATURES
 
-    for family, (_, checkpoint) in language_models.items():
+    for family, (root, checkpoint) in language_models.items():
         model = load_model(checkpoint)
         assert model.hparams.temperature == "auto"
         assert model.hparams.sampling_temperature in TEMPERATURES, family
+        # Chosen once when fitting ends, with the weights written (the best epoch's), not the last.
+        val = get_family(family).tensors(ad.read_h5ad(root / "masked.h5ad"), "val")["tokens"].numpy()
+        assert model.choose_temperature(val) == model.hparams.sampling_temperature, family
         assert model.sampling_temperature == model.hparams.sampling_temperature
         model.hparams.temperature = 0.5  # a number given by the user wins
         assert model.sampling_temperature == 0.5
@@ -206,3 +209,35 @@ def test_truncated_bptt_drops_ended_records_from_the_batch():
     model.training_step({"tokens": torch.from_numpy(tokens.astype(np.int64))}, 0)
     assert rows_seen == [40, 40, 20, 20]  # 31 positions (30 + the end) in 4 chunks of 8
     assert len(steps) == 4 and np.isfinite(steps).all()
+
+
+def test_killed_language_model_run_resumes_to_the_same_temperature_and_weights(tmp_path):
+    """The temperature is chosen when fitting ends with the best weights so far: a run killed
+    after an epoch keeps them in its resume checkpoint and ends as an uninterrupted run does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from omicsgen.train import FAIL_AFTER_EPOCH_ENV
+
+    make_keyed_motifs(n=300).write_h5ad(tmp_path / "masked.h5ad")
+
+    def run(outdir, kill_after=None):
+        env = {key: value for key, value in os.environ.items() if key != FAIL_AFTER_EPOCH_ENV}
+        env["OMP_NUM_THREADS"] = "1"
+        if kill_after is not None:
+            env[FAIL_AFTER_EPOCH_ENV] = str(kill_after)
+        command = [sys.executable, "-m", "omicsgen.cli", "train", "--input", str(tmp_path / "masked.h5ad"),
+                   "--outdir", str(tmp_path / outdir), "--family", "lstm", "--params", json.dumps({"hidden_dim": 16}),
+                   "--trainer", json.dumps({"batch_size": 32, "max_epochs": 4, "patience": 20}), "--seed", "3"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+    assert run("resumed", kill_after=1).returncode == -9
+    rerun = run("resumed")
+    assert rerun.returncode == 0 and "Restoring states from the checkpoint" in rerun.stderr, rerun.stderr[-2000:]
+    assert run("whole").returncode == 0
+    resumed, whole = (load_model(tmp_path / name / "model.ckpt") for name in ("resumed", "whole"))
+    assert resumed.hparams.sampling_temperature == whole.hparams.sampling_temperature
+    for name, tensor in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
