@@ -46,9 +46,9 @@ STAGE_MODULES = {"ingest": "omicsgen.ingest", "preprocess": "omicsgen.preprocess
                  "train": "omicsgen.train", "generate": "omicsgen.generate", "impute": "omicsgen.impute",
                  "evaluate": "omicsgen.evaluate", "baselines": "omicsgen.evaluate", "report": "omicsgen.report"}
 # What a stage imports only when its data needs it (count data: scanpy's QC and normalisation;
-# numeric scoring: sklearn's PCA, forests and imputers): the "+ on use" column adds them.
-ON_USE = {"preprocess": "scanpy", "evaluate": "sklearn.decomposition, sklearn.ensemble",
-          "baselines": "sklearn.impute, sklearn.ensemble, sklearn.linear_model"}
+# scoring: scipy.stats' ranks, sklearn's PCA, forests and imputers): the "+ on use" column adds them.
+ON_USE = {"preprocess": "scanpy", "evaluate": "scipy.stats, sklearn.decomposition, sklearn.ensemble",
+          "baselines": "scipy.stats, sklearn.impute, sklearn.ensemble, sklearn.linear_model"}
 FINISHED = re.compile(r"omicsgen (\S+) finished in ([\d.]+) s wall, ([\d.]+) s CPU")
 
 

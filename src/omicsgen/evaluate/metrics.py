@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 from scipy.spatial.distance import cdist, pdist
-from scipy.stats import rankdata
 
 from ..alphabet import FIRST_RESIDUE, GAP, MISSING, PAD, gc_fraction
 
@@ -105,6 +104,8 @@ def _spearman(truth, predicted) -> float:
     """Spearman rank correlation (ties get their average rank), NaN where undefined."""
     if truth.size < 2:
         return float("nan")
+    from scipy.stats import rankdata  # here: scipy.stats takes ~0.3 s to import, and report needs none
+
     return _pearson(rankdata(truth), rankdata(predicted))
 
 
@@ -324,6 +325,8 @@ def classifier_two_sample_test(real: np.ndarray, other: np.ndarray, seed: int = 
 
 def _auc(negative: np.ndarray, positive: np.ndarray) -> float:
     """ROC-AUC from the scores of the two classes (Mann-Whitney U, ties count half)."""
+    from scipy.stats import rankdata
+
     ranks = rankdata(np.r_[negative, positive])
     n_neg, n_pos = len(negative), len(positive)
     return float((ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2) / (n_neg * n_pos))
