@@ -67,7 +67,8 @@ def _complete(a):
     from .complete import complete
 
     runs = {_P(p).parent.name: {"imputed": p, "checkpoint": str(_P(p).parent / "model.ckpt")} for p in a.imputed}
-    complete(a.input, a.masked, runs, a.output, a.seed, trainer=a.trainer, n_draws=a.n_draws, method=a.method)
+    complete(a.input, a.masked, runs, a.output, a.seed, trainer=a.trainer, n_draws=a.n_draws, method=a.method,
+             max_train_rows=a.max_train_rows)
 
 
 def _evaluate(a):
@@ -214,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainer", type=_json, default={}, help="trainer settings for refitting a chosen model")
     p.add_argument("--n-draws", type=int, default=20)
     p.add_argument("--method", default="auto", help="a model or baseline name instead of the val choice")
+    p.add_argument("--max-train-rows", type=_rows, default=2000,
+                   help="training rows the slow baselines fit on to score the val rows (evaluate.max_train_rows)")
 
     p = stage("evaluate", _evaluate, "score a model's imputations and samples", seed=True)
     p.add_argument("--imputed", default=None, help="imputed.h5ad (left out for a family that cannot impute)")

@@ -34,6 +34,8 @@ from .errors import InputError
 from .evaluate import baseline_methods as bm
 from .provenance import meta, stamp, write_h5ad
 
+MAX_TRAIN_ROWS = bm.data.MAX_TRAIN_ROWS  # the config's evaluate.max_train_rows default
+
 LOG = logging.getLogger(__name__)
 
 CHOICE_SPLIT = "val"
@@ -47,7 +49,8 @@ SERIES = ("linear", "last_value")
 
 
 def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: int = 0,
-             trainer: dict | None = None, n_draws: int = 20, method: str = "auto") -> Path:
+             trainer: dict | None = None, n_draws: int = 20, method: str = "auto",
+             max_train_rows: int | None = MAX_TRAIN_ROWS) -> Path:
     """Write completed.h5ad. `runs` maps a model name to {"imputed": imputed.h5ad, "checkpoint":
     model.ckpt}; `trainer` holds the trainer settings a chosen model is refit with (its own
     recorded settings fill the rest); `method` forces a candidate instead of the val choice."""
@@ -55,7 +58,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
     given, masked = ad.read_h5ad(ingested_path), ad.read_h5ad(masked_path)
     if meta(masked).get("modality") == "sequence":
         raise InputError(masked_path, "complete fills expression and time-course tables, not sequences")
-    scores = val_scores(masked, runs, seed)
+    scores = val_scores(masked, runs, seed, max_train_rows)
     chosen, why = choose(scores, method, masked_path)
     dtype = given.X.dtype  # the input's own dtype, dense or sparse
     # A sparse input (counts) holds no NaN in practice: it stays sparse, so a million cells fit.
@@ -83,7 +86,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
 # ---------------------------------------------------------------------------- the choice
 
 
-def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int) -> dict:
+def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_rows: int | None = MAX_TRAIN_ROWS) -> dict:
     """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "n_entries",
     "baseline_fit_rows": {baseline: training rows it was fit on}}: models from their
     imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
@@ -95,7 +98,7 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int) -> dict:
     rmse: dict[str, float] = {}
     fit_rows: dict[str, int] = {}
     if held.any():
-        fills, fit_rows = val_baseline_fills(masked, seed)
+        fills, fit_rows = val_baseline_fills(masked, seed, max_train_rows)
         for name, filled in fills.items():
             rmse[name] = _rmse(filled, truth, held)
         for name, paths in runs.items():
@@ -103,7 +106,7 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int) -> dict:
     return {"rmse": rmse, "n_entries": int(held.sum()), "baseline_fit_rows": fit_rows}
 
 
-def val_baseline_fills(masked: ad.AnnData, seed: int, max_train_rows: int | None = bm.data.MAX_TRAIN_ROWS) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def val_baseline_fills(masked: ad.AnnData, seed: int, max_train_rows: int | None = MAX_TRAIN_ROWS) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """(each imputation baseline's fill of the val rows, the training rows each was fit on):
     evaluate's own `fit_numeric_fills` on a view in which the val rows take the place of the test
     rows and the test rows are left out. The slow baselines (kNN, MICE, MissForest, MAGIC) fit on

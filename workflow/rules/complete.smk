@@ -13,6 +13,8 @@ rule complete:
         trainer=lambda wildcards: json.dumps({k: config["trainer"][k] for k in ("accelerator", "devices", "precision")}),
         n_draws=config.get("impute", {}).get("n_draws", 20),
         seed=dataset_seed,
+        # the slow baselines fit on as many train rows here as in `baselines` (evaluate.max_train_rows)
+        max_train_rows=config.get("evaluate", {}).get("max_train_rows", 2000) or "none",
     log:
         "logs/{dataset}/complete.log",
     threads: 2
@@ -21,4 +23,4 @@ rule complete:
     shell:
         "OMP_NUM_THREADS={threads} omicsgen complete --input {input.data:q} --masked {input.masked:q}"
         " --imputed {input.imputed:q} --trainer {params.trainer:q} --n-draws {params.n_draws}"
-        " --seed {params.seed} --output {output:q} > {log:q} 2>&1"
+        " --seed {params.seed} --max-train-rows {params.max_train_rows} --output {output:q} > {log:q} 2>&1"

@@ -63,6 +63,8 @@ def _record_alignment(adata: ad.AnnData, lengths: np.ndarray, n_gapped: int) -> 
     gaps = f"{n_gapped:,} of {len(lengths):,} records hold gaps ('-' or '.')" if n_gapped else "no record holds a gap"
     if facts["gapped"]:
         value, why = "aligned (gapped alignment)", f"{gaps}, all {int(lengths.max()):,} positions long"
+    elif facts["equal_length"] and len(lengths) == 1:
+        value, why = "unaligned", "a single record: nothing to align it with"
     elif facts["equal_length"]:
         value = "aligned (equal length, conserved columns)" if facts["aligned"] else "unaligned (equal length)"
         why = (f"every record is {int(lengths[0]):,} positions long; column conservation "
