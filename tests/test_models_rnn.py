@@ -241,3 +241,21 @@ def test_killed_language_model_run_resumes_to_the_same_temperature_and_weights(t
     assert resumed.hparams.sampling_temperature == whole.hparams.sampling_temperature
     for name, tensor in whole.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_sampled_records_take_the_train_records_lengths(family):
+    """Peaks of one length came back 8-200 nt long from the model's own end token, which a
+    classifier spots at once; `lengths: train` draws each record's length from the train rows'."""
+    adata = make_keyed_motifs(n=300)
+    tokens = adata.obsm["tokens"]
+    tokens[::2, 20:] = PAD  # half the records 20 long, half 30
+    train_lengths = set((tokens[adata.obs["split"].to_numpy() == "train"] != PAD).sum(1))
+    assert train_lengths == {20, 30}
+    model = get_family(family).from_data(adata, hidden_dim=16)  # untrained: it would end anywhere
+    lengths = (model.sample(200, torch.Generator().manual_seed(0)) != PAD).sum(1)
+    assert set(lengths) == {20, 30} and 60 < (lengths == 20).sum() < 140
+    own = get_family(family).from_data(adata, hidden_dim=16, lengths="model")
+    assert len(set((own.sample(200, torch.Generator().manual_seed(0)) != PAD).sum(1))) > 2
+    with pytest.raises(ValueError, match="lengths must be one of"):
+        get_family(family).from_data(adata, lengths="longest")

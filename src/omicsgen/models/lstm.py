@@ -50,6 +50,7 @@ IGNORED = -100  # target id that cross_entropy skips
 
 
 IMPUTE_MODES = ("two_sided", "left")
+SAMPLED_LENGTHS = ("train", "model")
 TEMPERATURES = (1.0, 0.9, 0.8, 0.7, 0.6)
 TEMPERATURE_DRAWS = 128  # records drawn per temperature when choosing it
 TEMPERATURE_KMER = 3
@@ -78,15 +79,19 @@ class RecurrentLanguageModel(GenerativeModel):
         "bptt_steps": 256,  # positions per truncated back-propagation chunk (state carried between chunks)
         "impute_mode": "two_sided",
         "impute_window": 24,
+        "lengths": "train",  # generated record lengths: drawn from the train records' (train), or the model's own end token (model)
     }
 
     def __init__(self, vocab_size, max_length, embed_dim, hidden_dim, n_layers, dropout, learning_rate, temperature,
-                 impute_mode="two_sided", impute_window=24, bptt_steps=None, sampling_temperature=None):
+                 impute_mode="two_sided", impute_window=24, bptt_steps=None, sampling_temperature=None,
+                 lengths="model"):
         super().__init__()
         if impute_mode not in IMPUTE_MODES:
             raise ValueError(f"{self.family}: impute_mode must be one of {', '.join(IMPUTE_MODES)}, not {impute_mode!r}")
         if temperature != "auto" and not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"{self.family}: temperature must be auto or a positive number, not {temperature!r}")
+        if lengths not in SAMPLED_LENGTHS:
+            raise ValueError(f"{self.family}: lengths must be one of {', '.join(SAMPLED_LENGTHS)}, not {lengths!r}")
         if bptt_steps is not None and int(bptt_steps) < 1:
             raise ValueError(f"{self.family}: bptt_steps must be a positive integer, not {bptt_steps!r}")
         self.save_hyperparameters()
@@ -105,6 +110,12 @@ class RecurrentLanguageModel(GenerativeModel):
                                           dropout=dropout if n_layers > 1 else 0.0))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_dim, vocab_size)
+        # How many train records have each length 0..max_length (`lengths: train` samples from it).
+        self.register_buffer("length_counts", torch.zeros(max_length + 1, dtype=torch.int64))
+
+    def init_from_data(self, adata: ad.AnnData) -> None:
+        lengths = (adata.obsm["tokens"][split_rows(adata, "train")] != PAD).sum(axis=1)
+        self.length_counts.copy_(torch.from_numpy(np.bincount(lengths, minlength=self.hparams.max_length + 1)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -114,6 +125,8 @@ class RecurrentLanguageModel(GenerativeModel):
             checkpoint[TEMPERATURE_STATE] = {"best_val": self._best_val, "best": self._best_for_temperature}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # checkpoints from before length-matched sampling: no counts (they sample with `lengths: model`)
+        checkpoint["state_dict"].setdefault("length_counts", torch.zeros(self.hparams.max_length + 1, dtype=torch.int64))
         state = checkpoint.get(TEMPERATURE_STATE)
         if state is not None:
             self._best_val, self._best_for_temperature = state["best_val"], state["best"]
@@ -330,16 +343,29 @@ class RecurrentLanguageModel(GenerativeModel):
     def _sample_batch(self, n: int, generator: torch.Generator, temperature: float) -> np.ndarray:
         out = torch.zeros(n, self.hparams.max_length, dtype=torch.int64)
         ended = torch.zeros(n, dtype=torch.bool)
+        target = self._target_lengths(n, generator)
         current, state = torch.full((n, 1), self.bos, dtype=torch.int64, device=self.device), None
         for position in range(self.hparams.max_length):
             logits, state = self(current, state)
             logits = logits[:, -1].cpu() / temperature
             logits[:, MISSING] = -torch.inf
+            if target is not None:  # no end before the drawn length, the end at it
+                logits[:, PAD] = torch.where(position < target, -torch.inf, logits[:, PAD])
             drawn = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+            if target is not None:
+                drawn = drawn.masked_fill(position >= target, PAD)
             out[:, position] = drawn.masked_fill(ended, PAD)
             ended |= drawn == PAD
             current = out[:, position : position + 1].to(self.device)
         return out.numpy().astype(np.int8)
+
+    def _target_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Lengths drawn from the train records' (`lengths: train`): the model's own end token
+        cuts records short (a 200-nt peak set gave records of 8-200 nt, which a classifier spots)."""
+        counts = self.length_counts.cpu().double()
+        if self.hparams.get("lengths", "model") != "train" or counts.sum() == 0:
+            return None
+        return torch.multinomial(counts / counts.sum(), n, replacement=True, generator=generator)
 
 
 def scored_targets(targets: torch.Tensor) -> torch.Tensor:
