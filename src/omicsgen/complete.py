@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from .errors import InputError
 from .evaluate import baseline_methods as bm
+from .preprocess.split import split_rows
 from .provenance import meta, stamp, write_h5ad
 
 MAX_TRAIN_ROWS = bm.data.MAX_TRAIN_ROWS  # the config's evaluate.max_train_rows default
@@ -293,12 +294,6 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
                     "omicsgen complete --method (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
-
-
-def split_rows(adata: ad.AnnData, split) -> np.ndarray:
-    """Boolean row selector for one split name or several (models.base's, without importing torch)."""
-    names = [split] if isinstance(split, str) else list(split)
-    return adata.obs["split"].astype(str).isin(names).to_numpy()
 
 
 def _dense(matrix) -> np.ndarray:

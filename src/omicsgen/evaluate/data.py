@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..alphabet import MISSING
+from ..preprocess.split import split_rows  # noqa: F401  (evaluate's modules import it from here)
 
 
 def read(path) -> ad.AnnData:
@@ -39,10 +40,6 @@ def heldout_mask(adata: ad.AnnData) -> np.ndarray:
     """Boolean matrix, True where an entry is held out for imputation scoring."""
     mask = mask_info(adata)
     return dense(getattr(adata, str(mask["slot"]))[str(mask["key"])]).astype(bool)
-
-
-def split_rows(adata: ad.AnnData, split: str) -> np.ndarray:
-    return (adata.obs["split"].astype(str) == split).to_numpy()
 
 
 def values(adata: ad.AnnData) -> np.ndarray:

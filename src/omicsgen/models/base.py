@@ -8,7 +8,6 @@ natively missing entries (NaN, MISSING token) into one boolean matrix, and each 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from typing import ClassVar
 
 import anndata as ad
@@ -19,6 +18,7 @@ import torch
 
 from ..alphabet import MISSING
 from ..batches import CsrRows
+from ..preprocess.split import split_rows  # noqa: F401  (re-exported: models import it from here)
 from ..provenance import meta
 
 # Rows per forward pass at inference: bounds memory on the largest inputs without slowing small ones.
@@ -121,12 +121,6 @@ def dense_train_view(adata: ad.AnnData) -> ad.AnnData:
     for key in list(view.layers):
         view.layers[key] = dense(view.layers[key])
     return view
-
-
-def split_rows(adata: ad.AnnData, split: str | Iterable[str]) -> np.ndarray:
-    """Boolean row selector for one split name or several."""
-    names = [split] if isinstance(split, str) else list(split)
-    return adata.obs["split"].astype(str).isin(names).to_numpy()
 
 
 def keep_observed(values: np.ndarray, observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -9,6 +9,13 @@ import pandas as pd
 SPLITS = ["train", "val", "test"]
 
 
+def split_rows(adata: ad.AnnData, split) -> np.ndarray:
+    """Boolean row selector for one split name or several (torch-free: models, evaluate and
+    complete all use this one)."""
+    names = [split] if isinstance(split, str) else list(split)
+    return adata.obs["split"].astype(str).isin(names).to_numpy()
+
+
 def assign_split(adata: ad.AnnData, val: float, test: float, seed: int, group: str | None = None) -> None:
     """Whole groups (series) go to one split; otherwise rows, stratified by obs["label"] when there is one."""
     rng = np.random.default_rng(seed)
