@@ -38,6 +38,27 @@ def test_config_settings_win_and_switch_turns_sizing_off(tmp_path):
     assert sizing.sized_for_data(VAE, adata, {}, {"size_to_data": False}) == ({}, {})
 
 
+def test_sequence_families_get_their_steps_not_new_capacity():
+    """A language model steps once per truncated-BPTT chunk, the sequence WGAN once per minibatch:
+    sizing counts those steps, and leaves the sequence families' hyper-parameters alone."""
+    from omicsgen.models.lstm import LSTMLanguageModel
+    from omicsgen.models.wgan import SequenceWGAN
+
+    tokens = np.full((70, 600), 3, dtype=np.int8)
+    tokens[:35, 300:] = 0  # half the records end at 300: the longest (600) sets the chunks
+    adata = ad.AnnData(np.zeros((70, 0), dtype=np.float32), obsm={"tokens": tokens})
+    adata.obs["split"] = "train"
+    adata.uns["omicsgen"] = {"modality": "sequence"}
+    given = {"batch_size": 128, "max_epochs": 30, "patience": 5, "size_to_data": True}
+    hparams, lm = sizing.sized_for_data(LSTMLanguageModel, adata, {}, given)
+    chunks = np.ceil(601 / 256)  # bptt_steps 256: three steps per batch
+    assert hparams == {} and lm["batch_size"] == 16
+    assert lm["max_epochs"] * np.ceil(70 / 16) * chunks >= sizing.MIN_STEPS
+    assert (lm["max_epochs"] - 1) * np.ceil(70 / 16) * chunks < sizing.MIN_STEPS  # no more than needed
+    _, gan = sizing.sized_for_data(SequenceWGAN, adata, {"minibatch_size": 8}, given)
+    assert gan["max_epochs"] * np.ceil(70 / 16) * 2 >= sizing.MIN_STEPS > (gan["max_epochs"] - 1) * np.ceil(70 / 16) * 2
+
+
 def test_denoising_hides_a_fresh_share_of_observed_entries_only():
     observed = torch.rand(400, 50, generator=torch.Generator().manual_seed(0)) > 0.3
     seen = hide_at_random(observed, 0.25, None)

@@ -34,6 +34,7 @@ class Autoencoder(GenerativeModel):
     family = "ae"
     modalities = ("expression", "timecourse")
     shape_hparams = ("n_genes",)
+    sized_to_data = True
     defaults = {
         "hidden_dim": 128,
         "latent_dim": 32,

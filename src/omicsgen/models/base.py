@@ -190,6 +190,9 @@ class GenerativeModel(lightning.LightningModule):
     # keep the training label names in `self.hparams.label_names`; `sample` then takes `labels`.
     # Hyper-parameters read from the data that any data given to the trained model must match.
     shape_hparams: ClassVar[tuple[str, ...]] = ()
+    # True: under `trainer: {size_to_data: true}` small data gets a batch, epochs and patience
+    # that give it enough optimiser steps (models/sizing.py).
+    sized_to_data: ClassVar[bool] = False
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -200,6 +203,11 @@ class GenerativeModel(lightning.LightningModule):
         model = cls(**cls.data_sizes(adata), **{**cls.defaults, **hparams})
         model.init_from_data(adata)
         return model
+
+    @staticmethod
+    def steps_per_batch(hparams: dict, adata: ad.AnnData, batch_size: int) -> int:
+        """Optimiser steps one training batch of `batch_size` rows takes (sizing counts steps)."""
+        return 1
 
     @staticmethod
     def data_sizes(adata: ad.AnnData) -> dict:

@@ -42,6 +42,7 @@ class SequenceVAE(GenerativeModel):
     family = "vae"
     modalities = ("sequence",)
     shape_hparams = ("vocab_size", "max_length")
+    sized_to_data = True
     has_latent = True
     can_draw_imputations = True
     defaults = {

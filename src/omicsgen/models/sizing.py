@@ -8,7 +8,13 @@ per-feature mean. `sized_for_data` is called by `train` before the settings are 
 - sets a family's hyper-parameters that the config leaves unset (capacity, dropout, masked
   denoising) from the number of training rows and features;
 - shrinks the batch and lengthens training so that small data gets enough optimiser steps, and
-  scales the early-stopping patience with it (in steps, not epochs);
+  scales the early-stopping patience with it (in steps, not epochs). Steps are what a family
+  takes per batch (`GenerativeModel.steps_per_batch`): a language model steps once per
+  truncated-BPTT chunk, the sequence WGAN once per minibatch. Families whose class sets
+  `sized_to_data` take part: the VAEs and the AE (capacity and steps), the language models, the
+  sequence VAE and the WGANs (steps only: 70 unaligned 16S genes got 54 LSTM steps, one batch
+  an epoch, and stopped at a uniform model, perplexity 4.0); not GAIN or the forecasters,
+  whose configs set their own;
 
 and leaves everything as it is from `LARGE_ROWS` training rows on, so the single-cell defaults
 (and their published figures) are untouched. The shipped config turns it on
@@ -63,13 +69,14 @@ def family_defaults(family: str, n_rows: int, n_features: int, likelihood: str |
     return {}
 
 
-def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: int) -> dict:
+def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: int, steps_per_batch=None) -> dict:
     """Batch size, epochs and patience so that `n_rows` training rows get at least MIN_STEPS
-    optimiser steps and PATIENCE_STEPS steps of patience ({} for large data)."""
+    optimiser steps and PATIENCE_STEPS steps of patience ({} for large data).
+    `steps_per_batch(batch_size)`: optimiser steps a family takes per batch (1 when None)."""
     if n_rows >= LARGE_ROWS:
         return {}
     batch = int(min(batch_size, max(16, n_rows // 8)))
-    steps_per_epoch = max(1, math.ceil(n_rows / batch))
+    steps_per_epoch = max(1, math.ceil(n_rows / batch) * (steps_per_batch(batch) if steps_per_batch else 1))
     epochs = int(min(MAX_EPOCHS, max(max_epochs, math.ceil(MIN_STEPS / steps_per_epoch))))
     wait = int(min(epochs, max(patience, math.ceil(PATIENCE_STEPS / steps_per_epoch))))
     return {"batch_size": batch, "max_epochs": epochs, "patience": wait}
@@ -79,24 +86,26 @@ def sized_for_data(cls, adata: ad.AnnData, hparams: dict, trainer: dict) -> tupl
     """(hparams, trainer) with the size-dependent defaults filled in where the config is silent
     (hparams) or where small data needs more (trainer); unchanged with `size_to_data: false`."""
     trainer = dict(trainer)
-    if not trainer.pop(SWITCH, False) or getattr(cls, "family", None) not in SIZED_FAMILIES:
-        return hparams, trainer
-    if meta(adata).get("modality") == "sequence":  # the sequence VAE keeps its own settings
+    if not trainer.pop(SWITCH, False) or not getattr(cls, "sized_to_data", False):
         return hparams, trainer
     from ..train import TRAINER_DEFAULTS  # the defaults of the settings the config may leave out
 
-    n_rows, n_features = train_rows(adata), int(adata.n_vars)
-    chosen = family_defaults(cls.family, n_rows, n_features, hparams.get("likelihood", hparams.get("output")))
-    if meta(adata).get("modality") == "timecourse":  # any size: a person's level, from their other time points
+    data_modality = meta(adata).get("modality")
+    n_rows = train_rows(adata)
+    n_features = int(adata.obsm["tokens"].shape[1]) if data_modality == "sequence" else int(adata.n_vars)
+    chosen = {}
+    if data_modality != "sequence":  # the sequence families keep their capacity: they get the steps only
+        chosen = family_defaults(cls.family, n_rows, n_features, hparams.get("likelihood", hparams.get("output")))
+    if data_modality == "timecourse":  # any size: a person's level, from their other time points
         chosen["series_offsets"] = True
     chosen = {k: v for k, v in chosen.items() if k in cls.defaults and k not in hparams}
     given = {k: trainer.get(k, TRAINER_DEFAULTS[k]) for k in ("batch_size", "max_epochs", "patience")}
-    changed = {k: v for k, v in trainer_defaults(n_rows, **given).items() if v != given[k]}
+    settings = {**cls.defaults, **hparams}
+    steps = trainer_defaults(n_rows, **given, steps_per_batch=lambda batch: cls.steps_per_batch(settings, adata, batch))
+    changed = {k: v for k, v in steps.items() if v != given[k]}
     for key, value in {**chosen, **changed}.items():
-        LOG.info("decision: %s = %s for %d training rows x %d features (small-data regime; setting: "
-                 "the model's %s in the config, or trainer.%s: false)", key, value, n_rows, n_features, key, SWITCH)
+        LOG.info("decision: %s = %s for %d training rows x %d %s (small-data regime; setting: "
+                 "the model's %s in the config, or trainer.%s: false)", key, value, n_rows, n_features,
+                 "positions" if data_modality == "sequence" else "features", key, SWITCH)
     return {**hparams, **chosen}, {**trainer, **changed}
 
-
-# The families sized here: the others keep their own settings (GANs, sequence models, forecasters).
-SIZED_FAMILIES = ("vae", "ae")

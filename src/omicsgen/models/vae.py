@@ -118,6 +118,7 @@ class VAE(GenerativeModel):
     family = "vae"
     modalities = ("expression", "timecourse")
     shape_hparams = ("n_genes",)
+    sized_to_data = True
     defaults = {
         "hidden_dim": 128,
         "latent_dim": 10,

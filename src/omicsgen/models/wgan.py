@@ -43,6 +43,8 @@ impute: not supported (a GAN has no encoder; `impute` raises `Unsupported`).
 
 from __future__ import annotations
 
+import math
+
 import anndata as ad
 import numpy as np
 import torch
@@ -95,6 +97,7 @@ class ConditionalWGAN(GenerativeModel):
     """
 
     select_on_loss = False
+    sized_to_data = True  # steps only: a GAN needs thousands of generator steps
     can_impute = False
     cannot_impute = "a GAN has no encoder to condition on a row's observed entries; use vae, ae or gain to impute"
 
@@ -359,6 +362,10 @@ class SequenceWGAN(ConditionalWGAN):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["hyper_parameters"]["modality"] = "sequence"
+
+    @staticmethod
+    def steps_per_batch(hparams: dict, adata: ad.AnnData, batch_size: int) -> int:
+        return math.ceil(batch_size / (hparams.get("minibatch_size") or batch_size))
 
     @staticmethod
     def data_sizes(adata: ad.AnnData) -> dict:
