@@ -103,3 +103,16 @@ def test_a_forced_model_is_refit_on_all_rows_with_uncertainty(run):
     assert (out.layers["imputed_sd"][filled] > 0).all() and (out.layers["imputed_sd"][~filled] == 0).all()
     assert (out.layers["imputed_lower"][filled] <= out.X[filled]).mean() > 0.8
     assert (out.layers["imputed_upper"][filled] >= out.X[filled]).mean() > 0.8
+
+
+def test_a_table_without_missing_values_comes_back_as_given(run, tmp_path):
+    folder, _, _, runs = run
+    given = ad.read_h5ad(folder / "ingested.h5ad")
+    given.X = np.nan_to_num(given.X, nan=1.5)
+    given.write_h5ad(tmp_path / "full.h5ad")
+    complete(tmp_path / "full.h5ad", folder / "masked.h5ad", runs, tmp_path / "completed.h5ad", 0, n_draws=0)
+    out = ad.read_h5ad(tmp_path / "completed.h5ad")
+    assert np.array_equal(out.X, given.X) and out.layers["filled"].sum() == 0
+    record = json.loads(out.uns["omicsgen"]["completion"])
+    assert record["chosen"] == "none" and record["n_native_missing"] == 0 and "val_rmse" not in record
+    assert "nothing to fill" in json.loads(out.uns["omicsgen"]["decisions"])[-1]["why"]

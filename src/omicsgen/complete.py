@@ -4,7 +4,8 @@ What a user takes home is their data, complete. Which method fills it is decided
 validation rows only: every model's imputed.h5ad and every imputation baseline (fit on the
 train rows, filling the val rows) are scored on the held-out entries of the val rows, and the
 lowest RMSE wins, a baseline as readily as a model. The test rows, on which scores.json reports,
-play no part in the choice. The winner is then refit on every row with every observed entry
+play no part in the choice (a table without missing values has none to make: it comes back as
+given). The winner is then refit on every row with every observed entry
 (held-out entries are observed values: they were hidden only to score) and fills the native
 missing values; a model that draws imputations gives their sd and 90% interval too.
 
@@ -59,24 +60,27 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
     given, masked = ad.read_h5ad(ingested_path), ad.read_h5ad(masked_path)
     if meta(masked).get("modality") == "sequence":
         raise InputError(masked_path, "complete fills expression and time-course tables, not sequences")
-    scores = val_scores(masked, runs, seed, max_train_rows)
-    chosen, why = choose(scores, method, masked_path)
     dtype = given.X.dtype  # the input's own dtype, dense or sparse
     # A sparse input (counts) holds no NaN in practice: it stays sparse, so a million cells fit.
     native_count = int(np.isnan(given.X.data).sum()) if sp.issparse(given.X) else int(np.isnan(given.X).sum())
-    record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
-              "val_rmse": scores["rmse"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
-              "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
     completed = given.copy()
     if native_count:
+        scores = val_scores(masked, runs, seed, max_train_rows)
+        chosen, why = choose(scores, method, masked_path)
+        record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
+                  "val_rmse": scores["rmse"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
+                  "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
         completed.X = _dense(given.X).copy()
         completed.layers["filled"] = np.zeros(completed.shape, dtype=bool)
         fill, spread = refit_and_fill(masked, chosen, runs, seed, trainer or {}, n_draws, record)
         _place(completed, masked, fill, spread, record)
         completed.X = completed.X.astype(dtype, copy=False)
     else:
+        # No choice to make: fitting every baseline on the val rows cost mouse_10x 42 s CPU for nothing.
+        chosen, why = "none", "the input has no missing value: nothing to fill (scores.json compares the methods)"
+        record = {"chosen": chosen, "kind": "none", "why": why, "n_native_missing": 0, "n_filled": 0,
+                  "refit": "nothing to fill: the input has no missing value"}
         completed.layers["filled"] = sp.csr_matrix(completed.shape, dtype=bool)
-        record["refit"] = "nothing to fill: the input has no missing value"
     _record(completed, record, chosen, why, method)
     stamp(completed, "complete", {"method": method, "runs": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in runs.items()},
                                   "n_draws": n_draws}, inputs=[ingested_path, masked_path], seed=seed)
@@ -290,7 +294,7 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
     from .decisions import record_decision
 
     meta(completed)["completion"] = json.dumps(record, sort_keys=True, default=float)
-    kind = "a model" if record["kind"] == "model" else "a baseline, not a model"
+    kind = {"model": "a model", "baseline": "a baseline, not a model"}.get(record["kind"], "no missing value")
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
                     "omicsgen complete --method (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
