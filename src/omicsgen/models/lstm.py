@@ -71,6 +71,10 @@ class RecurrentLanguageModel(GenerativeModel):
     modalities = ("sequence",)
     shape_hparams = ("vocab_size", "max_length")
     sized_to_data = True
+    # Small data trains for up to this many steps (sizing; early stopping usually ends it first).
+    # 1,500 left a long conserved family still learning: 70 16S genes, val loss 0.94 nats and
+    # falling at 1,500 steps, c2st 0.945; 300 steps without improvement stop it anyway.
+    small_data_steps = 4000
     defaults = {
         "embed_dim": 32,
         "hidden_dim": 128,

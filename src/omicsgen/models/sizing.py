@@ -80,15 +80,16 @@ def family_defaults(family: str, n_rows: int, n_features: int, likelihood: str |
     return {}
 
 
-def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: int, steps_per_batch=None) -> dict:
-    """Batch size, epochs and patience so that `n_rows` training rows get at least MIN_STEPS
+def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: int, steps_per_batch=None,
+                     min_steps: int = MIN_STEPS) -> dict:
+    """Batch size, epochs and patience so that `n_rows` training rows get at least `min_steps`
     optimiser steps and PATIENCE_STEPS steps of patience ({} for large data).
     `steps_per_batch(batch_size)`: optimiser steps a family takes per batch (1 when None)."""
     if n_rows >= LARGE_ROWS:
         return {}
     batch = int(min(batch_size, max(16, n_rows // 8)))
     steps_per_epoch = max(1, math.ceil(n_rows / batch) * (steps_per_batch(batch) if steps_per_batch else 1))
-    epochs = int(min(MAX_EPOCHS, max(max_epochs, math.ceil(MIN_STEPS / steps_per_epoch))))
+    epochs = int(min(MAX_EPOCHS, max(max_epochs, math.ceil(min_steps / steps_per_epoch))))
     wait = int(min(epochs, max(patience, math.ceil(PATIENCE_STEPS / steps_per_epoch))))
     return {"batch_size": batch, "max_epochs": epochs, "patience": wait}
 
@@ -111,7 +112,8 @@ def sized_for_data(cls, adata: ad.AnnData, hparams: dict, trainer: dict) -> tupl
     chosen = {k: v for k, v in chosen.items() if k in cls.defaults and k not in hparams}
     given = {k: trainer.get(k, TRAINER_DEFAULTS[k]) for k in ("batch_size", "max_epochs", "patience")}
     settings = {**cls.defaults, **hparams}
-    steps = trainer_defaults(n_rows, **given, steps_per_batch=lambda batch: cls.steps_per_batch(settings, adata, batch))
+    steps = trainer_defaults(n_rows, **given, steps_per_batch=lambda batch: cls.steps_per_batch(settings, adata, batch),
+                             min_steps=getattr(cls, "small_data_steps", MIN_STEPS))
     changed = {k: v for k, v in steps.items() if v != given[k]}
     for key, value in {**chosen, **changed}.items():
         LOG.info("decision: %s = %s for %d training rows x %d %s (small-data regime; setting: "
