@@ -68,3 +68,25 @@ def test_zero_samples(trained, tmp_path):
     data, ckpt = trained
     out = ad.read_h5ad(generate(data, ckpt, tmp_path / "samples.h5ad", 0, seed=0))
     assert out.shape == (0, 30)
+
+
+def test_whole_number_features_get_whole_number_samples(tmp_path):
+    """Codes, scores and ages (train values all whole numbers) come out whole and within their
+    train range; the other features are left as drawn, and --keep-fractions keeps them all."""
+    data = make_expression(n_cells=120)
+    data.X[:, 0] = np.round(data.X[:, 0] * 3)  # a score of 0..~12
+    data.X[:, 1] = (data.X[:, 1] > 2).astype(np.float32)  # a 0/1 code
+    data.X[5, 1] = np.nan  # natively missing: does not make the feature fractional
+    data.write_h5ad(tmp_path / "masked.h5ad")
+    ckpt = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {"hidden_dim": 16}, {"max_epochs": 1}, seed=0)
+    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 200, seed=0))
+    train_x = data.X[(data.obs["split"] == "train").to_numpy()]
+    for j in (0, 1):
+        assert np.array_equal(out.X[:, j], np.round(out.X[:, j]))
+        assert np.nanmin(train_x[:, j]) <= out.X[:, j].min() and out.X[:, j].max() <= np.nanmax(train_x[:, j])
+    assert len(np.unique(out.X[:, 1])) == 2  # both codes drawn, nothing between
+    assert not np.array_equal(out.X[:, 2], np.round(out.X[:, 2]))
+    assert list(out.uns["omicsgen"]["whole_number_features"]) == list(data.var_names[:2])
+    kept = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "kept.h5ad", 200, seed=0, whole_numbers=False))
+    assert not np.array_equal(kept.X[:, 1], np.round(kept.X[:, 1]))
+    assert np.array_equal(np.clip(np.round(kept.X[:, 1]), 0, 1), out.X[:, 1])  # the same draws, rounded

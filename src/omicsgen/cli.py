@@ -52,7 +52,8 @@ def _train(a):
 def _generate(a):
     from .generate import generate
 
-    generate(a.input, a.checkpoint, a.output, a.n_samples, a.seed, fasta_path=a.fasta)
+    generate(a.input, a.checkpoint, a.output, a.n_samples, a.seed, fasta_path=a.fasta,
+             whole_numbers=not a.keep_fractions)
 
 
 def _impute(a):
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--fasta", default=None, help="also write sequences as FASTA here")
+    p.add_argument("--keep-fractions", action="store_true",
+                   help="do not round the samples of features whose train values are all whole numbers")
 
     p = stage("impute", _impute, "fill held-out and missing entries", seed=True)
     p.add_argument("--checkpoint", required=True)

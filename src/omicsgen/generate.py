@@ -9,12 +9,15 @@ as obs["label"].
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from .alphabet import PAD, decode, gc_fraction
@@ -24,15 +27,19 @@ from .models.registry import load_model_for, training_record
 from .provenance import atomic_path, meta, stamp, write_h5ad, write_text
 from .rowwriter import RowWriter
 
+LOG = logging.getLogger(__name__)
+
 FASTA_WIDTH = 60
 # Rows of expression samples drawn and written at a time: a few float64 temporaries of the
 # count draws (65 MB each at 2,000 genes) bound the memory, whatever the number of samples.
 GENERATE_CHUNK = 4096
 
 
-def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_path=None) -> Path:
+def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_path=None,
+             whole_numbers: bool = True) -> Path:
     """Write `n_samples` samples in the layout of the data at `data_path` (its modality, genes,
-    alphabet); the same seed gives the same file contents. Returns `out_path`."""
+    alphabet); the same seed gives the same file contents. Returns `out_path`.
+    `whole_numbers`: features whose train values are all whole numbers get whole-number samples."""
     data_path, checkpoint, out_path = Path(data_path), Path(checkpoint), Path(out_path)
     reference = ad.read_h5ad(data_path)
     data_modality = modality(reference)
@@ -54,6 +61,11 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
             samples = model.sample(n_samples, generator, **label_kwargs(labels))
     except Unsupported as err:
         raise unsupported(checkpoint, model, "generate samples", str(err)) from None
+    whole = whole_number_features(reference) if whole_numbers and data_modality != "sequence" else None
+    if whole is not None and data_modality == "expression":
+        x_chunks = (round_whole(block, whole) for block in x_chunks)
+    elif whole is not None:  # time course: a forecaster's (X, obs) or a row model's X
+        samples = (round_whole(samples[0], whole), samples[1]) if isinstance(samples, tuple) else round_whole(samples, whole)
     if data_modality == "expression":
         adata = expression_layout(n_samples, reference)
     elif data_modality == "sequence":
@@ -69,7 +81,10 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
         "dataset": meta(reference).get("dataset", ""),
         "provenance": inherited_provenance(reference, checkpoint),
     }
-    params = {"checkpoint": str(checkpoint), "family": model.family, "n_samples": n_samples}
+    if whole is not None:
+        adata.uns["omicsgen"]["whole_number_features"] = [str(v) for v in reference.var_names[whole.columns]]
+    params = {"checkpoint": str(checkpoint), "family": model.family, "n_samples": n_samples,
+              "whole_numbers": whole_numbers}
     stamp(adata, "generate", params, inputs=[data_path, checkpoint], seed=seed)
     if fasta_path is not None:
         write_text(fasta(adata), fasta_path)
@@ -78,6 +93,41 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
     else:
         write_h5ad(adata, out_path)
     return out_path
+
+
+# ---- whole-number features -------------------------------------------------------------------
+class WholeNumbers(NamedTuple):
+    columns: np.ndarray  # indices of the features whose train values are all whole numbers
+    low: np.ndarray  # their smallest and largest train values
+    high: np.ndarray
+
+
+def whole_number_features(reference: ad.AnnData) -> WholeNumbers | None:
+    """The features whose observed train values are all whole numbers (clinical scores, sex and
+    status codes, ages, counts left unscaled), or None. A Gaussian or GAN output puts values
+    between them, which real rows never hold and a classifier spots at once."""
+    if sp.issparse(reference.X):  # sparse X holds log-normalised counts: never whole numbers
+        return None
+    x = np.asarray(reference.X[split_rows(reference, "train")], dtype=np.float64)
+    if x.size == 0:
+        return None
+    observed = ~np.isnan(x)
+    whole = (np.where(observed, x == np.round(x), True).all(axis=0)) & observed.any(axis=0)
+    if not whole.any():
+        return None
+    columns = np.flatnonzero(whole)
+    values = x[:, columns]
+    names = [str(v) for v in reference.var_names[columns]]
+    LOG.info("decision: %d feature(s) hold only whole numbers in the train rows (%s): samples are rounded to "
+             "whole numbers within their train range (setting: generate.whole_numbers: false)",
+             len(columns), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    return WholeNumbers(columns, np.nanmin(values, axis=0), np.nanmax(values, axis=0))
+
+
+def round_whole(block: np.ndarray, whole: WholeNumbers) -> np.ndarray:
+    block = np.array(block, dtype=np.float32, copy=True)
+    block[:, whole.columns] = np.clip(np.round(block[:, whole.columns]), whole.low, whole.high)
+    return block
 
 
 # ---- conditional models ------------------------------------------------------------------

@@ -6,6 +6,8 @@ rule generate:
         samples="results/{dataset}/{model}/samples.h5ad",
     params:
         n_samples=config["generate"]["n_samples"],
+        # features whose train values are all whole numbers (scores, codes, ages) get whole-number samples
+        whole=lambda wildcards: "" if config["generate"].get("whole_numbers", True) else "--keep-fractions",
         seed=dataset_seed,
         # sequences are also written as FASTA, for tools outside omicsgen
         fasta=lambda wildcards: (
@@ -20,4 +22,4 @@ rule generate:
         "../../envs/omicsgen.yaml"
     shell:
         "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
-        " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} > {log:q} 2>&1"
+        " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} {params.whole} > {log:q} 2>&1"
