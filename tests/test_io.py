@@ -191,6 +191,20 @@ def test_timecourse_sorted_with_annotations(tiny_data):
         assert rows["time"].is_monotonic_increasing
 
 
+def test_timecourse_values_decided_as_for_tables(tiny_data):
+    """Counts over time (a mouse diet study's OTU counts, not shipped) are counts, so preprocess
+    log-normalises them; log expression stays as given; a declared kind is checked."""
+    from pathlib import Path
+
+    otus = read_dataset(Path(__file__).parent / "unseen" / "mouse_diet_timecourse.tsv", "timecourse")
+    assert otus.uns["omicsgen"]["input_scale"] == "counts" and "diet" in otus.obs
+    flu = read_dataset(tiny_data["flu"], "timecourse")
+    assert flu.uns["omicsgen"]["input_scale"] == "normalised"
+    assert json.loads(flu.uns["omicsgen"]["decisions"])[0]["what"] == "values"
+    with pytest.raises(InputError, match="declared counts"):
+        read_dataset(tiny_data["flu"], "timecourse", values="counts")
+
+
 def test_timecourse_errors(tmp_path):
     with pytest.raises(InputError, match="no column named 'time'"):
         read_dataset(write(tmp_path / "a.tsv", "sample\tseries\tg1\ns1\tp1\t1.0\n"), "timecourse")

@@ -7,7 +7,7 @@ from pathlib import Path
 import anndata as ad
 
 from ..errors import InputError
-from .expression import EXPRESSION_FORMATS, read_expression
+from .expression import EXPRESSION_FORMATS, label_values, read_expression
 from .fasta import SEQUENCE_FORMATS, read_sequences
 from .timecourse import TIMECOURSE_FORMATS, read_timecourse
 
@@ -50,4 +50,8 @@ def read_dataset(path, modality: str, fmt: str | None = None, alphabet: str = "a
         return read_sequences(path, fmt, alphabet)
     if modality == "expression":
         return read_expression(path, fmt, orientation, values)
-    return read_timecourse(path, fmt)
+    adata = read_timecourse(path, fmt)
+    # Count time courses (RNA-seq or 16S counts over time) are log-normalised like count tables:
+    # a Gaussian model on raw counts (mouse diet OTUs, 0 to 1,360) drew 345 where real rows hold 0.
+    label_values(adata, values, path)
+    return adata

@@ -29,10 +29,18 @@ def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str
         raise InputError(path, f"the matrix is empty ({adata.n_obs} samples x {adata.n_vars} genes)")
     adata.X = _as_float32(adata.X)
     _check_finite(adata, path)
+    label_values(adata, values, path)
+    return adata
+
+
+def label_values(adata: ad.AnnData, values: str, path: Path) -> None:
+    """Decide (or check) whether X holds counts, and record it: counts are log-normalised by
+    preprocess and can take the NB/ZINB models; normalised values are used as given."""
+    if values not in VALUES:
+        raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
     scale, why = _input_scale(adata, values, path)
     meta(adata)["input_scale"] = scale
     record_decision(adata, "values", scale, why, "the sheet's 'values' column (counts or normalised)")
-    return adata
 
 
 def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
