@@ -203,6 +203,9 @@ def test_timecourse_values_decided_as_for_tables(tiny_data):
     assert json.loads(flu.uns["omicsgen"]["decisions"])[0]["what"] == "values"
     with pytest.raises(InputError, match="declared counts"):
         read_dataset(tiny_data["flu"], "timecourse", values="counts")
+    for modality, path in (("timecourse", tiny_data["flu"]), ("expression", Path(__file__).parent / "unseen" / "guo_qpcr.csv")):
+        with pytest.raises(InputError, match="unknown values 'logs'"):
+            read_dataset(path, modality, values="logs")
 
 
 def test_timecourse_errors(tmp_path):
