@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from test_models import make_expression
 import omicsgen.generate as generate_module
 from omicsgen.generate import generate
 from omicsgen.models.vae import VAE
+from omicsgen.provenance import meta
 from omicsgen.train import train
 
 
@@ -32,7 +35,7 @@ def test_samples_are_written_in_chunks_of_rows(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(VAE, "sample", spy)
     monkeypatch.setattr(generate_module, "GENERATE_CHUNK", 7)
-    out = ad.read_h5ad(generate(data, ckpt, tmp_path / "samples.h5ad", 20, seed=2))
+    out = ad.read_h5ad(generate(data, ckpt, tmp_path / "samples.h5ad", 20, seed=2, train_range=False))
     assert asked == [7, 7, 6]
     assert out.shape == (20, 30) and out.X.dtype == np.float32 and np.isfinite(out.X).all()
     assert list(out.obs_names) == [f"sample_{i + 1}" for i in range(20)]
@@ -40,9 +43,10 @@ def test_samples_are_written_in_chunks_of_rows(trained, tmp_path, monkeypatch):
     # The rows are the chunks' draws in order, from one generator seeded once.
     generator = torch.Generator().manual_seed(2)
     model = generate_module.load_model_for(ckpt, ad.read_h5ad(data), data)
+    generate_module.fit_latent_density(model, ad.read_h5ad(data), seed=2)
     expected = np.concatenate([original(model, n, generator) for n in (7, 7, 6)])
     assert np.array_equal(out.X, expected)
-    again = ad.read_h5ad(generate(data, ckpt, tmp_path / "again.h5ad", 20, seed=2))
+    again = ad.read_h5ad(generate(data, ckpt, tmp_path / "again.h5ad", 20, seed=2, train_range=False))
     assert np.array_equal(out.X, again.X)
 
 
@@ -90,3 +94,69 @@ def test_whole_number_features_get_whole_number_samples(tmp_path):
     kept = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "kept.h5ad", 200, seed=0, whole_numbers=False))
     assert not np.array_equal(kept.X[:, 1], np.round(kept.X[:, 1]))
     assert np.array_equal(np.clip(np.round(kept.X[:, 1]), 0, 1), out.X[:, 1])  # the same draws, rounded
+
+
+def test_samples_stay_within_each_features_train_range(tmp_path):
+    """No sample is below a feature's smallest train value or above its largest (a log count is
+    never negative); a feature with no train value is left as drawn; train_range=False keeps the
+    raw draws, which do leave the range, from the same seed."""
+    data = make_expression(n_cells=120)
+    is_train = (data.obs["split"] == "train").to_numpy()
+    data.X[:, 0] = np.where(np.arange(120) % 3 == 0, 0.0, np.abs(data.X[:, 0]) * 0.1)  # a sparse abundance, a third zeros
+    data.X[is_train, 4] = np.nan  # no train value at all
+    data.write_h5ad(tmp_path / "masked.h5ad")
+    ckpt = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {"hidden_dim": 16}, {"max_epochs": 1}, seed=0)
+    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 300, seed=0))
+    raw = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "raw.h5ad", 300, seed=0, train_range=False))
+    train_x = data.X[is_train]
+    low, high = np.nanmin(train_x[:, [0, 1, 2, 3]], axis=0), np.nanmax(train_x[:, [0, 1, 2, 3]], axis=0)
+    assert ((raw.X[:, [0, 1, 2, 3]] < low) | (raw.X[:, [0, 1, 2, 3]] > high)).any()  # the draws do leave it
+    assert (out.X[:, [0, 1, 2, 3]] >= low).all() and (out.X[:, [0, 1, 2, 3]] <= high).all()
+    assert (out.X[:, 0] == 0).mean() > 0.05  # draws below 0 became the zeros real rows hold
+    inside = (raw.X >= np.nanmin(train_x, axis=0)) & (raw.X <= np.nanmax(train_x, axis=0))
+    assert np.array_equal(out.X[inside], raw.X[inside])  # values inside the range are kept as drawn
+    assert np.isfinite(out.X[:, 4]).all() and np.array_equal(out.X[:, 4], raw.X[:, 4])
+    assert json.loads(meta(out)["provenance"]["generate"]["params"])["train_range"] is True
+
+
+def test_count_samples_stay_within_the_train_range_of_sparse_data(tmp_path):
+    """Sparse log-normalised counts: the range is taken from the sparse train rows, zeros included."""
+    import scipy.sparse as sp
+
+    data = make_expression(n_cells=120)
+    x = np.nan_to_num(data.X) - 2.0
+    x[x < 0] = 0.0
+    data.X = sp.csr_matrix(x.astype(np.float32))
+    data.write_h5ad(tmp_path / "masked.h5ad")
+    ckpt = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {"hidden_dim": 16}, {"max_epochs": 1}, seed=0)
+    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 300, seed=0))
+    train_x = x[(data.obs["split"] == "train").to_numpy()]
+    assert (np.asarray(out.X) >= train_x.min(axis=0)).all() and (np.asarray(out.X) <= train_x.max(axis=0)).all()
+    assert (np.asarray(out.X) == 0).mean() > 0.05
+
+
+def test_vae_draws_z_from_a_mixture_fit_to_its_train_posteriors(trained, monkeypatch):
+    """fit_latent_density fits sample's z density to posterior draws of the rows given (here an
+    encoder whose posteriors sit in two tight clusters, at -3 and +3): z is then drawn from
+    both clusters, not from N(0, I); latent_sampling: prior keeps N(0, I)."""
+    data, ckpt = trained
+    reference = ad.read_h5ad(data)
+    model = generate_module.load_model_for(ckpt, reference, data)
+    latent = model.hparams.latent_dim
+
+    def two_clusters(x, observed, labels=None):
+        centre = torch.where(torch.arange(len(x)) % 2 == 0, -3.0, 3.0)[:, None].expand(len(x), latent)
+        return centre.clone(), torch.full((len(x), latent), float(np.log(0.01)))
+
+    monkeypatch.setattr(model, "encode", two_clusters)
+    values, observed = np.zeros((80, 30), dtype=np.float32), np.ones((80, 30), dtype=bool)
+    assert "2-component" in model.fit_latent_density(values, observed, seed=0)
+    z = model._draw_latent(4000, torch.Generator().manual_seed(0)).numpy()
+    first = z[:, 0]
+    assert abs((first > 0).mean() - 0.5) < 0.05 and (np.abs(np.abs(first) - 3) < 0.6).mean() > 0.99
+    again = model._draw_latent(4000, torch.Generator().manual_seed(0)).numpy()
+    assert np.array_equal(z, again)
+    model.hparams.latent_sampling = "prior"
+    assert "N(0, I)" in model.fit_latent_density(values, observed, seed=0)
+    prior = model._draw_latent(4000, torch.Generator().manual_seed(0)).numpy()[:, 0]
+    assert abs(prior.mean()) < 0.1 and abs(prior.std() - 1) < 0.1

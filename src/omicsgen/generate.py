@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import anndata as ad
 import h5py
@@ -22,7 +22,7 @@ import torch
 
 from .alphabet import PAD, decode, gc_fraction
 from .errors import InputError
-from .models.base import Unsupported, modality, split_rows
+from .models.base import Unsupported, data_rows, modality, split_rows
 from .models.registry import load_model_for, training_record
 from .provenance import atomic_path, meta, stamp, write_h5ad, write_text
 from .rowwriter import RowWriter
@@ -36,9 +36,10 @@ GENERATE_CHUNK = 4096
 
 
 def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_path=None,
-             whole_numbers: bool = True) -> Path:
+             whole_numbers: bool = True, train_range: bool = True) -> Path:
     """Write `n_samples` samples in the layout of the data at `data_path` (its modality, genes,
     alphabet); the same seed gives the same file contents. Returns `out_path`.
+    `train_range`: each feature's samples are clipped to its train values' range.
     `whole_numbers`: features whose train values are all whole numbers get whole-number samples."""
     data_path, checkpoint, out_path = Path(data_path), Path(checkpoint), Path(out_path)
     reference = ad.read_h5ad(data_path)
@@ -49,6 +50,8 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
     if not model.can_sample:
         raise unsupported(checkpoint, model, "generate samples", model.cannot_sample)
 
+    if hasattr(model, "fit_latent_density"):
+        fit_latent_density(model, reference, seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     labels = draw_labels(model, reference, n_samples, generator, data_path)
@@ -61,11 +64,11 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
             samples = model.sample(n_samples, generator, **label_kwargs(labels))
     except Unsupported as err:
         raise unsupported(checkpoint, model, "generate samples", str(err)) from None
-    whole = whole_number_features(reference) if whole_numbers and data_modality != "sequence" else None
-    if whole is not None and data_modality == "expression":
-        x_chunks = (round_whole(block, whole) for block in x_chunks)
-    elif whole is not None:  # time course: a forecaster's (X, obs) or a row model's X
-        samples = (round_whole(samples[0], whole), samples[1]) if isinstance(samples, tuple) else round_whole(samples, whole)
+    support = None if data_modality == "sequence" else train_support(reference, train_range, whole_numbers)
+    if support is not None and data_modality == "expression":
+        x_chunks = (support.apply(block) for block in x_chunks)
+    elif support is not None:  # time course: a forecaster's (X, obs) or a row model's X
+        samples = (support.apply(samples[0]), samples[1]) if isinstance(samples, tuple) else support.apply(samples)
     if data_modality == "expression":
         adata = expression_layout(n_samples, reference)
     elif data_modality == "sequence":
@@ -81,10 +84,10 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
         "dataset": meta(reference).get("dataset", ""),
         "provenance": inherited_provenance(reference, checkpoint),
     }
-    if whole is not None:
-        adata.uns["omicsgen"]["whole_number_features"] = [str(v) for v in reference.var_names[whole.columns]]
+    if support is not None:
+        adata.uns["omicsgen"]["whole_number_features"] = [str(v) for v in reference.var_names[support.whole]]
     params = {"checkpoint": str(checkpoint), "family": model.family, "n_samples": n_samples,
-              "whole_numbers": whole_numbers}
+              "whole_numbers": whole_numbers, "train_range": train_range}
     stamp(adata, "generate", params, inputs=[data_path, checkpoint], seed=seed)
     if fasta_path is not None:
         write_text(fasta(adata), fasta_path)
@@ -92,42 +95,79 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
         write_in_chunks(adata, x_chunks, out_path)
     else:
         write_h5ad(adata, out_path)
+    if support is not None and train_range:
+        support.log_clipped(n_samples * reference.n_vars)
     return out_path
 
 
-# ---- whole-number features -------------------------------------------------------------------
-class WholeNumbers(NamedTuple):
-    columns: np.ndarray  # indices of the features whose train values are all whole numbers
-    low: np.ndarray  # their smallest and largest train values
-    high: np.ndarray
+# ---- the values real rows can hold -----------------------------------------------------------
+class TrainSupport:
+    """Per feature, the range of its train values and whether they are all whole numbers.
+    Samples are clipped to the range (as SDV's `enforce_min_max_values`): a Gaussian or GAN draws
+    negative abundances and values past any seen, which no real row holds and a classifier spots
+    at once; below a log count's 0 is the point mass at zero that real rows have. Whole-number
+    features (codes, scores, ages) are rounded, within their range."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, whole: np.ndarray):
+        self.low, self.high, self.whole = low, high, whole
+        self.clipped = {"below": 0, "above": 0}
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, dtype=np.float32)
+        self.clipped["below"] += int((block < self.low).sum())
+        self.clipped["above"] += int((block > self.high).sum())
+        block = np.clip(block, self.low, self.high).astype(np.float32)
+        block[:, self.whole] = np.round(block[:, self.whole])  # the bounds are whole: still within them
+        return block
+
+    def log_clipped(self, n_values: int) -> None:
+        LOG.info("clipped to the train range: %d of %d sampled values below a feature's smallest train value, "
+                 "%d above its largest", self.clipped["below"], n_values, self.clipped["above"])
 
 
-def whole_number_features(reference: ad.AnnData) -> WholeNumbers | None:
-    """The features whose observed train values are all whole numbers (clinical scores, sex and
-    status codes, ages, counts left unscaled), or None. A Gaussian or GAN output puts values
-    between them, which real rows never hold and a classifier spots at once."""
-    if sp.issparse(reference.X):  # sparse X holds log-normalised counts: never whole numbers
+def train_support(reference: ad.AnnData, train_range: bool = True, whole_numbers: bool = True) -> TrainSupport | None:
+    """The TrainSupport of the reference's train rows (the range only where `train_range`; the
+    whole-number features only where `whole_numbers`, and kept within their range), or None when
+    there is nothing to enforce. A feature with no train value is left as drawn."""
+    x = reference.X[split_rows(reference, "train")]
+    if x.shape[0] == 0 or not (train_range or whole_numbers):
         return None
-    x = np.asarray(reference.X[split_rows(reference, "train")], dtype=np.float64)
-    if x.size == 0:
-        return None
-    observed = ~np.isnan(x)
-    whole = (np.where(observed, x == np.round(x), True).all(axis=0)) & observed.any(axis=0)
-    if not whole.any():
-        return None
-    columns = np.flatnonzero(whole)
-    values = x[:, columns]
-    names = [str(v) for v in reference.var_names[columns]]
-    LOG.info("decision: %d feature(s) hold only whole numbers in the train rows (%s): samples are rounded to "
-             "whole numbers within their train range (setting: generate.whole_numbers: false)",
-             len(columns), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
-    return WholeNumbers(columns, np.nanmin(values, axis=0), np.nanmax(values, axis=0))
+    if sp.issparse(x):  # log-normalised counts: never whole numbers, no NaN
+        low, high = x.min(axis=0).toarray().ravel(), x.max(axis=0).toarray().ravel()
+        whole = np.zeros(x.shape[1], dtype=bool)
+    else:
+        x = np.asarray(x, dtype=np.float64)
+        observed = ~np.isnan(x)
+        with warnings.catch_warnings():  # a feature with no train value: NaN bounds, made infinite below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+        whole = np.where(observed, x == np.round(x), True).all(axis=0) & observed.any(axis=0)
+    whole &= whole_numbers
+    if not train_range:  # only the whole-number features keep to their range
+        low, high = np.where(whole, low, np.nan), np.where(whole, high, np.nan)
+    low, high = np.nan_to_num(low, nan=-np.inf), np.nan_to_num(high, nan=np.inf)
+    if whole.any():
+        names = [str(v) for v in reference.var_names[whole]]
+        LOG.info("decision: %d feature(s) hold only whole numbers in the train rows (%s): samples are rounded to "
+                 "whole numbers within their train range (setting: generate.whole_numbers: false)",
+                 len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    if train_range:
+        LOG.info("decision: samples are clipped to each feature's range in the train rows, as real rows hold "
+                 "(setting: generate.train_range: false)")
+    return TrainSupport(low.astype(np.float32), high.astype(np.float32), whole)
 
 
-def round_whole(block: np.ndarray, whole: WholeNumbers) -> np.ndarray:
-    block = np.array(block, dtype=np.float32, copy=True)
-    block[:, whole.columns] = np.clip(np.round(block[:, whole.columns]), whole.low, whole.high)
-    return block
+# ---- where a latent model draws z ------------------------------------------------------------
+def fit_latent_density(model, reference: ad.AnnData, seed: int) -> None:
+    """Let a latent model fit the density `sample` draws z from to its train rows' posteriors
+    (at most LATENT_FIT_ROWS of them, a seeded subset), and log what it chose."""
+    from .models.vae import LATENT_FIT_ROWS
+
+    rows = np.flatnonzero(split_rows(reference, "train"))
+    if len(rows) > LATENT_FIT_ROWS:
+        rows = np.sort(np.random.default_rng([seed, 7]).choice(rows, LATENT_FIT_ROWS, replace=False))
+    values, observed = data_rows(reference, rows)
+    LOG.info("decision: %s", model.fit_latent_density(values, observed, reference.obs.iloc[rows], seed))
 
 
 # ---- conditional models ------------------------------------------------------------------

@@ -8,6 +8,8 @@ rule generate:
         n_samples=config["generate"]["n_samples"],
         # features whose train values are all whole numbers (scores, codes, ages) get whole-number samples
         whole=lambda wildcards: "" if config["generate"].get("whole_numbers", True) else "--keep-fractions",
+        # samples are clipped to each feature's train range (no negative abundance, nothing past any seen)
+        train_range=lambda wildcards: "" if config["generate"].get("train_range", True) else "--outside-train-range",
         seed=dataset_seed,
         # sequences are also written as FASTA, for tools outside omicsgen
         fasta=lambda wildcards: (
@@ -22,4 +24,4 @@ rule generate:
         "../../envs/omicsgen.yaml"
     shell:
         "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
-        " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} {params.whole} > {log:q} 2>&1"
+        " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} {params.whole} {params.train_range} > {log:q} 2>&1"

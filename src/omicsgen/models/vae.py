@@ -97,6 +97,14 @@ def one_hot(codes: torch.Tensor | None, n_labels: int, n_rows: int, device) -> t
     return F.one_hot(codes.clamp_min(0), n_labels).float() * (codes >= 0).float()[:, None]
 
 
+# Ex-post latent density (`fit_latent_density`): rows it is fit on (a seeded subset beyond),
+# posterior draws per row, and the most mixture components.
+LATENT_FIT_ROWS = 2000
+LATENT_FIT_DRAWS = 5
+MAX_LATENT_COMPONENTS = 10
+LATENT_SAMPLING = ("fitted", "prior")
+
+
 class VAE(GenerativeModel):
     """VAE; the encoder sees X with unobserved entries zeroed plus the observed mask,
     so it can tell a true zero from a hidden value. Loss = masked Gaussian NLL with a learned
@@ -141,6 +149,11 @@ class VAE(GenerativeModel):
         # series are then imputed together: `rows_independent` is False). models/sizing.py
         # turns it on for time-course data.
         "series_offsets": False,
+        # Where `sample` draws z: "fitted" = a Gaussian mixture fit to the train rows' posterior
+        # draws when generate calls `fit_latent_density` (ex-post density estimation, Ghosh et
+        # al. 2020: on few rows the aggregate posterior leaves holes in N(0, I) that decode to
+        # rows unlike any real one); "prior" = N(0, I).
+        "latent_sampling": "fitted",
     }
     has_latent = True
     can_draw_imputations = True
@@ -148,19 +161,22 @@ class VAE(GenerativeModel):
     def __init__(
         self, n_genes, hidden_dim, latent_dim, n_layers, beta, kl_warmup_epochs, learning_rate,
         likelihood="gaussian", target_sum=cm.DEFAULT_TARGET_SUM, condition_on=None, label_names=(),
-        dropout=0.0, denoise_rate=0.0, refine_steps=0, series_offsets=False,
+        dropout=0.0, denoise_rate=0.0, refine_steps=0, series_offsets=False, latent_sampling="fitted",
     ):
         super().__init__()
         if likelihood not in cm.LIKELIHOODS:
             raise ValueError(f"vae: likelihood must be one of {', '.join(cm.LIKELIHOODS)}, not {likelihood!r}")
         if n_layers < 1:
             raise ValueError(f"vae: n_layers must be at least 1, not {n_layers}")
+        if latent_sampling not in LATENT_SAMPLING:
+            raise ValueError(f"vae: latent_sampling must be one of {', '.join(LATENT_SAMPLING)}, not {latent_sampling!r}")
         if not (0 <= dropout < 1 and 0 <= denoise_rate < 1):
             raise ValueError(f"vae: dropout and denoise_rate must be in [0, 1), not {dropout}, {denoise_rate}")
         label_names = list(label_names) if condition_on else []
         self.rows_independent = not series_offsets  # a series' rows are filled together
         n_labels = _check_conditioning(condition_on, label_names)
         self.save_hyperparameters()
+        self.latent_mixture = None  # (weights, means, Cholesky factors) once fit_latent_density ran
         # The first layer reads [x, observed mask, label one-hot]; `encode` splits its weight.
         self.encoder = mlp(2 * n_genes + n_labels, hidden_dim, n_layers, dropout)
         self.to_latent_mean = nn.Linear(hidden_dim, latent_dim)
@@ -361,14 +377,15 @@ class VAE(GenerativeModel):
     # ---- use ----------------------------------------------------------------------------
     @inference
     def sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None) -> np.ndarray:
-        """Decoder means at z ~ N(0, I) plus Gaussian noise with the learned per-gene variance.
+        """Decoder means at z (from the fitted latent mixture when `fit_latent_density` ran,
+        else N(0, I)) plus Gaussian noise with the learned per-gene variance.
         Count likelihoods: counts drawn from the NB / ZINB at a library drawn from the training
         libraries, normalised to target_sum and log1p'd (X's scale). A conditional model decodes
         at `labels` (n indices into `hparams.label_names`; default: drawn at the training
         frequencies); an unconditional one rejects them."""
         device = self.device
         codes = draw_label_codes(self, n, generator, labels)
-        z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(device)
+        z = self._draw_latent(n, generator).to(device)
         zc = self.decoder_input(z, codes)
         if self.counts_model:
             library = cm.draw_libraries(self.library_quantiles, n, generator)
@@ -377,6 +394,42 @@ class VAE(GenerativeModel):
         noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
         x = self.decode(zc) + noise * (0.5 * self.log_var()).exp()
         return x.cpu().numpy().astype(np.float32)
+
+    @inference
+    def fit_latent_density(self, values: np.ndarray, observed: np.ndarray, obs=None, seed: int = 0) -> str:
+        """Fit `sample`'s latent density to rows of the training data: a full-covariance Gaussian
+        mixture (1 to MAX_LATENT_COMPONENTS components, the lowest BIC) on LATENT_FIT_DRAWS draws
+        of each row's posterior q(z|x), so the spread of each posterior is kept. Seeded by
+        `seed`. Returns what was fit, for the log; "prior" sampling fits nothing."""
+        if self.hparams.get("latent_sampling", "fitted") == "prior" or len(values) < 2:
+            self.latent_mixture = None
+            return "z ~ N(0, I) (latent_sampling: prior)" if len(values) >= 2 else "z ~ N(0, I): too few rows to fit"
+        from sklearn.mixture import GaussianMixture  # here: only generate needs it
+
+        codes = self._row_labels(obs, len(values))
+        rng = np.random.default_rng([seed, 11])
+        draws = []
+        for rows in row_chunks(len(values)):
+            mean, log_var = self.encode(*self._input(values[rows], observed[rows]), None if codes is None else codes[rows])
+            mean, sd = mean.cpu().numpy(), (0.5 * log_var).exp().cpu().numpy()
+            draws += [mean + sd * rng.standard_normal(mean.shape) for _ in range(LATENT_FIT_DRAWS)]
+        points = np.concatenate(draws).astype(np.float64)
+        largest = max(1, min(MAX_LATENT_COMPONENTS, len(values) // 10))
+        fits = [GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(points)
+                for k in range(1, largest + 1)]
+        best = min(fits, key=lambda fit: fit.bic(points))
+        self.latent_mixture = tuple(torch.as_tensor(a, dtype=torch.float32) for a in
+                                    (best.weights_, best.means_, np.linalg.cholesky(best.covariances_)))
+        return (f"z from a {best.n_components}-component Gaussian mixture fit to the posteriors of {len(values)} "
+                f"train rows (lowest BIC of 1-{largest}; setting: latent_sampling: prior)")
+
+    def _draw_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.latent_mixture is None:
+            return torch.randn(n, self.hparams.latent_dim, generator=generator)
+        weights, means, cholesky = self.latent_mixture
+        component = torch.multinomial(weights, n, replacement=True, generator=generator) if n else torch.zeros(0, dtype=torch.int64)
+        noise = torch.randn(n, self.hparams.latent_dim, 1, generator=generator)
+        return means[component] + (cholesky[component] @ noise).squeeze(-1)
 
     @inference
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
