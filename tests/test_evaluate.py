@@ -265,6 +265,20 @@ def test_classifier_two_sample_test_separates_shifted_data_only():
     assert metrics.classifier_two_sample_auc(real, shifted, seed=0) > 0.85
 
 
+def test_classifier_two_sample_test_on_few_real_rows_averages_draws_of_the_other_side(monkeypatch):
+    """22 real rows against 1,000 from the same distribution: one balanced draw uses 22 of the
+    1,000, and its AUC moves with the seed; the average over draws moves less."""
+    rng = np.random.default_rng(1)
+    real, generated = rng.normal(size=(22, 5)), rng.normal(size=(1000, 5))
+    assert metrics.classifier_two_sample_test(real, generated)["repeats"] == 10
+    assert metrics.classifier_two_sample_test(rng.normal(size=(600, 5)), generated)["repeats"] == 1
+    averaged = [metrics.classifier_two_sample_auc(real, generated, seed=seed) for seed in range(8)]
+    monkeypatch.setattr(metrics, "C2ST_MAX_REPEATS", 1)
+    single = [metrics.classifier_two_sample_auc(real, generated, seed=seed) for seed in range(8)]
+    assert np.std(averaged) < 0.7 * np.std(single)
+    assert abs(np.mean(averaged) - 0.5) < 0.1
+
+
 def test_gene_statistics_and_correlations_agree_for_identical_data_only():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(400, 1))
