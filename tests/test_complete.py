@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omicsgen.complete import complete, val_baseline_fills, val_scores
+from omicsgen.complete import choose, complete, val_baseline_fills, val_scores
 from omicsgen.impute import impute
 from omicsgen.ingest import ingest
 from omicsgen.mask import mask
@@ -52,10 +52,11 @@ def test_every_native_na_filled_by_the_val_choice(run):
     seen = ~np.isnan(given)
     assert np.array_equal(out.X[seen], given[seen])  # the user's own values untouched
     record = json.loads(out.uns["omicsgen"]["completion"])
-    scores = record["val_rmse"]
-    assert {"vae", "mean", "knn", "mice", "svd"} <= set(scores)
+    scores = record["val_rmse_in_sd"]
+    assert {"vae", "mean", "knn", "iterative", "mice", "svd"} <= set(scores) == set(record["val_rmse"])
     assert {"mean", "knn", "mice", "svd"} <= set(record["val_baseline_fit_rows"]) <= set(scores)
     assert record["chosen"] == min(scores, key=scores.get) and "val rows" in record["why"]
+    assert "in each feature's sd" in record["why"]
     # every NA filled but the feature with no value at all, which stays NA and is named
     assert record["features_without_values"] == ["never_measured"]
     assert np.isnan(out.X[:, -1]).all() and not np.isnan(out.X[:, :-1]).any()
@@ -77,6 +78,22 @@ def test_choice_never_reads_test_rows(run):
     test = (masked.obs["split"] == "test").to_numpy()
     masked.X[test] = masked.X[test] + 100.0  # wreck the test rows' truth
     assert val_scores(masked, runs, 0) == before
+
+
+def test_choice_weighs_every_feature_alike_whatever_its_unit(run):
+    """The choice reads errors in each feature's sd on the train rows: a feature recorded in
+    units 1,000 times larger leaves the feature-mean fill's score as it was, while its RMSE on
+    X's scale becomes that feature's alone."""
+    folder, _, _, _ = run
+    masked = ad.read_h5ad(folder / "masked.h5ad")
+    before = val_scores(masked, {}, 0)
+    masked.X[:, 0] = masked.X[:, 0] * 1000.0
+    after = val_scores(masked, {}, 0)
+    for name in ("mean", "median"):
+        assert after["rmse_in_sd"][name] == pytest.approx(before["rmse_in_sd"][name], rel=1e-5)
+        assert after["rmse"][name] > 5 * before["rmse"][name]
+    chosen, why = choose(after, "auto", "here")
+    assert chosen == min(after["rmse_in_sd"], key=after["rmse_in_sd"].get) and "sd" in why
 
 
 def test_slow_baselines_fit_on_capped_train_rows(run):

@@ -3,7 +3,10 @@
 What a user takes home is their data, complete. Which method fills it is decided on the
 validation rows only: every model's imputed.h5ad and every imputation baseline (fit on the
 train rows, filling the val rows) are scored on the held-out entries of the val rows, and the
-lowest RMSE wins, a baseline as readily as a model. The test rows, on which scores.json reports,
+lowest RMSE in each feature's own unit (its errors over its sd on the train rows) wins, a baseline
+as readily as a model. The RMSE on X's scale is recorded too, but not chosen on: it weighs a
+feature by its variance, so on a panel whose largest protein holds 76% of it the choice was made
+on that protein's few val entries. The test rows, on which scores.json reports,
 play no part in the choice (a table without missing values has none to make: it comes back as
 given). The winner is then refit on every row with every observed entry
 (held-out entries are observed values: they were hidden only to score) and fills the native
@@ -13,7 +16,8 @@ The output has every row and feature of ingested.h5ad, values on the input's own
 - X: the input with its native NAs filled (entries it had are bit for bit the input's);
 - layers["filled"]: True where a value was filled; ["imputed_sd"], ["imputed_lower"],
   ["imputed_upper"] when the chosen method draws imputations (0 / the value where observed);
-- uns["omicsgen"]["completion"] (JSON text): the chosen method, each candidate's val RMSE, why,
+- uns["omicsgen"]["completion"] (JSON text): the chosen method, each candidate's val RMSE (in
+  features' sd, the choice, and on X's scale), why,
   how it was refit, and what could not be filled (a feature with no observed value stays NA);
   the choice is also one of uns["omicsgen"]["decisions"].
 """
@@ -68,7 +72,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
         scores = val_scores(masked, runs, seed, max_train_rows)
         chosen, why = choose(scores, method, masked_path)
         record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
-                  "val_rmse": scores["rmse"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
+                  "val_rmse": scores["rmse"], "val_rmse_in_sd": scores["rmse_in_sd"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
                   "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
         completed.X = _dense(given.X).copy()
         completed.layers["filled"] = np.zeros(completed.shape, dtype=bool)
@@ -92,23 +96,46 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
 
 
 def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_rows: int | None = MAX_TRAIN_ROWS) -> dict:
-    """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "n_entries",
-    "baseline_fit_rows": {baseline: training rows it was fit on}}: models from their
-    imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
+    """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "rmse_in_sd": {the
+    same with each feature's errors in its sd on the train rows (`feature_scale`): the choice},
+    "n_entries", "baseline_fit_rows": {baseline: training rows it was fit on}}: models from
+    their imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
     val = split_rows(masked, CHOICE_SPLIT)
     # Only the val rows are scored: densify those, never the whole (possibly sparse) matrix.
     held = _dense(masked.layers["heldout"][val]).astype(bool) if "heldout" in masked.layers else np.zeros((int(val.sum()), masked.n_vars), bool)
     truth = _dense(masked.X[val])
     held &= np.isfinite(truth)
     rmse: dict[str, float] = {}
+    in_sd: dict[str, float] = {}
     fit_rows: dict[str, int] = {}
     if held.any():
+        scale = feature_scale(masked, split_rows(masked, "train"))
         fills, fit_rows = val_baseline_fills(masked, seed, max_train_rows)
-        for name, filled in fills.items():
+        candidates = {**fills, **{name: _imputed_rows(paths["imputed"], val) for name, paths in runs.items()}}
+        for name, filled in candidates.items():
             rmse[name] = _rmse(filled, truth, held)
-        for name, paths in runs.items():
-            rmse[name] = _rmse(_imputed_rows(paths["imputed"], val), truth, held)
-    return {"rmse": rmse, "n_entries": int(held.sum()), "baseline_fit_rows": fit_rows}
+            in_sd[name] = _rmse(np.asarray(filled, dtype=np.float64) / scale, truth / scale, held)
+    return {"rmse": rmse, "rmse_in_sd": in_sd, "n_entries": int(held.sum()), "baseline_fit_rows": fit_rows}
+
+
+def feature_scale(masked: ad.AnnData, rows: np.ndarray, block: int = 256) -> np.ndarray:
+    """Each feature's sd over the observed entries of `rows` (held-out ones hidden), a block of
+    features at a time; 1 where a feature has no spread to measure: the unit its val errors are
+    counted in, so that every feature weighs alike in the choice, whatever its unit."""
+    scale = np.ones(masked.n_vars)
+    x = masked.X[rows]
+    held = masked.layers["heldout"][rows] if "heldout" in masked.layers else None
+    for start in range(0, masked.n_vars, block):
+        columns = slice(start, min(start + block, masked.n_vars))
+        values = _dense(x[:, columns])
+        if held is not None:
+            values[_dense(held[:, columns]).astype(bool)] = np.nan
+        finite = np.isfinite(values)
+        counts = finite.sum(axis=0)
+        means = np.where(finite, values, 0.0).sum(axis=0) / np.maximum(counts, 1)
+        sd = np.sqrt(np.where(finite, (values - means) ** 2, 0.0).sum(axis=0) / np.maximum(counts - 1, 1))
+        scale[columns] = np.where((counts > 1) & (sd > 0) & np.isfinite(sd), sd, 1.0)
+    return scale
 
 
 def val_baseline_fills(masked: ad.AnnData, seed: int, max_train_rows: int | None = MAX_TRAIN_ROWS) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -141,8 +168,10 @@ def _rmse(filled_rows: np.ndarray, truth_rows: np.ndarray, held_rows: np.ndarray
 
 
 def choose(scores: dict, method: str, where) -> tuple[str, str]:
-    """(the candidate, why) from the val scores, or the forced `method`."""
-    rmse = scores["rmse"]
+    """(the candidate, why) from the val scores (RMSE in each feature's sd; on X's scale when
+    that is all there is), or the forced `method`."""
+    rmse = scores.get("rmse_in_sd") or scores["rmse"]
+    unit = "in each feature's sd" if scores.get("rmse_in_sd") else "on X's scale"
     if method != "auto":
         if rmse and method not in rmse:
             raise InputError(where, f"complete: unknown method {method!r}", hint=f"candidates: {', '.join(sorted(rmse))}")
@@ -153,7 +182,7 @@ def choose(scores: dict, method: str, where) -> tuple[str, str]:
     ranked = sorted(rmse, key=rmse.get)
     best = ranked[0]
     runner = f"; next {ranked[1]} {rmse[ranked[1]]:.4g}" if len(ranked) > 1 else ""
-    return best, (f"lowest RMSE on {scores['n_entries']} held-out entries of the val rows: {best} "
+    return best, (f"lowest RMSE {unit} on {scores['n_entries']} held-out entries of the val rows: {best} "
                   f"{rmse[best]:.4g}{runner} (the test rows took no part in the choice)")
 
 
