@@ -55,8 +55,9 @@ def test_every_native_na_filled_by_the_val_choice(run):
     scores = record["val_rmse_in_sd"]
     assert {"vae", "mean", "knn", "iterative", "mice", "svd"} <= set(scores) == set(record["val_rmse"])
     assert {"mean", "knn", "mice", "svd"} <= set(record["val_baseline_fit_rows"]) <= set(scores)
-    assert record["chosen"] == min(scores, key=scores.get) and "val rows" in record["why"]
-    assert "in each feature's sd" in record["why"]
+    best = min(scores, key=scores.get)
+    assert record["chosen"] == best or (record["chosen"] == "iterative" and "two standard errors" in record["why"])
+    assert "val rows" in record["why"] and "in each feature's sd" in record["why"]
     # every NA filled but the feature with no value at all, which stays NA and is named
     assert record["features_without_values"] == ["never_measured"]
     assert np.isnan(out.X[:, -1]).all() and not np.isnan(out.X[:, :-1]).any()
@@ -77,7 +78,9 @@ def test_choice_never_reads_test_rows(run):
     before = val_scores(masked, runs, 0)
     test = (masked.obs["split"] == "test").to_numpy()
     masked.X[test] = masked.X[test] + 100.0  # wreck the test rows' truth
-    assert val_scores(masked, runs, 0) == before
+    after = val_scores(masked, runs, 0)
+    assert after["rmse"] == before["rmse"] and after["rmse_in_sd"] == before["rmse_in_sd"]
+    assert all(np.array_equal(after["squared_in_sd"][name], errors) for name, errors in before["squared_in_sd"].items())
 
 
 def test_choice_weighs_every_feature_alike_whatever_its_unit(run):
@@ -93,7 +96,30 @@ def test_choice_weighs_every_feature_alike_whatever_its_unit(run):
         assert after["rmse_in_sd"][name] == pytest.approx(before["rmse_in_sd"][name], rel=1e-5)
         assert after["rmse"][name] > 5 * before["rmse"][name]
     chosen, why = choose(after, "auto", "here")
-    assert chosen == min(after["rmse_in_sd"], key=after["rmse_in_sd"].get) and "sd" in why
+    assert chosen == min(after["rmse_in_sd"], key=after["rmse_in_sd"].get) or "two standard errors" in why
+    assert "sd" in why
+
+
+def _scores(squared: dict) -> dict:
+    return {"rmse": {k: float(np.sqrt(np.mean(v))) for k, v in squared.items()},
+            "rmse_in_sd": {k: float(np.sqrt(np.mean(v))) for k, v in squared.items()},
+            "squared_in_sd": squared, "n_entries": 400}
+
+
+def test_a_val_tie_goes_to_sklearns_iterative_imputer():
+    """Val entries are held out at random, native NAs are often low values: when the best
+    candidate beats `iterative` by no more than two paired standard errors, `iterative` fills
+    (it extrapolates beyond the observed range); a clear win still wins."""
+    rng = np.random.default_rng(0)
+    base = rng.chisquare(1, 400)
+    noise = rng.normal(0, 0.5, 400)
+    tied = {"iterative": base + noise + 0.02, "knn": base + noise[::-1], "mean": base + 1.0}
+    assert min(_scores(tied)["rmse_in_sd"], key=_scores(tied)["rmse_in_sd"].get) == "knn"
+    chosen, why = choose(_scores(tied), "auto", "here")
+    assert chosen == "iterative" and "knn had the lowest" in why and "two standard errors" in why
+    clear = {"iterative": base + 0.5, "knn": base, "mean": base + 1.0}
+    assert choose(_scores(clear), "auto", "here")[0] == "knn"
+    assert choose(_scores(tied), "knn", "here")[0] == "knn"  # a forced method is never overruled
 
 
 def test_slow_baselines_fit_on_capped_train_rows(run):
