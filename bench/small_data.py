@@ -209,7 +209,7 @@ def known_na_errors(ingested: Path, masked_path: Path, folder: Path, truth: pd.D
         iterative = IterativeImputer(max_iter=10, random_state=seed).fit_transform(values)
     record = json.loads(completed.uns["omicsgen"]["completion"])
     return {"completed": error(np.asarray(completed.X, dtype=np.float64)), "iterative_imputer": error(iterative),
-            "chosen": record["chosen"]}
+            "chosen": record["chosen"], "val_rmse_in_sd": record.get("val_rmse_in_sd"), "why": record["why"]}
 
 
 # ---------------------------------------------------------------------------- summary

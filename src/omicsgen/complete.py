@@ -6,7 +6,9 @@ train rows, filling the val rows) are scored on the held-out entries of the val 
 lowest RMSE in each feature's own unit (its errors over its sd on the train rows) wins, a baseline
 as readily as a model. The RMSE on X's scale is recorded too, but not chosen on: it weighs a
 feature by its variance, so on a panel whose largest protein holds 76% of it the choice was made
-on that protein's few val entries. The test rows, on which scores.json reports,
+on that protein's few val entries. A tie (the best within two paired standard errors of the
+`iterative` baseline, sklearn's IterativeImputer) goes to `iterative`: val entries are held out
+at random, native NAs are often low values. The test rows, on which scores.json reports,
 play no part in the choice (a table without missing values has none to make: it comes back as
 given). The winner is then refit on every row with every observed entry
 (held-out entries are observed values: they were hidden only to score) and fills the native
@@ -98,6 +100,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
 def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_rows: int | None = MAX_TRAIN_ROWS) -> dict:
     """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "rmse_in_sd": {the
     same with each feature's errors in its sd on the train rows (`feature_scale`): the choice},
+    "squared_in_sd": {candidate: its squared errors in sd, per entry (for the tie)},
     "n_entries", "baseline_fit_rows": {baseline: training rows it was fit on}}: models from
     their imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
     val = split_rows(masked, CHOICE_SPLIT)
