@@ -35,7 +35,7 @@ def test_samples_are_written_in_chunks_of_rows(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(VAE, "sample", spy)
     monkeypatch.setattr(generate_module, "GENERATE_CHUNK", 7)
-    out = ad.read_h5ad(generate(data, ckpt, tmp_path / "samples.h5ad", 20, seed=2, train_range=False))
+    out = ad.read_h5ad(generate(data, ckpt, tmp_path / "samples.h5ad", 20, seed=2))
     assert asked == [7, 7, 6]
     assert out.shape == (20, 30) and out.X.dtype == np.float32 and np.isfinite(out.X).all()
     assert list(out.obs_names) == [f"sample_{i + 1}" for i in range(20)]
@@ -46,7 +46,7 @@ def test_samples_are_written_in_chunks_of_rows(trained, tmp_path, monkeypatch):
     generate_module.fit_latent_density(model, ad.read_h5ad(data), seed=2)
     expected = np.concatenate([original(model, n, generator) for n in (7, 7, 6)])
     assert np.array_equal(out.X, expected)
-    again = ad.read_h5ad(generate(data, ckpt, tmp_path / "again.h5ad", 20, seed=2, train_range=False))
+    again = ad.read_h5ad(generate(data, ckpt, tmp_path / "again.h5ad", 20, seed=2))
     assert np.array_equal(out.X, again.X)
 
 
@@ -97,17 +97,17 @@ def test_whole_number_features_get_whole_number_samples(tmp_path):
 
 
 def test_samples_stay_within_each_features_train_range(tmp_path):
-    """No sample is below a feature's smallest train value or above its largest (a log count is
-    never negative); a feature with no train value is left as drawn; train_range=False keeps the
-    raw draws, which do leave the range, from the same seed."""
+    """With train_range, no sample is below a feature's smallest train value or above its largest
+    (a log count is never negative); a feature with no train value is left as drawn; without it
+    (the default) the raw draws, which do leave the range, from the same seed."""
     data = make_expression(n_cells=120)
     is_train = (data.obs["split"] == "train").to_numpy()
     data.X[:, 0] = np.where(np.arange(120) % 3 == 0, 0.0, np.abs(data.X[:, 0]) * 0.1)  # a sparse abundance, a third zeros
     data.X[is_train, 4] = np.nan  # no train value at all
     data.write_h5ad(tmp_path / "masked.h5ad")
     ckpt = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {"hidden_dim": 16}, {"max_epochs": 1}, seed=0)
-    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 300, seed=0))
-    raw = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "raw.h5ad", 300, seed=0, train_range=False))
+    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 300, seed=0, train_range=True))
+    raw = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "raw.h5ad", 300, seed=0))
     train_x = data.X[is_train]
     low, high = np.nanmin(train_x[:, [0, 1, 2, 3]], axis=0), np.nanmax(train_x[:, [0, 1, 2, 3]], axis=0)
     assert ((raw.X[:, [0, 1, 2, 3]] < low) | (raw.X[:, [0, 1, 2, 3]] > high)).any()  # the draws do leave it
@@ -129,7 +129,7 @@ def test_count_samples_stay_within_the_train_range_of_sparse_data(tmp_path):
     data.X = sp.csr_matrix(x.astype(np.float32))
     data.write_h5ad(tmp_path / "masked.h5ad")
     ckpt = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {"hidden_dim": 16}, {"max_epochs": 1}, seed=0)
-    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 300, seed=0))
+    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 300, seed=0, train_range=True))
     train_x = x[(data.obs["split"] == "train").to_numpy()]
     assert (np.asarray(out.X) >= train_x.min(axis=0)).all() and (np.asarray(out.X) <= train_x.max(axis=0)).all()
     assert (np.asarray(out.X) == 0).mean() > 0.05

@@ -53,7 +53,7 @@ def _generate(a):
     from .generate import generate
 
     generate(a.input, a.checkpoint, a.output, a.n_samples, a.seed, fasta_path=a.fasta,
-             whole_numbers=not a.keep_fractions, train_range=not a.outside_train_range)
+             whole_numbers=not a.keep_fractions, train_range=a.train_range)
 
 
 def _impute(a):
@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fasta", default=None, help="also write sequences as FASTA here")
     p.add_argument("--keep-fractions", action="store_true",
                    help="do not round the samples of features whose train values are all whole numbers")
-    p.add_argument("--outside-train-range", action="store_true",
-                   help="do not clip samples to each feature's range in the train rows")
+    p.add_argument("--train-range", action="store_true",
+                   help="clip samples to each feature's range in the train rows (no negative abundance)")
 
     p = stage("impute", _impute, "fill held-out and missing entries", seed=True)
     p.add_argument("--checkpoint", required=True)

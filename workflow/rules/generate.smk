@@ -8,8 +8,8 @@ rule generate:
         n_samples=config["generate"]["n_samples"],
         # features whose train values are all whole numbers (scores, codes, ages) get whole-number samples
         whole=lambda wildcards: "" if config["generate"].get("whole_numbers", True) else "--keep-fractions",
-        # samples are clipped to each feature's train range (no negative abundance, nothing past any seen)
-        train_range=lambda wildcards: "" if config["generate"].get("train_range", True) else "--outside-train-range",
+        # samples clipped to each feature's train range (no negative abundance, nothing past any seen)
+        train_range=lambda wildcards: "--train-range" if config["generate"].get("train_range", False) else "",
         seed=dataset_seed,
         # sequences are also written as FASTA, for tools outside omicsgen
         fasta=lambda wildcards: (
