@@ -84,7 +84,7 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
         "dataset": meta(reference).get("dataset", ""),
         "provenance": inherited_provenance(reference, checkpoint),
     }
-    if support is not None:
+    if support is not None and support.whole.any():
         adata.uns["omicsgen"]["whole_number_features"] = [str(v) for v in reference.var_names[support.whole]]
     params = {"checkpoint": str(checkpoint), "family": model.family, "n_samples": n_samples,
               "whole_numbers": whole_numbers, "train_range": train_range}
@@ -131,10 +131,12 @@ def train_support(reference: ad.AnnData, train_range: bool = False, whole_number
     """The TrainSupport of the reference's train rows (the range only where `train_range`; the
     whole-number features only where `whole_numbers`, and kept within their range), or None when
     there is nothing to enforce. A feature with no train value is left as drawn."""
+    if not (train_range or whole_numbers) or (sp.issparse(reference.X) and not train_range):
+        return None  # sparse X holds log-normalised counts: never whole numbers
     x = reference.X[split_rows(reference, "train")]
-    if x.shape[0] == 0 or not (train_range or whole_numbers):
+    if x.shape[0] == 0:
         return None
-    if sp.issparse(x):  # log-normalised counts: never whole numbers, no NaN
+    if sp.issparse(x):
         low, high = x.min(axis=0).toarray().ravel(), x.max(axis=0).toarray().ravel()
         whole = np.zeros(x.shape[1], dtype=bool)
     else:
@@ -145,6 +147,8 @@ def train_support(reference: ad.AnnData, train_range: bool = False, whole_number
             low, high = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
         whole = np.where(observed, x == np.round(x), True).all(axis=0) & observed.any(axis=0)
     whole &= whole_numbers
+    if not (train_range or whole.any()):
+        return None
     if not train_range:  # only the whole-number features keep to their range
         low, high = np.where(whole, low, np.nan), np.where(whole, high, np.nan)
     low, high = np.nan_to_num(low, nan=-np.inf), np.nan_to_num(high, nan=np.inf)
