@@ -30,6 +30,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -39,6 +40,7 @@ import scipy.sparse as sp
 
 from .errors import InputError
 from .evaluate import baseline_methods as bm
+from .evaluate.data import observed_column_blocks
 from .preprocess.split import split_rows
 from .provenance import meta, stamp, write_h5ad
 
@@ -124,22 +126,16 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_r
             "baseline_fit_rows": fit_rows}
 
 
-def feature_scale(masked: ad.AnnData, rows: np.ndarray, block: int = 256) -> np.ndarray:
+def feature_scale(masked: ad.AnnData, rows: np.ndarray) -> np.ndarray:
     """Each feature's sd over the observed entries of `rows` (held-out ones hidden), a block of
     features at a time; 1 where a feature has no spread to measure: the unit its val errors are
     counted in, so that every feature weighs alike in the choice, whatever its unit."""
     scale = np.ones(masked.n_vars)
-    x = masked.X[rows]
-    held = masked.layers["heldout"][rows] if "heldout" in masked.layers else None
-    for start in range(0, masked.n_vars, block):
-        columns = slice(start, min(start + block, masked.n_vars))
-        values = _dense(x[:, columns])
-        if held is not None:
-            values[_dense(held[:, columns]).astype(bool)] = np.nan
-        finite = np.isfinite(values)
-        counts = finite.sum(axis=0)
-        means = np.where(finite, values, 0.0).sum(axis=0) / np.maximum(counts, 1)
-        sd = np.sqrt(np.where(finite, (values - means) ** 2, 0.0).sum(axis=0) / np.maximum(counts - 1, 1))
+    for columns, values in observed_column_blocks(masked, rows):
+        counts = np.isfinite(values).sum(axis=0)
+        with warnings.catch_warnings():  # a feature with < 2 observed entries: NaN, made 1 below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sd = np.nanstd(values, axis=0, ddof=1) if len(values) else np.full(values.shape[1], np.nan)
         scale[columns] = np.where((counts > 1) & (sd > 0) & np.isfinite(sd), sd, 1.0)
     return scale
 
