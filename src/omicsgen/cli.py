@@ -87,7 +87,7 @@ def _baselines(a):
 def _scoring(a):
     from .evaluate.scores import Settings
 
-    return Settings(max_rows=a.max_rows, max_train_rows=a.max_train_rows, bootstrap=a.bootstrap)
+    return Settings(max_rows=a.max_rows, max_train_rows=a.max_train_rows, bootstrap=a.bootstrap, c2st_rows=a.c2st_rows)
 
 
 def _rows(text: str) -> int | None:
@@ -95,11 +95,20 @@ def _rows(text: str) -> int | None:
     return None if text.lower() in ("none", "null") else int(text)
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _scoring_options(p) -> None:
     """The config's `evaluate:` section, shared by evaluate and baselines (docs/scores.md)."""
     p.add_argument("--max-rows", type=_rows, default=10000, help="test rows scored, a seeded subsample above it (none = all)")
     p.add_argument("--max-train-rows", type=_rows, default=2000, help="training rows the slow baselines fit on (none = all)")
     p.add_argument("--bootstrap", type=int, default=200, help="resamples of the 95%% intervals of headline scores (0 = none)")
+    p.add_argument("--c2st-rows", type=_non_negative, default=500,
+                   help="rows a side the c2st's averaged draws target on a small test split (0 = one draw)")
 
 
 def _report(a):

@@ -295,26 +295,29 @@ def c2st_too_small(n_real: int, n_other: int, folds: int = 5) -> str | None:
 
 # The c2st on a small test split is repeated over fresh balanced draws of the other side's rows
 # (and fresh folds) and averaged: with 22 test rows one draw uses 22 of 1,000 generated rows,
-# and its AUC moved by +-0.12 between seeds. Repeats until about C2ST_ROWS rows a side were fit.
+# and its AUC moved by +-0.12 between seeds. Repeats until about `rows` (the config's
+# evaluate.c2st_rows, default C2ST_ROWS) rows a side were fit.
 C2ST_ROWS = 500
 C2ST_MAX_REPEATS = 10
 
 
-def c2st_repeats(n: int) -> int:
-    """How many balanced draws of `n` rows a side the c2st averages."""
-    return int(np.clip(round(C2ST_ROWS / max(n, 1)), 1, C2ST_MAX_REPEATS))
+def c2st_repeats(n: int, rows: int = C2ST_ROWS) -> int:
+    """How many balanced draws of `n` rows a side the c2st averages to fit about `rows` rows a
+    side (1 to C2ST_MAX_REPEATS): one when `rows` is 0 or at most `n`."""
+    return int(np.clip(round(rows / max(n, 1)), 1, C2ST_MAX_REPEATS))
 
 
-def classifier_two_sample_test(real: np.ndarray, other: np.ndarray, seed: int = 0, folds: int = 5, resamples: int = 0) -> dict:
+def classifier_two_sample_test(real: np.ndarray, other: np.ndarray, seed: int = 0, folds: int = 5, resamples: int = 0,
+                               rows: int = C2ST_ROWS) -> dict:
     """The classifier two-sample test as a dict: `auc` (NaN when too small, `reason` says why),
-    `repeats` (the balanced draws averaged, `c2st_repeats`) and, with `resamples`, a 95%
-    bootstrap interval of the AUC over rows (`ci`): the out-of-fold predictions of each draw
+    `repeats` (the balanced draws averaged, `c2st_repeats(n, rows)`) and, with `resamples`, a
+    95% bootstrap interval of the AUC over rows (`ci`): the out-of-fold predictions of each draw
     are resampled within each side, so each forest is fit once."""
     reason = c2st_too_small(len(real), len(other), folds)
     if reason:
         return {"auc": float("nan"), "ci": None, "reason": reason, "repeats": 0}
     n = min(len(real), len(other))
-    repeats = c2st_repeats(n)
+    repeats = c2st_repeats(n, rows)
     predictions = [_c2st_predictions(real, other, n, seed, repeat, folds) for repeat in range(repeats)]
     auc = float(np.mean([_auc(p[:n], p[n:]) for p in predictions]))
     ci = None

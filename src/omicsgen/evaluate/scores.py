@@ -35,11 +35,14 @@ log = logging.getLogger(__name__)
 class Settings:
     """The config's `evaluate:` section. `max_rows`: test rows scored (a seeded subsample above
     it; None = all); `max_train_rows`: training rows the slow baselines fit on; `bootstrap`:
-    resamples of the 95% intervals of the headline scores (0 = none)."""
+    resamples of the 95% intervals of the headline scores (0 = none); `c2st_rows`: rows a side
+    the classifier two-sample test's averaged balanced draws target on a small test split
+    (`metrics.c2st_repeats`; 0, or any value up to the rows a side, = a single draw)."""
 
     max_rows: int | None = data.MAX_ROWS
     max_train_rows: int | None = data.MAX_TRAIN_ROWS
     bootstrap: int = data.BOOTSTRAP_RESAMPLES
+    c2st_rows: int = metrics.C2ST_ROWS
 
 
 def single_threaded(function):
@@ -112,7 +115,7 @@ def evaluate(
         not_scored["imputation"] = _why_not(checkpoint, "impute")
     if samples_path is not None:
         samples = data.read(samples_path)
-        _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings.bootstrap))
+        _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings.bootstrap, settings.c2st_rows))
     else:
         not_scored["generation"] = _why_not(checkpoint, "sample")
     scores["protocol"] = protocol(adata, seed) | rows.protocol()
@@ -186,6 +189,7 @@ class Rows:
             "n_train_rows": self.n_train,
             "n_train_rows_read": len(self.train),
             "bootstrap_resamples": self.settings.bootstrap,
+            "c2st_rows": self.settings.c2st_rows,
             "ci_level": 0.95,
         }
 
@@ -263,19 +267,23 @@ def _imputation_skips(scores: dict) -> dict:
     return {} if scores["n_scored"] else {"imputation": "no held-out entry with a known value in the scored test rows"}
 
 
-def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int, resamples: int = 0) -> dict:
+def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int, resamples: int = 0,
+                      c2st_rows: int = metrics.C2ST_ROWS) -> dict:
     """Samples against the real test split, the real-data reference, and per label for
-    conditional samples (samples.obs["label"] = the label each row was asked for)."""
+    conditional samples (samples.obs["label"] = the label each row was asked for). Every c2st,
+    per label too, targets `c2st_rows` rows a side."""
     truth = data.tokens(adata) if data.modality(adata) == "sequence" else data.values(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     if data.modality(adata) == "sequence":
         if data.alphabet(samples) != data.alphabet(adata):
             raise ValueError(f"{samples_path}: alphabet {data.alphabet(samples)[0]!r} differs from the data's")
         generated = data.tokens(samples)
-        make_scorer = functools.partial(scoring.SequenceGenerationScorer, alphabet=data.alphabet(adata), seed=seed)
+        make_scorer = functools.partial(scoring.SequenceGenerationScorer, alphabet=data.alphabet(adata), seed=seed,
+                                        c2st_rows=c2st_rows)
     else:
         generated = _samples_in_gene_order(samples, adata, samples_path)
-        make_scorer = functools.partial(scoring.NumericGenerationScorer, seed=seed, names=list(adata.var_names))
+        make_scorer = functools.partial(scoring.NumericGenerationScorer, seed=seed, names=list(adata.var_names),
+                                        c2st_rows=c2st_rows)
     # Intervals for the whole set only: per-label scores keep their point values.
     scorer = make_scorer(truth[train], truth[test], resamples=resamples)
     generation = {**scorer.score(generated), "reference_train_vs_test": scorer.reference()}
@@ -439,7 +447,8 @@ def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: S
     frame = data.train_rows(adata.obs["split"].to_numpy(), seed, settings.max_rows)
     try:
         frame_truth = data.dense(adata.X[frame]).astype(np.float64)
-        scorer = scoring.NumericGenerationScorer(frame_truth, truth_test, seed, list(adata.var_names), settings.bootstrap)
+        scorer = scoring.NumericGenerationScorer(frame_truth, truth_test, seed, list(adata.var_names), settings.bootstrap,
+                                                 settings.c2st_rows)
     except scoring.TooSmall as err:
         scorer = None
         methods.setdefault("mean", {}).setdefault("not_scored", {})["generation"] = str(err)
@@ -463,7 +472,8 @@ def _sequence_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: 
         return {name: {"not_scored": {"imputation": why, "generation": why}} for name in names}, {}
     for name, filled in baseline_methods.sequence_fills(adata).items():
         methods.setdefault(name, {})["imputation"] = _sequence_imputation(truth[test], filled, heldout[test], seed, settings.bootstrap)
-    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed, settings.bootstrap)
+    scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed, settings.bootstrap,
+                                              settings.c2st_rows)
     for name, generated in baseline_methods.sequence_samples(adata, seed, n_samples).items():
         methods.setdefault(name, {})["generation"] = scorer.score(generated)
     for name, likelihood in baseline_methods.sequence_likelihoods(adata).items():

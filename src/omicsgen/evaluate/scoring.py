@@ -66,12 +66,14 @@ class NumericGenerationScorer:
     scale. Scores that the sizes do not allow are NaN, with the reason in the section's `skipped`.
 
     `names` (the genes) label the c2st's evidence: the genes its forest leans on, fit on the data
-    scale rather than on the PCA coordinates, so a reader sees genes, not components."""
+    scale rather than on the PCA coordinates, so a reader sees genes, not components.
+    `c2st_rows`: the rows a side the c2st's balanced draws target (`metrics.c2st_repeats`)."""
 
-    def __init__(self, train: np.ndarray, test: np.ndarray, seed: int = 0, names=None, resamples: int = 0):
+    def __init__(self, train: np.ndarray, test: np.ndarray, seed: int = 0, names=None, resamples: int = 0,
+                 c2st_rows: int = metrics.C2ST_ROWS):
         if len(train) == 0 or len(test) == 0:
             raise TooSmall(f"generation is scored against real rows: {len(train)} train and {len(test)} test rows")
-        self.seed, self.resamples = seed, resamples
+        self.seed, self.resamples, self.c2st_rows = seed, resamples, c2st_rows
         self.names = list(names) if names is not None else [str(i) for i in range(train.shape[1])]
         # Natively missing values (NaN) get the train mean: a neutral position in PCA space.
         self.fill = data.feature_means(train)
@@ -114,7 +116,7 @@ class NumericGenerationScorer:
 
     def _scores(self, rows: np.ndarray, n_generated: int) -> dict:
         points = self.project(rows) if len(rows) else np.zeros((0, self.test.shape[1]))
-        c2st = metrics.classifier_two_sample_test(self.test, points, self.seed, resamples=self.resamples)
+        c2st = metrics.classifier_two_sample_test(self.test, points, self.seed, resamples=self.resamples, rows=self.c2st_rows)
         filled = self._filled(rows)[:, self.correlation_genes]
         scores = {
             "mmd2": metrics.mmd2_unbiased(points, self.test, self.bandwidth),
@@ -163,13 +165,15 @@ def _numeric_skips(n_generated: int, n_real: int, n_features: int, c2st_reason: 
 
 
 class SequenceGenerationScorer:
-    """k-mer spectrum divergence, GC content, uniqueness and novelty of generated records."""
+    """k-mer spectrum divergence, GC content, uniqueness and novelty of generated records.
+    `c2st_rows`: the rows a side the c2st's balanced draws target (`metrics.c2st_repeats`)."""
 
-    def __init__(self, train: np.ndarray, test: np.ndarray, alphabet: tuple[str, list[str]], seed: int = 0, resamples: int = 0):
+    def __init__(self, train: np.ndarray, test: np.ndarray, alphabet: tuple[str, list[str]], seed: int = 0, resamples: int = 0,
+                 c2st_rows: int = metrics.C2ST_ROWS):
         if len(train) == 0 or len(test) == 0:
             raise TooSmall(f"generation is scored against real records: {len(train)} train and {len(test)} test records")
         self.name, self.symbols = alphabet
-        self.seed, self.resamples = seed, resamples
+        self.seed, self.resamples, self.c2st_rows = seed, resamples, c2st_rows
         self.n_residues = len(self.symbols) - 3
         self.has_gc = self.name in ("dna", "rna")
         self.train, self.test = train, test
@@ -229,7 +233,7 @@ class SequenceGenerationScorer:
             js_mean = float(np.nanmean([divergences[f"kmer_js_{k}"] for k in KMER_MEAN_SIZES]))
         scores = {**divergences, "kmer_js_mean": js_mean}
         profiles = metrics.kmer_profiles(tokens, C2ST_KMER, self.n_residues)
-        c2st = metrics.classifier_two_sample_test(self.test_profiles, profiles, self.seed, resamples=self.resamples)
+        c2st = metrics.classifier_two_sample_test(self.test_profiles, profiles, self.seed, resamples=self.resamples, rows=self.c2st_rows)
         scores["c2st_auc"] = c2st["auc"]
         if self.has_gc:
             gc_mean = _mean(metrics.gc_fractions(tokens, self.name))
@@ -246,7 +250,8 @@ def conditional_scores(adata, truth, requested, generated, make_scorer, scorer) 
     """Conditional samples (each row asked for a label): the generation scores per label, each
     against the real train / test rows of that label, and how often a classifier trained on the
     real train rows assigns a generated row to the label it was asked for; on the real test rows
-    the same classifier gives the reference accuracy."""
+    the same classifier gives the reference accuracy. `make_scorer(train, test)` builds each
+    label's scorer with the whole set's settings (seed, c2st_rows)."""
     labels = adata.obs["label"].astype(str).to_numpy()
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
     classifier = metrics.label_classifier(scorer.features(truth[train]), labels[train], scorer.seed)
