@@ -53,3 +53,23 @@ def test_provenance_prints_the_steps_in_order(tmp_path, tiny_data):
     steps = [line.split(":")[0] for line in lines if not line.startswith(" ")][1:]
     assert steps == ["ingest", "preprocess"]
     assert "seed 3" in result.stdout and "sha256:" in result.stdout and '"torch"' in result.stdout
+
+
+def test_scoring_options_default_to_the_config_and_reach_the_settings():
+    """evaluate/baselines flags: defaults match config.yaml's `evaluate:` section (what the rules
+    pass) and Settings(); `--c2st-rows 0` reaches the scorers' Settings."""
+    from pathlib import Path
+
+    import yaml
+
+    from omicsgen.cli import _scoring, build_parser
+    from omicsgen.evaluate.scores import Settings
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["evaluate"]
+    for stage in ("evaluate", "baselines"):
+        defaults = _scoring(build_parser().parse_args([stage, "--input", "m.h5ad", "--output", "s.json"]))
+        assert defaults == Settings() == Settings(**config)
+        one = _scoring(build_parser().parse_args([stage, "--input", "m.h5ad", "--output", "s.json", "--c2st-rows", "0"]))
+        assert one == Settings(c2st_rows=0)
+    result = omicsgen("baselines", "--input", "m.h5ad", "--output", "s.json", "--c2st-rows", "-1")
+    assert result.returncode == 2 and "--c2st-rows" in result.stderr

@@ -14,9 +14,14 @@ import pytest
 from omicsgen.alphabet import GAP, MISSING, PAD, symbols
 from omicsgen.evaluate import baseline_methods as methods
 from omicsgen.evaluate import baselines, data, evaluate, metrics
+from omicsgen.evaluate.scores import Settings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "scores.md"
 PERIOD = "ACGGT"  # every 3-mer context has one successor, so an order-3 chain can learn it exactly
+# Scoring as configured, but the c2st as a single balanced draw (evaluate.c2st_rows = 0): these
+# tests check what is scored and where, not the c2st's stability on small test splits, which
+# test_classifier_two_sample_test_on_few_real_rows_averages_draws_of_the_other_side checks.
+ONE_DRAW = Settings(c2st_rows=0)
 
 # ---------------------------------------------------------------------------- synthetic data
 
@@ -246,14 +251,14 @@ def test_counts_scale_inverts_log_normalisation(tmp_path):
     adata.write_h5ad(tmp_path / "masked.h5ad")
     real = numeric_samples(data.values(make_expression(seed=5)), adata.var_names)
     imputed, samples = write_model_outputs(tmp_path / "vae", adata, data.values(adata), real)
-    perfect = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "vae" / "scores.json")
+    perfect = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "vae" / "scores.json", settings=ONE_DRAW)
     imputed, samples = write_model_outputs(tmp_path / "noisy", adata, noisy_truth(adata, noise=0.3), real)
-    noisy = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "noisy" / "scores.json")
+    noisy = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "noisy" / "scores.json", settings=ONE_DRAW)
     assert perfect["protocol"]["counts_scale"] is True and perfect["protocol"]["counts_target_sum"] == 100
     assert perfect["imputation"]["counts_rmse"] == pytest.approx(0, abs=1e-3) and noisy["imputation"]["counts_rmse"] > 0.5
     assert noisy["imputation"]["counts_rmse_nonzero"] >= noisy["imputation"]["counts_rmse"]
     assert perfect["protocol"]["nonzero_only_keys"] == "*_nonzero"
-    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json")
+    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json", settings=ONE_DRAW)
     assert all("counts_rmse" in m["imputation"] for m in result["methods"].values() if "imputation" in m)
     assert all_keys(perfect) <= documented_keys() and all_keys(result) <= documented_keys()
 
@@ -272,6 +277,7 @@ def test_classifier_two_sample_test_on_few_real_rows_averages_draws_of_the_other
     real, generated = rng.normal(size=(22, 5)), rng.normal(size=(1000, 5))
     assert metrics.classifier_two_sample_test(real, generated)["repeats"] == 10
     assert metrics.classifier_two_sample_test(rng.normal(size=(600, 5)), generated)["repeats"] == 1
+    assert metrics.classifier_two_sample_test(real, generated, rows=0)["repeats"] == 1  # evaluate.c2st_rows = 0
     averaged = [metrics.classifier_two_sample_auc(real, generated, seed=seed) for seed in range(8)]
     monkeypatch.setattr(metrics, "C2ST_MAX_REPEATS", 1)
     single = [metrics.classifier_two_sample_auc(real, generated, seed=seed) for seed in range(8)]
@@ -317,7 +323,7 @@ def test_protein_generation_scores_amino_acid_composition(tmp_path):
         samples = sequence_samples(generated)
         samples.uns["alphabet"] = adata.uns["alphabet"]
         imputed, samples_path = write_model_outputs(tmp_path / name, adata, tokens, samples)
-        scores = evaluate(tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / name / "scores.json")
+        scores = evaluate(tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / name / "scores.json", settings=ONE_DRAW)
         distances[name] = scores["generation"]["aa_composition_distance"]
         assert "gc_mean" not in scores["generation"] and all_keys(scores) <= documented_keys()
     assert distances["copy"] == pytest.approx(0) and distances["all_a"] > 0.9
@@ -418,7 +424,7 @@ def test_markov_chain_learns_a_periodic_sequence_and_generates_it():
 def test_markov_likelihood_of_periodic_heldout_tokens_is_near_certain(tmp_path):
     adata = make_sequence(n=120)
     adata.write_h5ad(tmp_path / "masked.h5ad")
-    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json")
+    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json", settings=ONE_DRAW)
     likelihood = result["methods"]["markov"]["likelihood"]
     assert likelihood["n_scored"] > 50 and 1 <= likelihood["heldout_perplexity"] < 1.5
     test = data.split_rows(adata, "test")
@@ -426,7 +432,7 @@ def test_markov_likelihood_of_periodic_heldout_tokens_is_near_certain(tmp_path):
     log_probs = methods.sequence_likelihoods(adata)["markov"](tokens, ~heldout)
     assert np.isnan(log_probs[tokens == PAD]).all() and (log_probs[heldout] <= 0).all()
     imputed, samples = write_model_outputs(tmp_path / "lm", adata, data.tokens(adata), sequence_samples(data.tokens(adata)))
-    uniform = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "lm.json", likelihood_fn=lambda t, o: np.full(t.shape, np.log(0.25)))
+    uniform = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "lm.json", likelihood_fn=lambda t, o: np.full(t.shape, np.log(0.25)), settings=ONE_DRAW)
     assert uniform["likelihood"]["heldout_perplexity"] == pytest.approx(4)
     assert uniform["likelihood"]["n_scored"] == likelihood["n_scored"] and all_keys(uniform) <= documented_keys()
 
@@ -451,9 +457,9 @@ def test_evaluate_expression_scores_a_perfect_fill_and_real_like_samples(tmp_pat
     adata.write_h5ad(tmp_path / "masked.h5ad")
     real_like = data.values(make_expression(seed=5))  # same distribution, other cells
     imputed, samples = write_model_outputs(tmp_path / "vae", adata, data.values(adata), numeric_samples(real_like, adata.var_names))
-    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "vae" / "scores.json")
+    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "vae" / "scores.json", settings=ONE_DRAW)
     _, shifted = write_model_outputs(tmp_path / "bad", adata, data.values(adata), numeric_samples(real_like + 1.0, adata.var_names))
-    shifted_mmd2 = evaluate(tmp_path / "masked.h5ad", imputed, shifted, tmp_path / "bad" / "scores.json")["generation"]["mmd2"]
+    shifted_mmd2 = evaluate(tmp_path / "masked.h5ad", imputed, shifted, tmp_path / "bad" / "scores.json", settings=ONE_DRAW)["generation"]["mmd2"]
     assert set(scores) == TOP_LEVEL
     assert json.loads((tmp_path / "vae" / "scores.json").read_text()) == scores
     assert scores["model"] == "vae" and scores["dataset"] == "toy_expression"
@@ -470,7 +476,7 @@ def test_evaluate_sequence_scores_accuracy_and_spectra(tmp_path):
     adata.write_h5ad(tmp_path / "masked.h5ad")
     generated = data.tokens(make_sequence(seed=3))
     imputed, samples = write_model_outputs(tmp_path / "lm", adata, data.tokens(adata), sequence_samples(generated))
-    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "lm" / "scores.json")
+    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "lm" / "scores.json", settings=ONE_DRAW)
     assert set(scores) == TOP_LEVEL and scores["modality"] == "sequence"
     assert scores["imputation"]["accuracy"] == 1.0
     assert scores["generation"]["kmer_js_mean"] < 0.05 and 0 <= scores["generation"]["novelty"] <= 1
@@ -489,7 +495,7 @@ def test_evaluate_timecourse_forecasts_with_the_given_forecaster(tmp_path):
         calls.append(len(times) - len(history))
         return last_value(history, times)
 
-    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "ode" / "scores.json", forecast_fn=carry_last_observed)
+    scores = evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "ode" / "scores.json", forecast_fn=carry_last_observed, settings=ONE_DRAW)
     assert set(scores) == TOP_LEVEL | {"forecast"}
     forecast = scores["forecast"]
     n_forecasts = sum(forecast[f"n_steps_horizon_{h}"] for h in (1, 2, 3))
@@ -509,7 +515,7 @@ def test_evaluate_refuses_imputed_rows_that_do_not_match(tmp_path):
     shuffled = adata[::-1].copy()
     imputed, samples = write_model_outputs(tmp_path / "vae", shuffled, data.values(shuffled), numeric_samples(data.values(adata), adata.var_names))
     with pytest.raises(ValueError, match="differ"):
-        evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "scores.json")
+        evaluate(tmp_path / "masked.h5ad", imputed, samples, tmp_path / "scores.json", settings=ONE_DRAW)
     assert not (tmp_path / "scores.json").exists()
 
 
@@ -525,9 +531,10 @@ def test_baselines_use_the_model_metric_keys(tmp_path, make):
     imputed, samples_path = write_model_outputs(tmp_path / "model", adata, fill, samples)
     uniform = lambda tokens, observed: np.full(tokens.shape, np.log(0.25))
     model = evaluate(
-        tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / "model.json", forecast_fn=lambda h, t: h[-1], likelihood_fn=uniform
+        tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / "model.json", forecast_fn=lambda h, t: h[-1], likelihood_fn=uniform,
+        settings=ONE_DRAW,
     )
-    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines" / "scores.json")
+    result = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines" / "scores.json", settings=ONE_DRAW)
     assert set(result) == {"dataset", "modality", "methods", "protocol"}
     generation_keys = set(model["generation"]) - {"reference_train_vs_test"}
     for scores in result["methods"].values():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import RESOURCES, head_fasta
-from omicsgen.evaluate import data, evaluate
+from test_evaluate import ONE_DRAW
+from omicsgen.evaluate import data, evaluate, metrics
 from omicsgen.ingest import ingest
 from omicsgen.mask import mask
 from omicsgen.preprocess import preprocess
@@ -51,8 +52,8 @@ def test_label_accuracy_of_real_records_matches_the_reference_and_falls_when_lab
     assert set(adata.obs["label"].astype(str)) == {"oct4", "mafk"}
     asked, _ = relabelled_test_records(peaks, swap=False)
     swapped, _ = relabelled_test_records(peaks, swap=True)
-    right = evaluate(peaks / "masked.h5ad", None, asked, peaks / "right.json", model="relabelled")["generation"]
-    wrong = evaluate(peaks / "masked.h5ad", None, swapped, peaks / "wrong.json", model="relabelled")["generation"]
+    right = evaluate(peaks / "masked.h5ad", None, asked, peaks / "right.json", model="relabelled", settings=ONE_DRAW)["generation"]
+    wrong = evaluate(peaks / "masked.h5ad", None, swapped, peaks / "wrong.json", model="relabelled", settings=ONE_DRAW)["generation"]
     reference = right["reference_train_vs_test"]["label_accuracy"]
     assert reference > 0.6  # Oct4 and Mafk peaks differ in their 3-mers (the motifs)
     assert right["label_accuracy"] == pytest.approx(reference)
@@ -62,8 +63,8 @@ def test_label_accuracy_of_real_records_matches_the_reference_and_falls_when_lab
 def test_per_label_scores_compare_each_label_with_its_own_real_records(peaks):
     asked, labels = relabelled_test_records(peaks, swap=False)
     swapped, _ = relabelled_test_records(peaks, swap=True)
-    right = evaluate(peaks / "masked.h5ad", None, asked, peaks / "right.json", model="relabelled")["generation"]["per_label"]
-    wrong = evaluate(peaks / "masked.h5ad", None, swapped, peaks / "wrong.json", model="relabelled")["generation"]["per_label"]
+    right = evaluate(peaks / "masked.h5ad", None, asked, peaks / "right.json", model="relabelled", settings=ONE_DRAW)["generation"]["per_label"]
+    wrong = evaluate(peaks / "masked.h5ad", None, swapped, peaks / "wrong.json", model="relabelled", settings=ONE_DRAW)["generation"]["per_label"]
     assert set(right) == {"oct4", "mafk"}
     for label in right:
         assert right[label]["n_generated"] == int((labels == label).sum())
@@ -75,10 +76,30 @@ def test_per_label_scores_compare_each_label_with_its_own_real_records(peaks):
 
 def test_scores_without_imputation_say_why(peaks):
     asked, _ = relabelled_test_records(peaks, swap=False)
-    scores = evaluate(peaks / "masked.h5ad", None, asked, peaks / "only_samples.json", model="relabelled")
+    scores = evaluate(peaks / "masked.h5ad", None, asked, peaks / "only_samples.json", model="relabelled", settings=ONE_DRAW)
     assert "imputation" not in scores and "no imputed.h5ad" in scores["not_scored"]["imputation"]
     # real test records copy no training record exactly, and sit at the reference distance
     generation = scores["generation"]
     assert generation["novelty"] == 1.0
     assert generation["nearest_train_distance_mean"] == pytest.approx(
         generation["reference_train_vs_test"]["nearest_train_distance_mean"])
+
+
+def test_c2st_rows_reaches_every_c2st_per_label_too_and_the_protocol(peaks, monkeypatch):
+    """evaluate.c2st_rows = 0: every c2st (the whole set, each label, and their real-vs-real
+    references) is one balanced draw, and protocol.c2st_rows says so."""
+    calls = []
+    test = metrics.classifier_two_sample_test
+
+    def spy(*args, **kwargs):
+        result = test(*args, **kwargs)
+        calls.append((kwargs.get("rows"), result["repeats"]))
+        return result
+
+    monkeypatch.setattr(metrics, "classifier_two_sample_test", spy)
+    asked, _ = relabelled_test_records(peaks, swap=False)
+    scores = evaluate(peaks / "masked.h5ad", None, asked, peaks / "one_draw.json", model="relabelled", settings=ONE_DRAW)
+    assert scores["protocol"]["c2st_rows"] == 0
+    assert len(calls) == 6 and set(calls) == {(0, 1)}  # whole set + reference, and 2 labels x (scores + reference)
+    assert metrics.c2st_repeats(90, 0) == 1 and metrics.c2st_repeats(90, 90) == metrics.c2st_repeats(90, 60) == 1
+    assert metrics.c2st_repeats(90) == metrics.c2st_repeats(90, metrics.C2ST_ROWS) == 6  # round(500 / 90)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from omicsgen.evaluate import baselines, data, evaluate, metrics
 from omicsgen.evaluate.scores import Settings
-from test_evaluate import _omicsgen_uns, all_keys, documented_keys, numeric_samples, write_model_outputs
+from test_evaluate import ONE_DRAW, _omicsgen_uns, all_keys, documented_keys, numeric_samples, write_model_outputs
 
 SECTIONS = {"imputation", "generation", "forecast", "likelihood"}
 
@@ -37,7 +37,7 @@ def real_cells(path, n_rows: int, n_genes: int, split: list[str] | None = None, 
     return adata
 
 
-def score_everything(tmp_path, adata, settings=Settings(), samples=None) -> tuple[dict, dict]:
+def score_everything(tmp_path, adata, settings=ONE_DRAW, samples=None) -> tuple[dict, dict]:
     """evaluate() of a noisy-truth model and baselines() on `adata`, as the CLI would."""
     adata.write_h5ad(tmp_path / "masked.h5ad")
     truth = data.values(adata)
@@ -127,7 +127,7 @@ def test_c2st_names_the_gene_that_separates_real_from_generated(tmp_path, tiny_d
 def test_subsample_rows_are_the_same_for_every_model_and_baseline(tmp_path, tiny_data):
     adata = real_cells(tiny_data["cells"], 300, 20)
     adata.write_h5ad(tmp_path / "masked.h5ad")
-    settings = Settings(max_rows=25, max_train_rows=40, bootstrap=50)
+    settings = Settings(max_rows=25, max_train_rows=40, bootstrap=50, c2st_rows=0)
     truth = data.values(adata)
     rng = np.random.default_rng(3)
     scored = {}
@@ -153,17 +153,18 @@ def test_subsample_rows_are_the_same_for_every_model_and_baseline(tmp_path, tiny
 
 
 def test_bootstrap_intervals_hold_the_point_estimate(tmp_path, tiny_data):
-    model, base = score_everything(tmp_path, real_cells(tiny_data["cells"], 300, 20), Settings(bootstrap=100))
+    model, base = score_everything(tmp_path, real_cells(tiny_data["cells"], 300, 20), Settings(bootstrap=100, c2st_rows=0))
     for section, key in (("imputation", "rmse"), ("imputation", "mae"), ("generation", "c2st_auc"), ("generation", "mmd2")):
         low, high = model[section]["ci95"][key]
         assert low <= model[section][key] <= high and high - low < 0.5
     low, high = base["methods"]["mean"]["imputation"]["ci95"]["rmse"]
     assert low < base["methods"]["mean"]["imputation"]["rmse"] < high
     assert model["protocol"]["bootstrap_resamples"] == 100
+    assert model["protocol"]["c2st_rows"] == base["protocol"]["c2st_rows"] == 0
 
 
 def test_no_bootstrap_when_turned_off(tmp_path, tiny_data):
-    model, _ = score_everything(tmp_path, real_cells(tiny_data["cells"], 60, 6), Settings(bootstrap=0))
+    model, _ = score_everything(tmp_path, real_cells(tiny_data["cells"], 60, 6), Settings(bootstrap=0, c2st_rows=0))
     assert "ci95" not in model["imputation"] and "ci95" not in model["generation"]
 
 
@@ -215,6 +216,6 @@ def test_svd_fits_on_a_recorded_subsample_above_its_memory_budget(tmp_path, tiny
     adata = real_cells(tiny_data["cells"], 120, 10)
     adata.write_h5ad(tmp_path / "masked.h5ad")
     monkeypatch.setattr(baseline_methods, "SVD_MAX_ENTRIES", 300)  # 30 rows of 10 features
-    base = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json", n_samples=20, settings=Settings(bootstrap=0))
+    base = baselines(tmp_path / "masked.h5ad", tmp_path / "baselines.json", n_samples=20, settings=Settings(bootstrap=0, c2st_rows=0))
     fit = base["protocol"]["baseline_fit_rows"]
     assert fit["svd"] == 30 < fit["mean"] and base["methods"]["svd"]["imputation"]["rmse"] is not None

@@ -9,7 +9,7 @@ import torch
 
 from omicsgen import impute as impute_module
 from omicsgen.evaluate import data, evaluate, metrics
-from test_evaluate import all_keys, documented_keys, make_expression, numeric_samples, with_imputed
+from test_evaluate import ONE_DRAW, all_keys, documented_keys, make_expression, numeric_samples, with_imputed
 
 
 def summarise_draws(model, values, observed, n_draws, seed, keep_rows=None, keep_fraction=1.0, block=7):
@@ -124,7 +124,7 @@ def test_evaluate_scores_calibration_on_heldout_test_entries(tmp_path):
         (tmp_path / name).mkdir()
         _imputed_with_draws(adata, sd).write_h5ad(tmp_path / name / "imputed.h5ad")
         results[name] = evaluate(tmp_path / "masked.h5ad", tmp_path / name / "imputed.h5ad", tmp_path / "samples.h5ad",
-                                 tmp_path / name / "scores.json")  # fmt: skip
+                                 tmp_path / name / "scores.json", settings=ONE_DRAW)  # fmt: skip
     matched, overconfident = results["matched"]["calibration"], results["overconfident"]["calibration"]
     assert matched["n_scored"] == results["matched"]["imputation"]["n_scored"] and matched["n_draws"] == 50
     assert abs(matched["coverage_90"] - 0.9) < 0.08 and overconfident["coverage_90"] < 0.3
@@ -142,12 +142,12 @@ def test_evaluate_refuses_draws_that_miss_heldout_entries_unless_marked_sampled(
     imputed.uns[impute_module.DRAWS_KEY] = {**halved, "sampled": False}
     imputed.write_h5ad(tmp_path / "imputed.h5ad")
     with pytest.raises(ValueError, match="miss"):
-        evaluate(tmp_path / "masked.h5ad", tmp_path / "imputed.h5ad", None, tmp_path / "scores.json")
+        evaluate(tmp_path / "masked.h5ad", tmp_path / "imputed.h5ad", None, tmp_path / "scores.json", settings=ONE_DRAW)
     assert not (tmp_path / "scores.json").exists()
     # impute marks a capped subset "sampled": the entries present are scored
     imputed.uns[impute_module.DRAWS_KEY] = {**halved, "sampled": True}
     imputed.write_h5ad(tmp_path / "imputed.h5ad")
-    scores = evaluate(tmp_path / "masked.h5ad", tmp_path / "imputed.h5ad", None, tmp_path / "scores.json")
+    scores = evaluate(tmp_path / "masked.h5ad", tmp_path / "imputed.h5ad", None, tmp_path / "scores.json", settings=ONE_DRAW)
     rows, cols = halved["rows"], halved["cols"]
     heldout_there = data.heldout_mask(adata)[rows, cols] & np.isfinite(data.values(adata)[rows, cols])
     assert scores["calibration"]["n_scored"] == heldout_there.sum() < scores["imputation"]["n_scored"]

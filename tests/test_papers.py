@@ -43,6 +43,7 @@ def tiny_gain_project(folder: Path) -> Path:
     for spec in config["models"].values():  # a model's own trainer (GAIN's 10,000 steps) shrinks too
         spec.get("trainer", {}).update(max_epochs=3, patience=2)
     config["generate"]["n_samples"] = 40
+    config.setdefault("evaluate", {})["c2st_rows"] = 0  # one c2st draw: the page's plumbing, not the c2st's stability
     (folder / "config" / "papers" / "tiny.yaml").write_text(yaml.safe_dump(config))
     return folder
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_evaluate import (
+    ONE_DRAW,
     make_expression,
     make_sequence,
     make_timecourse,
@@ -47,9 +48,9 @@ def build_dataset(folder, make):
         losses = np.linspace(2, 1, 5) + noise
         pd.DataFrame({"epoch": range(5), "train_loss": losses, "val_loss": losses + 0.1}).to_csv(model_dir / "metrics.csv", index=False)
         last_value = baseline_methods.last_value_forecaster(np.zeros(adata.n_vars))
-        evaluate(folder / "masked.h5ad", imputed, samples, model_dir / "scores.json", forecast_fn=last_value)
+        evaluate(folder / "masked.h5ad", imputed, samples, model_dir / "scores.json", forecast_fn=last_value, settings=ONE_DRAW)
         model_dirs[name] = model_dir
-    baselines(folder / "masked.h5ad", folder / "baselines" / "scores.json")
+    baselines(folder / "masked.h5ad", folder / "baselines" / "scores.json", settings=ONE_DRAW)
     return model_dirs, folder / "baselines" / "scores.json"
 
 
@@ -162,9 +163,9 @@ def build_mixed_dataset(folder):
     _imputed_with_draws(adata, 0.2).write_h5ad(folder / "cvae" / "imputed.h5ad")
     samples.write_h5ad(folder / "cvae" / "samples.h5ad")
     _imputed_with_draws(adata, 0.5).write_h5ad(folder / "gain" / "imputed.h5ad")
-    evaluate(folder / "masked.h5ad", folder / "cvae" / "imputed.h5ad", folder / "cvae" / "samples.h5ad", folder / "cvae" / "scores.json")
-    evaluate(folder / "masked.h5ad", folder / "gain" / "imputed.h5ad", None, folder / "gain" / "scores.json")
-    baselines(folder / "masked.h5ad", folder / "baselines" / "scores.json")
+    evaluate(folder / "masked.h5ad", folder / "cvae" / "imputed.h5ad", folder / "cvae" / "samples.h5ad", folder / "cvae" / "scores.json", settings=ONE_DRAW)
+    evaluate(folder / "masked.h5ad", folder / "gain" / "imputed.h5ad", None, folder / "gain" / "scores.json", settings=ONE_DRAW)
+    baselines(folder / "masked.h5ad", folder / "baselines" / "scores.json", settings=ONE_DRAW)
     return {name: folder / name for name in ("cvae", "gain")}, folder / "baselines" / "scores.json"
 
 

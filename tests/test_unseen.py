@@ -1,6 +1,6 @@
 """A new user's data, run as the README says: real datasets omicsgen does not ship (tests/unseen/,
 sources in its README), one sheet, `snakemake --cores 2 --config datasets=<sheet>` from a project
-folder with the shipped config. The only other config is a --configfile of trainer/generate sizes,
+folder with the shipped config. The only other config is a --configfile of trainer/generate/evaluate sizes,
 so the run stays short: it picks no model and no dataset.
 """
 
@@ -49,9 +49,10 @@ SHEET_EXTRA = {"lung_clinical": {"values": "normalised"}}
 # what the values are, as any reader of the file can tell (negative values are never counts)
 VALUE_KIND = {"guo_qpcr": "normalised", "khan_srbct": "normalised", "metabolites_cold": "normalised",
               "marioni_counts": "counts", "lung_otus": "counts"}
-# sizes only: fewer epochs and samples (and no lengthening of training for small data), nothing
-# about which models or datasets run
-SIZES = {"trainer": {"max_epochs": 3, "patience": 2, "batch_size": 64, "size_to_data": False}, "generate": {"n_samples": 40}}
+# sizes only: fewer epochs and samples (and no lengthening of training for small data), the c2st
+# as one balanced draw (evaluate.c2st_rows), nothing about which models or datasets run
+SIZES = {"trainer": {"max_epochs": 3, "patience": 2, "batch_size": 64, "size_to_data": False}, "generate": {"n_samples": 40},
+         "evaluate": {"c2st_rows": 0}}
 
 
 def run_as_new_user(folder: Path) -> subprocess.CompletedProcess:
