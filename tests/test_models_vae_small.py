@@ -59,7 +59,7 @@ def test_sequence_families_get_their_steps_not_new_capacity():
     long_records = ad.AnnData(np.zeros((70, 0), dtype=np.float32), obsm={"tokens": np.full((70, 1500), 3, np.int8)},
                               obs={"split": ["train"] * 70}, uns={"omicsgen": {"modality": "sequence"}})
     hparams, _ = sizing.sized_for_data(LSTMLanguageModel, long_records, {"learning_rate": 1e-3}, given)
-    assert hparams == {"hidden_dim": 256, "learning_rate": 1e-3}  # capacity for long records; the config's rate wins
+    assert hparams == {"hidden_dim": 256, "learning_rate": 1e-3, "dropout": 0.3}  # capacity and dropout for long records; the config's rate wins
     _, gan = sizing.sized_for_data(SequenceWGAN, adata, {"minibatch_size": 8}, given)
     assert gan["max_epochs"] * np.ceil(70 / 16) * 2 >= sizing.MIN_STEPS > (gan["max_epochs"] - 1) * np.ceil(70 / 16) * 2
 
