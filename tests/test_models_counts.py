@@ -14,7 +14,7 @@ from test_models import _heldout, _omicsgen_uns, _splits
 
 from omicsgen.errors import InputError
 from omicsgen.models.base import observed_mask
-from omicsgen.models.counts import draw_counts, nb_log_prob, target_sum
+from omicsgen.models.counts import draw_counts, expected_log_normalised, nb_log_prob, target_sum, zinb_log_prob
 from omicsgen.train import train
 
 
@@ -74,6 +74,33 @@ def test_target_sum_is_read_from_the_preprocess_record():
     bare = make_counts(n_cells=20)
     del bare.uns["omicsgen"]["provenance"]
     assert target_sum(bare) == 1e4
+
+
+@pytest.mark.parametrize("zero_inflated", [False, True])
+def test_expected_log_normalised_is_the_sum_over_every_count(zero_inflated):
+    """E[log1p(count / library * total)]: entries of small means (summed to 16 counts first) and
+    larger ones (to 64) are a float64 sum over 64 counts, and within 0.2% of the sum over 5,000;
+    entries with over 0.1% of their mass beyond 64 take log1p of the mean instead."""
+    means = torch.tensor([0.01, 0.3, 2.0, 8.0, 30.0, 400.0])
+    theta = torch.tensor([0.2, 1.0, 10.0])
+    library = torch.tensor([1000.0, 2000.0, 4000.0, 8000.0, 8000.0, 8000.0])
+    params = {"rho": means[:, None].expand(-1, 3) / library[:, None], "theta": theta}
+    if zero_inflated:
+        params["pi_logits"] = torch.full((6, 3), -1.0)
+    value = expected_log_normalised(params, library, 1e4).double()
+    k = torch.arange(5000, dtype=torch.float64)[None, None, :]
+    mu, th = means.double()[:, None, None].expand(-1, 3, 1), theta.double()[None, :, None]
+    log_p = (zinb_log_prob(k, mu, th, torch.full_like(mu, -1.0)) if zero_inflated else nb_log_prob(k, mu, th))
+    terms = log_p.exp() * torch.log1p(k * 1e4 / library.double()[:, None, None])
+    truth, mass_64 = terms.sum(-1), log_p[..., :64].exp().sum(-1)
+    first_64 = terms[..., :64].sum(-1) / mass_64  # what the sum to 64 counts means to give
+    summed = mass_64 > 0.999
+    assert summed[:3].all() and summed[3, 1:].all()  # means to 2, and 8 unless theta is 0.2 (heavy tail)
+    assert not summed[4:].any()
+    assert torch.allclose(value[summed], first_64[summed], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(value[summed], truth[summed], rtol=2e-3)  # up to 0.1% of the mass left out
+    share = params["rho"].double() * (torch.sigmoid(torch.tensor(1.0)) if zero_inflated else 1.0)
+    assert torch.allclose(value[~summed], torch.log1p(share * 1e4)[~summed], rtol=1e-5)
 
 
 def test_nb_draws_match_their_mean_and_variance():

@@ -224,6 +224,9 @@ def expected_share(params: dict[str, torch.Tensor]) -> torch.Tensor:
     return params["rho"]
 
 
+SHORT_SUM = 16  # counts summed first by `expected_log_normalised` (bench/nb_expectation.py)
+
+
 def expected_log_normalised(
     params: dict[str, torch.Tensor], library: torch.Tensor, total: float, k_max: int = 64, where: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -254,7 +257,17 @@ def expected_log_normalised(
 
 
 def _expected_at(entries: dict[str, torch.Tensor], total: float, k_max: int) -> torch.Tensor:
-    """`expected_log_normalised` for flat vectors of entries."""
+    """`expected_log_normalised` for flat vectors of entries. Counts 0..SHORT_SUM-1 first: most
+    entries of sparse data hold all but 1e-6 of their mass there; the others sum to k_max."""
+    exact, mass = _sums(entries, min(k_max, SHORT_SUM))
+    longer = (mass < 1 - 1e-6).nonzero().squeeze(1)
+    if k_max > SHORT_SUM and len(longer):
+        exact[longer], mass[longer] = _sums({key: t[longer] for key, t in entries.items()}, k_max)
+    return torch.where(mass > 0.999, exact / mass.clamp_min(EPS), torch.log1p(entries["share"] * total))
+
+
+def _sums(entries: dict[str, torch.Tensor], k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of p(k) log1p(k * scale), sum of p(k)) over counts 0..k_max-1."""
     k = torch.arange(k_max, dtype=entries["mu"].dtype, device=entries["mu"].device)[None, :]
     mu, theta = entries["mu"][:, None], entries["theta"][:, None]
     if "pi_logits" in entries:
@@ -262,9 +275,7 @@ def _expected_at(entries: dict[str, torch.Tensor], total: float, k_max: int) -> 
     else:
         log_p = nb_log_prob(k, mu, theta)
     p = log_p.exp()
-    exact = (p * torch.log1p(k * entries["scale"][:, None])).sum(-1)
-    mass = p.sum(-1)
-    return torch.where(mass > 0.999, exact / mass.clamp_min(EPS), torch.log1p(entries["share"] * total))
+    return (p * torch.log1p(k * entries["scale"][:, None])).sum(-1), p.sum(-1)
 
 
 def row_libraries(obs, n_rows: int, quantiles: torch.Tensor) -> torch.Tensor:
