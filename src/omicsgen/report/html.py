@@ -134,8 +134,13 @@ def _scoring_protocol(protocol: dict) -> str:
     fit = fit.get("knn") if isinstance(fit, dict) else fit
     capped = (f" kNN, iterative, MICE, MissForest and MAGIC fit on {fit} of the {protocol.get('n_train_rows')} training "
               f"rows (<code>evaluate.max_train_rows</code>: {protocol.get('max_train_rows')})." if fit else "")
+    rows = protocol.get("c2st_rows")
+    c2st = ("" if rows is None else
+            f" The classifier two-sample test averages balanced draws until about {rows} rows a side were fit "
+            f"(<code>evaluate.c2st_rows</code>: {rows})." if rows else
+            " The classifier two-sample test fits one balanced draw (<code>evaluate.c2st_rows</code>: 0).")
     return (f"<p>Every model and baseline is scored on {scored}; numbers in brackets are 95% bootstrap intervals "
-            f"over those rows.{capped}</p>")
+            f"over those rows.{capped}{c2st}</p>")
 
 
 def _winners(model_scores: dict, baseline_methods: dict) -> str:
