@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from .errors import InputError
 from .evaluate import baseline_methods as bm
-from .evaluate.data import observed_column_blocks
+from .evaluate.data import dense, observed_column_blocks
 from .preprocess.split import split_rows
 from .provenance import meta, stamp, write_h5ad
 
@@ -78,7 +78,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
         record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
                   "val_rmse": scores["rmse"], "val_rmse_in_sd": scores["rmse_in_sd"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
                   "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
-        completed.X = _dense(given.X).copy()
+        completed.X = dense(given.X, np.float64).copy()
         completed.layers["filled"] = np.zeros(completed.shape, dtype=bool)
         fill, spread = refit_and_fill(masked, chosen, runs, seed, trainer or {}, n_draws, record)
         _place(completed, masked, fill, spread, record)
@@ -107,8 +107,8 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_r
     their imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
     val = split_rows(masked, CHOICE_SPLIT)
     # Only the val rows are scored: densify those, never the whole (possibly sparse) matrix.
-    held = _dense(masked.layers["heldout"][val]).astype(bool) if "heldout" in masked.layers else np.zeros((int(val.sum()), masked.n_vars), bool)
-    truth = _dense(masked.X[val])
+    held = dense(masked.layers["heldout"][val], bool) if "heldout" in masked.layers else np.zeros((int(val.sum()), masked.n_vars), bool)
+    truth = dense(masked.X[val], np.float64)
     held &= np.isfinite(truth)
     rmse: dict[str, float] = {}
     in_sd: dict[str, float] = {}
@@ -161,7 +161,7 @@ def _imputed_rows(path, rows: np.ndarray) -> np.ndarray:
     from anndata.io import read_elem
 
     with h5py.File(path, "r") as handle:
-        return _dense(read_elem(handle["layers"]["imputed"])[rows])
+        return dense(read_elem(handle["layers"]["imputed"])[rows], np.float64)
 
 
 def _rmse(filled_rows: np.ndarray, truth_rows: np.ndarray, held_rows: np.ndarray) -> float:
@@ -221,7 +221,7 @@ def all_rows(masked: ad.AnnData) -> ad.AnnData:
     full = masked.copy()
     full.layers.pop("heldout", None)
     meta(full).pop("mask", None)
-    full.X = _dense(full.X)
+    full.X = dense(full.X, np.float64)
     return full
 
 
@@ -237,7 +237,7 @@ def refit_and_fill(masked, chosen: str, runs: dict, seed: int, trainer: dict, n_
 
 def baseline_fill(full: ad.AnnData, name: str, seed: int) -> np.ndarray:
     """`name` fit on every row, filling every row's NaN."""
-    values = _dense(full.X).astype(np.float64)
+    values = dense(full.X, np.float64)
     if name in SERIES:
         series = full.obs["series"].astype(str).to_numpy()
         times = full.obs["time"].to_numpy(dtype=np.float64)
@@ -272,7 +272,7 @@ def _refit_model(full: ad.AnnData, paths: dict, seed: int, trainer: dict, n_draw
         write_h5ad(full, data)
         checkpoint = train(data, Path(tmp) / "model", params["family"], params["hparams"], settings, seed)
         model = load_model_for(checkpoint, full, data)
-    values = _dense(full.X)
+    values = dense(full.X, np.float64)
     observed = ~np.isnan(values)
     filled = model.impute(values, observed, obs=full.obs)
     record["refit"] = (f"{params['family']} with its recorded settings, trained on all {full.n_obs} rows for "
@@ -355,6 +355,3 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
                     "omicsgen complete --method (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
 
-
-def _dense(matrix) -> np.ndarray:
-    return np.asarray(matrix.toarray() if hasattr(matrix, "toarray") else matrix, dtype=np.float64)

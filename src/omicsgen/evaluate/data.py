@@ -84,8 +84,8 @@ def filtered_steps(adata: ad.AnnData) -> list[dict]:
     return json.loads(str(text)) if text is not None else []
 
 
-def dense(matrix) -> np.ndarray:
-    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+def dense(matrix, dtype=None) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------- which rows are read
