@@ -17,8 +17,8 @@ rule complete:
         max_train_rows=config.get("evaluate", {}).get("max_train_rows", 2000) or "none",
     log:
         "logs/{dataset}/complete.log",
-    # 1 as for the other rules: with 2 OpenMP threads beside other jobs, metabolites_cold's complete
-    # took 306 s CPU in the unseen-data test against 21 s alone (bench/threads.py)
+    # 1 as for the other rules: with 2 spinning OpenMP threads beside other jobs, one unseen table's
+    # complete took 306 s CPU in the unseen-data test against 21 s with 1 thread (bench/figures.md)
     threads: config.get("threads", {}).get("complete", 1)
     conda:
         "../../envs/omicsgen.yaml"
