@@ -190,3 +190,26 @@ def test_report_shows_calibration_umap_per_label_scores_and_what_was_not_scored(
     leaderboard([d / "scores.json" for d in model_dirs.values()], [baselines_path], board)
     text = board.read_text()
     assert "—<sup>1</sup>" in text and "<li>no samples.h5ad was given</li>" in text
+
+
+def test_report_figures_read_a_seeded_subsample_of_large_data(tmp_path, monkeypatch):
+    """Issue 14: above plots.FIGURE_ROWS rows a split (here 20 of 90 train and 30 test rows),
+    the page reads only that many train and test rows of masked.h5ad and of each imputed.h5ad,
+    and of each samples.h5ad, never a whole file; the summary still counts every row."""
+    from pathlib import Path
+
+    from omicsgen.report import plots
+
+    model_dirs, baselines_path = build_dataset(tmp_path / "toy", make_expression)
+    monkeypatch.setattr(plots, "FIGURE_ROWS", 20)
+    read, read_rows = [], data.read_rows
+    monkeypatch.setattr(data, "read_rows", lambda path, rows, **kw: read.append((Path(path).name, rows)) or read_rows(path, rows, **kw))
+    monkeypatch.setattr(data, "read", lambda path: pytest.fail(f"{path} read whole"))
+    out = tmp_path / "toy" / "report.html"
+    dataset_report("toy", tmp_path / "toy" / "masked.h5ad", model_dirs, baselines_path, out)
+    page = out.read_text()
+    assert sorted((name, len(rows)) for name, rows in read) == [
+        ("imputed.h5ad", 40), ("imputed.h5ad", 40), ("masked.h5ad", 40), ("samples.h5ad", 20), ("samples.h5ad", 20)]
+    assert_self_contained(page)
+    assert "150 × 24; split: train 90, val 30, test 30" in page and "Figures draw from a seeded subsample" in page
+    assert page.count("<img") >= 4

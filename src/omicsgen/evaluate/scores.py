@@ -114,8 +114,9 @@ def evaluate(
     else:
         not_scored["imputation"] = _why_not(checkpoint, "impute")
     if samples_path is not None:
-        samples = data.read(samples_path)
-        _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings.bootstrap, settings.c2st_rows))
+        samples, n_generated = _read_samples(samples_path, modality, seed)
+        _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings.bootstrap,
+                                                                           settings.c2st_rows, n_generated))
     else:
         not_scored["generation"] = _why_not(checkpoint, "sample")
     scores["protocol"] = protocol(adata, seed) | rows.protocol()
@@ -267,11 +268,24 @@ def _imputation_skips(scores: dict) -> dict:
     return {} if scores["n_scored"] else {"imputation": "no held-out entry with a known value in the scored test rows"}
 
 
+def _read_samples(samples_path, modality: str, seed: int) -> tuple[ad.AnnData, int | None]:
+    """samples.h5ad and how many rows it has. Numeric samples without labels are scored on
+    `scoring.subsample`'s rows only, so only those are read (the same rows: the scores agree but
+    for rounding in the last bits): a million generated cells are never densified whole.
+    Conditional samples (a `label` column) and sequences are read whole; the count is then None
+    (the samples' own length)."""
+    obs, _ = data.read_obs(samples_path)
+    if modality == "sequence" or "label" in obs or len(obs) <= scoring.COMPARE_ROWS:
+        return data.read(samples_path), None
+    return data.read_rows(samples_path, scoring.subsample(np.arange(len(obs)), seed)), len(obs)
+
+
 def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int, resamples: int = 0,
-                      c2st_rows: int = metrics.C2ST_ROWS) -> dict:
+                      c2st_rows: int = metrics.C2ST_ROWS, n_generated: int | None = None) -> dict:
     """Samples against the real test split, the real-data reference, and per label for
     conditional samples (samples.obs["label"] = the label each row was asked for). Every c2st,
-    per label too, targets `c2st_rows` rows a side."""
+    per label too, targets `c2st_rows` rows a side. `n_generated`: the rows generated when
+    `samples` holds only the scored subsample of them (`_read_samples`)."""
     truth = data.tokens(adata) if data.modality(adata) == "sequence" else data.values(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     if data.modality(adata) == "sequence":
@@ -286,7 +300,8 @@ def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed
                                         c2st_rows=c2st_rows)
     # Intervals for the whole set only: per-label scores keep their point values.
     scorer = make_scorer(truth[train], truth[test], resamples=resamples)
-    generation = {**scorer.score(generated), "reference_train_vs_test": scorer.reference()}
+    counted = {} if n_generated is None else {"n_generated": n_generated}
+    generation = {**scorer.score(generated, **counted), "reference_train_vs_test": scorer.reference()}
     if "label" in samples.obs and "label" in adata.obs:
         requested = samples.obs["label"].astype(str).to_numpy()
         conditional = scoring.conditional_scores(adata, truth, requested, generated, make_scorer, scorer)

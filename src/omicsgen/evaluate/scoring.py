@@ -101,11 +101,13 @@ class NumericGenerationScorer:
         """What the label classifier of conditional scoring sees: the PCA coordinates."""
         return self.project(matrix)
 
-    def score(self, generated: np.ndarray) -> dict:
+    def score(self, generated: np.ndarray, n_generated: int | None = None) -> dict:
+        """`n_generated`: how many rows were generated when `generated` is already the
+        `subsample` of them that is scored (evaluate reads no more from a large samples.h5ad)."""
         if not np.isfinite(generated).all():
             raise ValueError("generated data contains NaN or infinite values; they cannot be scored")
         rows = subsample(generated, self.seed)
-        scores = self._scores(rows, len(generated))
+        scores = self._scores(rows, len(generated) if n_generated is None else n_generated)
         if len(rows) and "c2st_auc" not in scores.get("skipped", {}):
             scores["c2st_top_features"] = metrics.c2st_top_features(self.test_filled, rows, self.names, self.seed)
         return scores

@@ -90,29 +90,49 @@ def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, ou
     imputed.h5ad and samples.h5ad (missing files leave out that model's figure, with a note).
     `choices` are the configured models with whether each ran here and why (`omicsgen.choose`).
     """
-    adata = data.read(data_path)
+    obs, _ = data.read_obs(data_path)
+    rows = figure_rows(obs)
+    adata = data.read_rows(data_path, rows)  # the page's figures draw from these rows only
     model_dirs = {name: Path(folder) for name, folder in model_dirs.items()}
     model_scores = {name: _read_json(folder / "scores.json") for name, folder in model_dirs.items()}
     baselines = _read_json(baselines_path)
     baseline_methods = baselines["methods"]
     body = [
         f"<h1>{_e(dataset)}</h1>",
-        _data_summary(adata),
+        _data_summary(adata, obs),
         _scoring_protocol(baselines.get("protocol", {})),
         decisions_section(adata, choices),
         _winners(model_scores, baseline_methods),
         _score_sections(model_scores, baseline_methods),
-        _figures(adata, model_dirs, model_scores, baseline_methods),
+        _figures(adata, model_dirs, model_scores, baseline_methods, rows),
         _provenance(adata),
         _filtered(adata),
     ]
     write_text(_page(f"omicsgen report: {dataset}", body), out_html)
 
 
-def _data_summary(adata) -> str:
-    splits = adata.obs["split"].astype(str).value_counts()
+def figure_rows(obs: pd.DataFrame, seed: int = 0) -> np.ndarray | None:
+    """The rows of masked.h5ad the figures read: at most `plots.FIGURE_ROWS` (seeded) of the
+    train and of the test split; None (every row is read) when neither split has more. A page at
+    a million cells then costs what one at a few thousand does."""
+    split = obs["split"].astype(str).to_numpy()
+    picked = [np.flatnonzero(split == name) for name in ("train", "test")]
+    if all(len(rows) <= plots.FIGURE_ROWS for rows in picked):
+        return None
+    return np.sort(np.concatenate([rows[plots.figure_rows(len(rows), seed, plots.FIGURE_ROWS)] for rows in picked]))
+
+
+def _read_samples(path, seed: int = 0):
+    """samples.h5ad, or at most `plots.FIGURE_ROWS` of its rows (seeded) when it has more."""
+    n_rows = len(data.read_obs(path)[0])
+    rows = plots.figure_rows(n_rows, seed, plots.FIGURE_ROWS)
+    return data.read_rows(path, rows if len(rows) < n_rows else None)
+
+
+def _data_summary(adata, obs: pd.DataFrame) -> str:
+    splits = obs["split"].astype(str).value_counts()
     split_text = ", ".join(f"{name} {splits.get(name, 0)}" for name in ("train", "val", "test"))
-    shape = f"{adata.n_obs} records" if data.modality(adata) == "sequence" else f"{adata.n_obs} × {adata.n_vars}"
+    shape = f"{len(obs)} records" if data.modality(adata) == "sequence" else f"{len(obs)} × {adata.n_vars}"
     mask = data.mask_info(adata)
     return (
         f"<p>Modality <b>{_e(data.modality(adata))}</b>, {shape}; split: {split_text}. "
@@ -268,12 +288,16 @@ def _best_labels(values: dict, metric: str) -> set[str]:
     return {label for label, v in numbers.items() if v == target}
 
 
-def _figures(adata, model_dirs: dict, model_scores: dict, baseline_methods: dict) -> str:
+def _figures(adata, model_dirs: dict, model_scores: dict, baseline_methods: dict, rows=None) -> str:
+    """`rows`: the rows of masked.h5ad that `adata` holds (None: all of them)."""
     figures = [_loss_figure(model_dirs)]
+    if rows is not None:
+        figures.append(f"<p class='note'>Figures draw from a seeded subsample: at most {plots.FIGURE_ROWS} train rows, "
+                       f"{plots.FIGURE_ROWS} test rows and {plots.FIGURE_ROWS} rows of each model's samples.</p>")
     if data.modality(adata) == "sequence":
         figures += _sequence_figures(adata, model_dirs)
     else:
-        figures += _numeric_figures(adata, model_dirs, model_scores)
+        figures += _numeric_figures(adata, model_dirs, model_scores, rows)
     if data.modality(adata) == "timecourse":
         figures.append(_forecast_figure(model_scores, baseline_methods))
         figures.append(_horizon_figure(model_scores, baseline_methods))
@@ -317,18 +341,18 @@ def umap_embedding(real: np.ndarray, generated: dict[str, np.ndarray], seed: int
     return pieces.pop("real"), pieces
 
 
-def _numeric_figures(adata, model_dirs: dict, model_scores: dict) -> list[str]:
+def _numeric_figures(adata, model_dirs: dict, model_scores: dict, file_rows=None) -> list[str]:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
     space = NumericGenerationScorer(truth[train], truth[test])
     scored = heldout & np.isfinite(truth) & test[:, None]
     pairs = {
-        name: (truth[scored], data.dense(data.read(d / "imputed.h5ad").layers["imputed"])[scored])
+        name: (truth[scored], data.dense(data.read_rows(d / "imputed.h5ad", file_rows).layers["imputed"])[scored])
         for name, d in model_dirs.items()
         if (d / "imputed.h5ad").exists()
     }
     samples = {
-        name: data.values(data.read(d / "samples.h5ad")[:, adata.var_names]) for name, d in model_dirs.items() if (d / "samples.h5ad").exists()
+        name: data.values(_read_samples(d / "samples.h5ad")[:, adata.var_names]) for name, d in model_dirs.items() if (d / "samples.h5ad").exists()
     }
     generated = {name: space.project(rows) for name, rows in samples.items()}
     figures = []
@@ -358,7 +382,7 @@ def _numeric_figures(adata, model_dirs: dict, model_scores: dict) -> list[str]:
 def _sequence_figures(adata, model_dirs: dict) -> list[str]:
     name, symbols = data.alphabet(adata)
     test = data.tokens(adata)[data.split_rows(adata, "test")]
-    generated = {m: data.tokens(data.read(d / "samples.h5ad")) for m, d in model_dirs.items() if (d / "samples.h5ad").exists()}
+    generated = {m: data.tokens(_read_samples(d / "samples.h5ad")) for m, d in model_dirs.items() if (d / "samples.h5ad").exists()}
     if not generated:
         return [_missing_note(model_dirs, "samples.h5ad")]
     k = 2 if name == "protein" else 3  # protein 3-mers (8000) would be an unreadable cloud
