@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,35 +311,6 @@ def _loss_figure(model_dirs: dict) -> str:
     return _figure(plots.loss_curves(histories), "Training and validation loss per epoch.") + missing
 
 
-UMAP_ROWS = 500  # per side: UMAP's cost grows with points, and 500 a side shows the clusters
-
-
-def umap_embedding(real: np.ndarray, generated: dict[str, np.ndarray], seed: int = 0) -> tuple[np.ndarray, dict]:
-    """One UMAP of (a seeded subsample of) real rows and every model's generated rows together,
-    so all panels share one map."""
-    import umap  # umap-learn; imported here because it is slow to import
-
-    rng = np.random.default_rng(seed)
-    pick = lambda rows: rows[np.sort(rng.choice(len(rows), min(UMAP_ROWS, len(rows)), replace=False))]
-    parts = {"real": pick(real), **{name: pick(rows) for name, rows in generated.items()}}
-    stacked = np.vstack(list(parts.values()))
-    # UMAP's own path for small data calls a Python distance function once per pair of rows (9
-    # million calls, ~5 CPU s for 3,000 rows); the same exact neighbours from scikit-learn take
-    # milliseconds. 200 epochs (UMAP's default above 10,000 rows, 500 below) are enough for a figure.
-    neighbours = min(15, len(stacked) - 1)
-    from sklearn.neighbors import NearestNeighbors
-
-    distances, indices = NearestNeighbors(n_neighbors=neighbours).fit(stacked).kneighbors(stacked)
-    reducer = umap.UMAP(n_neighbors=neighbours, random_state=seed, n_jobs=1, n_epochs=200,
-                        precomputed_knn=(indices, distances, None), force_approximation_algorithm=True)
-    with warnings.catch_warnings():  # no search index: `transform` of new rows, which the report never does
-        warnings.filterwarnings("ignore", message="precomputed_knn", category=UserWarning)
-        embedded = reducer.fit_transform(stacked)
-    bounds = np.cumsum([0] + [len(rows) for rows in parts.values()])
-    pieces = {name: embedded[bounds[i] : bounds[i + 1]] for i, name in enumerate(parts)}
-    return pieces.pop("real"), pieces
-
-
 def _numeric_figures(adata, model_dirs: dict, model_scores: dict, file_rows=None) -> list[str]:
     truth, heldout = data.values(adata), data.heldout_mask(adata)
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
@@ -360,10 +330,13 @@ def _numeric_figures(adata, model_dirs: dict, model_scores: dict, file_rows=None
         caption = "Real test rows and generated rows in the PCA space of the real train split (where MMD is computed)."
         real_points = space.project(truth[test])
         figures.append(_figure(plots.pca_real_vs_generated(real_points, generated), caption))
-        real_umap, generated_umap = umap_embedding(real_points, generated)
-        caption = (f"UMAP of real test rows and generated rows together (at most {UMAP_ROWS} of each, from the PCA "
-                   "coordinates above, 15 neighbours, seeded): generated rows should cover the real clusters.")
-        figures.append(_figure(plots.pca_real_vs_generated(real_umap, generated_umap, axis="UMAP"), caption))
+        embedding, why_not = plots.umap_embedding(real_points, generated)
+        if embedding is None:
+            figures.append(f"<p class='note'>No UMAP: {html.escape(why_not)}.</p>")
+        else:
+            caption = (f"UMAP of real test rows and generated rows together (at most {plots.UMAP_ROWS} of each, from "
+                       "the PCA coordinates above, 15 neighbours, seeded): generated rows should cover the real clusters.")
+            figures.append(_figure(plots.pca_real_vs_generated(*embedding, axis="UMAP"), caption))
         real_stats = metrics.gene_statistics(truth[test])
         generated_stats = {name: metrics.gene_statistics(rows) for name, rows in samples.items()}
         caption = "Per-gene mean and variance: real test rows (x) against generated rows (y); one point a gene, identity line = perfect agreement."
