@@ -16,6 +16,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..jit import cache_jit_kernels
+
 MAX_POINTS = 4000  # per scatter panel: enough to see the shape, small enough to keep pages light
 REAL_COLOUR, GENERATED_COLOUR = "#7f7f7f", "#1f77b4"
 
@@ -218,22 +220,6 @@ def umap_embedding(real: np.ndarray, generated: dict[str, np.ndarray], seed: int
     bounds = np.cumsum([0] + [len(points) for points in parts.values()])
     pieces = {name: embedded[bounds[i] : bounds[i + 1]] for i, name in enumerate(parts)}
     return (pieces.pop("real"), pieces), None
-
-
-def cache_jit_kernels(*modules) -> None:
-    """Let numba keep the modules' compiled kernels on disk (its cache directory), as `cache=True`
-    would. umap-learn compiles its parallel kernels without it, so every report job spent about 9
-    of its 16 CPU s compiling the same code again (bench/figures.md); later jobs now load it. The
-    machine code is the same, and so is the embedding. Kernels numba cannot cache compile as before."""
-    import numba
-
-    for module in modules:
-        for kernel in vars(module).values():
-            if isinstance(kernel, numba.core.registry.CPUDispatcher):
-                try:
-                    kernel.enable_caching()
-                except Exception:  # noqa: BLE001 - an uncacheable kernel is compiled per process, as before
-                    pass
 
 
 def c2st_features(evidence: dict[str, list[dict]], top: int = 10) -> str:
