@@ -15,6 +15,7 @@ import anndata as ad
 import numpy as np
 
 from ..alphabet import GAP, MISSING, PAD
+from ..jit import cache_jit_kernels
 from . import data
 from .data import feature_means
 from .metrics import content_mask
@@ -141,7 +142,10 @@ def magic_impute(observed: np.ndarray, seed: int = 0, knn: int = 5, t: int = 3) 
     graph of cells. Fit on all rows given (train and test, held-out entries hidden and started at
     the gene mean, like `svd_impute`): a cell's own observed values place it in the graph.
     Exact solver, `knn` neighbours, `t` diffusion steps, 100 principal components, one thread."""
+    import graphtools.graphs
     import magic  # optional: checked by `magic_available`
+
+    cache_jit_kernels(graphtools.graphs)  # MAGIC's graph kernels: compiled once, not in every job
 
     start = np.where(np.isnan(observed), feature_means(observed), observed)
     # MAGIC's graph asks 3 * knn + 1 neighbours of each cell: fewer on few cells (`magic_too_small`).
