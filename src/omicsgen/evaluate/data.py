@@ -190,6 +190,9 @@ def _slabs(rows: np.ndarray):
 # ---------------------------------------------------------------------------- a few rows at a time
 
 COLUMN_BLOCK = 256  # genes densified at once when a statistic needs every training row
+# ... and at most this many entries (0.4 GB as float64): fewer genes a block above ~195,000 rows
+# (at 700,000 training rows, 256 genes were 1.4 GB a block, and nanmedian copies it)
+BLOCK_ENTRIES = 50_000_000
 
 
 def observed_rows(adata: ad.AnnData, rows) -> np.ndarray:
@@ -208,8 +211,10 @@ def heldout_rows(adata: ad.AnnData, rows) -> np.ndarray:
 
 def observed_column_blocks(adata: ad.AnnData, rows, block: int = COLUMN_BLOCK):
     """(columns, observed values of `rows` x those columns) for consecutive blocks of columns:
-    per-gene statistics over every training row without a dense rows x genes matrix."""
+    per-gene statistics over every training row without a dense rows x genes matrix. A block
+    holds at most BLOCK_ENTRIES values (fewer columns when there are many rows)."""
     rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+    block = max(1, min(block, BLOCK_ENTRIES // max(1, len(rows))))
     mask = mask_info(adata)
     # CSR column blocks are cut by a scan of the rows' entries: slower than CSC, but no second copy
     x, held = adata.X[rows], getattr(adata, str(mask["slot"]))[str(mask["key"])][rows]
