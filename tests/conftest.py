@@ -57,3 +57,15 @@ def heldout_mse_vs_gene_means(adata, imputed):
     model_mse = np.mean((filled[heldout] - adata.X[heldout]) ** 2)
     baseline_mse = np.mean((np.broadcast_to(gene_means, adata.shape)[heldout] - adata.X[heldout]) ** 2)
     return model_mse, baseline_mse
+
+
+def kernels_cached_by(script: str, cache_dir: Path) -> set[str]:
+    """The numba kernels a fresh Python process running `script` leaves in `cache_dir`
+    (NUMBA_CACHE_DIR): the names of the functions whose compiled code is on disk."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    return {path.name.split(".")[1].split("-")[0] for path in cache_dir.rglob("*.nbi")}

@@ -9,6 +9,7 @@ import pytest
 from omicsgen.alphabet import GAP, MISSING, PAD
 from omicsgen.evaluate import baseline_methods as methods
 from omicsgen.evaluate import baselines, data, evaluate, metrics
+from conftest import kernels_cached_by
 from test_evaluate import ONE_DRAW, all_keys, documented_keys, make_expression, make_timecourse, noisy_truth, write_model_outputs
 
 
@@ -96,10 +97,6 @@ def test_magic_kernels_are_cached_on_disk_for_the_next_baselines_job(tmp_path):
     """graphtools (MAGIC's graph) compiles its numba kernels without cache=True: every baselines
     job compiled them again (3 of its 14 CPU s on a 569-row table). After one MAGIC fit they are in
     numba's cache directory."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import numpy as np\n"
         "from omicsgen.evaluate.baseline_methods import magic_impute\n"
@@ -107,7 +104,5 @@ def test_magic_kernels_are_cached_on_disk_for_the_next_baselines_job(tmp_path):
         "values[::7, 3] = np.nan\n"
         "magic_impute(values)\n"
     )
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True)
-    cached = {path.name.split(".")[1].split("-")[0] for path in (tmp_path / "numba").rglob("*.nbi")}
+    cached = kernels_cached_by(script, tmp_path / "numba")
     assert any(name.startswith("_numba_") for name in cached), cached

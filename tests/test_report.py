@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kernels_cached_by
 from test_evaluate import (
     ONE_DRAW,
     make_expression,
@@ -218,17 +219,11 @@ def test_report_figures_read_a_seeded_subsample_of_large_data(tmp_path, monkeypa
 def test_umap_kernels_are_cached_on_disk_for_the_next_report_job(tmp_path):
     """umap-learn compiles its parallel numba kernels without cache=True, so every report job compiled
     them again (about 9 of its 16 CPU s). After one UMAP they are in numba's cache directory."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import numpy as np\n"
         "from omicsgen.report.plots import umap_embedding\n"
         "rng = np.random.default_rng(0)\n"
         "umap_embedding(rng.normal(size=(40, 5)), {'m': rng.normal(size=(40, 5))})\n"
     )
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True)
-    cached = {path.name.split(".")[1].split("-")[0] for path in (tmp_path / "numba").rglob("*.nbi")}
+    cached = kernels_cached_by(script, tmp_path / "numba")
     assert {"smooth_knn_dist", "compute_membership_strengths"} <= cached, cached
