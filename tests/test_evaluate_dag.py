@@ -72,8 +72,10 @@ def test_vae_imputation_draws_are_summarised_and_their_calibration_scored(gan_ru
     masked = ad.read_h5ad(results / "masked.h5ad")
     held, x = data.dense(masked.layers["heldout"]).astype(bool), data.values(masked)
     sd, lower, upper = (data.dense(imputed.layers[k]) for k in ("imputed_sd", "imputed_lower", "imputed_upper"))
-    assert np.all(sd[~held & np.isfinite(x)] == 0) and np.all(sd[held] >= 0) and sd[held].mean() > 0
-    assert np.all(lower[held] <= upper[held])
+    test = (masked.obs["split"] == "test").to_numpy()[:, None]
+    assert np.all(sd[~held & np.isfinite(x)] == 0) and np.all(sd[held & test] >= 0) and sd[held & test].mean() > 0
+    assert np.all(lower[held & test] <= upper[held & test])
+    assert np.isnan(sd[held & ~test]).all()  # held-out train / val entries are filled, not drawn
     assert np.asarray(imputed.uns["imputation_draws"]["values"]).shape[1] == 20  # the rule's default n_draws
     calibration = json.loads((results / "vae" / "scores.json").read_text())["calibration"]
     assert calibration["n_draws"] == 20 and calibration["n_scored"] > 100

@@ -38,10 +38,11 @@ class GaussianDraws:
         return np.where(observed, values, self.centre[rows] + self.sd * noise)
 
 
-def test_summary_keeps_observed_entries_and_stores_draws_only_where_unobserved():
+def test_summary_keeps_observed_entries_and_draws_at_test_and_natively_missing_entries():
     rng = np.random.default_rng(0)
     values = rng.normal(size=(30, 5)).astype(np.float32)
     observed = rng.random(values.shape) > 0.3
+    values[2, 1], observed[2, 1] = np.nan, False  # natively missing, in a row whose draws are not kept
     model = GaussianDraws(np.full(values.shape, 2.0), sd=0.5)
     keep_rows = np.arange(30) >= 10  # draws are kept for these rows only (impute: the test split)
     summary, draws = summarise_draws(model, values, observed, 400, seed=0, keep_rows=keep_rows)
@@ -54,11 +55,16 @@ def test_summary_keeps_observed_entries_and_stores_draws_only_where_unobserved()
     np.testing.assert_array_equal(draws["cols"], cols)
     assert draws["values"].shape == (len(rows), 400) and draws["values"].dtype == np.float32
     assert not draws["sampled"]
-    hidden_sd = summary["imputed_sd"][~observed]
+    drawn = ~observed & (keep_rows[:, None] | np.isnan(values))
+    assert drawn[2, 1] and (~observed & ~drawn).sum() > 5
+    hidden_sd = summary["imputed_sd"][drawn]
     assert np.all(np.abs(hidden_sd - 0.5) < 0.1)  # 400 draws of sd 0.5
     # the 90% interval of Normal(2, 0.5) is 2 +- 0.82
-    assert np.all(np.abs(summary["imputed_lower"][~observed] - (2 - 0.82)) < 0.2)
-    assert np.all(np.abs(summary["imputed_upper"][~observed] - (2 + 0.82)) < 0.2)
+    assert np.all(np.abs(summary["imputed_lower"][drawn] - (2 - 0.82)) < 0.2)
+    assert np.all(np.abs(summary["imputed_upper"][drawn] - (2 + 0.82)) < 0.2)
+    # held-out entries of the other rows are values the user has: no draws, no spread
+    for key in ("imputed_sd", "imputed_lower", "imputed_upper"):
+        assert np.isnan(summary[key][~observed & ~drawn]).all(), key
     # the draws kept are the ones summarised: their sd is the layer's
     np.testing.assert_allclose(draws["values"].std(axis=1), summary["imputed_sd"][rows, cols], rtol=1e-4)
 

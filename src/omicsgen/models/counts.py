@@ -287,28 +287,26 @@ def row_libraries(obs, n_rows: int, quantiles: torch.Tensor) -> torch.Tensor:
 
 
 def draw_counts(
-    params: dict[str, torch.Tensor], library: torch.Tensor, generator: torch.Generator, where: torch.Tensor | None = None
+    params: dict[str, torch.Tensor], library: torch.Tensor, generator: torch.Generator,
+    at: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> torch.Tensor:
-    """NB as a Gamma-Poisson mixture (plus zero inflation), drawn with `generator` on CPU.
-
-    With `where` (a boolean rows x genes mask) only those entries are drawn and the rest are 0:
-    imputation draws need the unobserved entries only, a tenth of the matrix or less."""
-    mu = (params["rho"] * library[:, None]).cpu().double()
-    theta = params["theta"].cpu().double().expand_as(mu)
-    pi = torch.sigmoid(params["pi_logits"]).cpu().double() if "pi_logits" in params else None
-    if where is not None:
-        where = where.cpu()
-        mu, theta = mu[where], theta[where]
-        pi = None if pi is None else pi[where]
+    """NB as a Gamma-Poisson mixture (plus zero inflation), drawn with `generator` on CPU:
+    rows x genes counts, or with `at` = (rows, cols) indices only those entries (1-D, float32).
+    Imputation draws need the unobserved entries only, a tenth of the matrix or less."""
+    rho, theta, pi_logits = params["rho"], params["theta"].expand_as(params["rho"]), params.get("pi_logits")
+    if at is None:
+        mu = rho * library[:, None]
+    else:
+        rows, cols = (torch.from_numpy(np.asarray(index, dtype=np.int64)) for index in at)
+        mu, theta = rho[rows, cols] * library[rows], theta[rows, cols]
+        pi_logits = None if pi_logits is None else pi_logits[rows, cols]
+    pi = None if pi_logits is None else torch.sigmoid(pi_logits)
+    mu, theta = mu.cpu().double(), theta.cpu().double()
     rate = standard_gamma(theta, generator) * mu / theta
     counts = torch.poisson(rate, generator=generator)
     if pi is not None:
-        counts = torch.where(torch.rand(mu.shape, generator=generator, dtype=torch.float64) < pi, 0.0, counts)
-    if where is None:
-        return counts.float()
-    full = torch.zeros(where.shape, dtype=torch.float32)
-    full[where] = counts.float()
-    return full
+        counts = torch.where(torch.rand(mu.shape, generator=generator, dtype=torch.float64) < pi.cpu().double(), 0.0, counts)
+    return counts.float()
 
 
 def standard_gamma(shape: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

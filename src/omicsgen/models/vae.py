@@ -470,38 +470,62 @@ class VAE(GenerativeModel):
     @inference
     def impute_draws(self, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator,
                      obs=None) -> np.ndarray:
-        """`n_draws` imputations (n_draws, rows, genes): per draw and row, z from the encoder's
-        posterior, then a draw of the likelihood at z (Gaussian with the per-gene variance, or
-        NB / ZINB counts at the row's library, normalised and log1p'd onto X's scale).
-        Observed entries are `values` in every draw."""
-        codes = self._row_labels(obs, len(values))
-        library = cm.row_libraries(obs, len(values), self.library_quantiles) if self.counts_model else None
-        out = np.empty((n_draws, *values.shape), dtype=np.float32)
-        offsets = 0.0
-        if self.hparams.get("series_offsets") and not self.counts_model and obs is not None and "series" in obs:
-            means = stack_rows([self.decode(self._refined_input(values[rows], observed[rows], codes, rows))
-                                for rows in row_chunks(len(values))], self.hparams.n_genes)
-            offsets = self._series_offsets(values, observed, means, obs)
-        for rows in row_chunks(len(values)):
-            x, seen = self._input(values[rows], observed[rows])
-            mean, log_var = self.encode(x, seen, None if codes is None else codes[rows])
-            mean = self._refine(x, seen, mean, None if codes is None else codes[rows])  # draws around the refined mean
-            for draw in range(n_draws):
-                eps = torch.randn(mean.shape, generator=generator).to(self.device)
-                zc = self.decoder_input(mean + eps * (0.5 * log_var).exp(), None if codes is None else codes[rows])
-                drawn = self._draw_x(zc, library, rows, generator, hidden=torch.from_numpy(~observed[rows]))
-                shift = offsets[rows] if isinstance(offsets, np.ndarray) else offsets
-                out[draw, rows] = keep_observed(values[rows], observed[rows], drawn + shift)
+        """`n_draws` imputations (n_draws, rows, genes): `draws_at` every unobserved entry, and
+        `values` at the observed ones in every draw."""
+        out = np.repeat(np.asarray(values, dtype=np.float32)[None], n_draws, axis=0)
+        out[:, ~observed] = self.draws_at(values, observed, n_draws, generator, obs=obs)
         return out
 
-    def _draw_x(self, zc: torch.Tensor, library: torch.Tensor | None, rows: slice, generator, hidden) -> np.ndarray:
-        """One draw of the likelihood at decoder input `zc`, on X's scale (counts are drawn at the
-        `hidden` entries only: the others are replaced by the observed values)."""
+    @inference
+    def draws_at(self, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator,
+                 obs=None, where: np.ndarray | None = None) -> np.ndarray:
+        """`n_draws` imputations of the entries `where` (default: every unobserved one), as
+        (n_draws, entries) in row-major order: per draw and row, z from the encoder's posterior
+        given the row's observed entries, then a draw of the likelihood at z (Gaussian with the
+        per-gene variance, or NB / ZINB counts at the row's library, normalised and log1p'd onto
+        X's scale). Only the rows with an entry in `where` are encoded and decoded."""
+        where = ~observed if where is None else where
+        if (where & observed).any():
+            raise ValueError("draws_at: `where` includes observed entries")
+        codes = self._row_labels(obs, len(values))
+        library = cm.row_libraries(obs, len(values), self.library_quantiles) if self.counts_model else None
+        offsets = self._draw_offsets(values, observed, codes, obs)
+        drawn_rows = np.flatnonzero(where.any(1))
+        out = np.empty((n_draws, int(where.sum())), dtype=np.float32)
+        start = 0
+        for chunk in row_chunks(len(drawn_rows)):
+            rows = drawn_rows[chunk]
+            at = np.nonzero(where[rows])
+            label_rows = None if codes is None else codes[rows]
+            x, seen = self._input(values[rows], observed[rows])
+            mean, log_var = self.encode(x, seen, label_rows)
+            mean = self._refine(x, seen, mean, label_rows)  # draws around the refined mean
+            shift = offsets[rows][at] if isinstance(offsets, np.ndarray) else offsets
+            stop = start + len(at[0])
+            for draw in range(n_draws):
+                eps = torch.randn(mean.shape, generator=generator).to(self.device)
+                zc = self.decoder_input(mean + eps * (0.5 * log_var).exp(), label_rows)
+                lib = None if library is None else library[rows]
+                out[draw, start:stop] = self._draw_x_at(zc, lib, at, generator) + shift
+            start = stop
+        return out
+
+    def _draw_offsets(self, values: np.ndarray, observed: np.ndarray, codes, obs) -> np.ndarray | float:
+        """`_series_offsets` of the decoded means (time courses with `series_offsets`), else 0."""
+        if not self.hparams.get("series_offsets") or self.counts_model or obs is None or "series" not in obs:
+            return 0.0
+        means = stack_rows([self.decode(self._refined_input(values[rows], observed[rows], codes, rows))
+                            for rows in row_chunks(len(values))], self.hparams.n_genes)
+        return self._series_offsets(values, observed, means, obs)
+
+    def _draw_x_at(self, zc: torch.Tensor, library: torch.Tensor | None, at: tuple, generator) -> np.ndarray:
+        """One draw of the likelihood at decoder input `zc`, on X's scale, at the entries `at`
+        ((rows, cols) of the decoded block; counts are drawn there only)."""
         if self.counts_model:
-            counts = cm.draw_counts(self.count_params(zc), library[rows].to(self.device), generator, where=hidden)
-            return cm.normalise(counts, library[rows], self.hparams.target_sum).numpy()
+            counts = cm.draw_counts(self.count_params(zc), library.to(self.device), generator, at=at)
+            return torch.log1p(counts / library[at[0]] * self.hparams.target_sum).numpy()
         noise = torch.randn(len(zc), self.hparams.n_genes, generator=generator).to(self.device)
-        return (self.decode(zc) + noise * (0.5 * self.log_var()).exp()).cpu().numpy()
+        return (self.decode(zc) + noise * (0.5 * self.log_var()).exp()).cpu().numpy()[at]
 
     @inference
     def embed(self, values: np.ndarray, observed: np.ndarray | None = None, obs=None) -> np.ndarray:
