@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT / "src"))  # the scvi-tools interpreter may not have
 from omicsgen.batches import InMemoryBatches
 from omicsgen.models.counts import nb_log_prob, zinb_log_prob
 from omicsgen.models.vae import VAE
+from omicsgen.train import trainable
 
 HIDDEN, LATENT, LAYERS, BATCH = 128, 10, 1, 128
 
@@ -173,8 +174,8 @@ def scvi_worker(data_path: str, likelihood: str, threads: int) -> None:
 
 def _ours(adata, likelihood: str) -> VAE:
     torch.manual_seed(0)
-    return VAE.from_data(adata, hidden_dim=HIDDEN, latent_dim=LATENT, n_layers=LAYERS, likelihood=likelihood,
-                         kl_warmup_epochs=0)
+    return trainable(VAE).from_data(adata, hidden_dim=HIDDEN, latent_dim=LATENT, n_layers=LAYERS,
+                                    likelihood=likelihood, kl_warmup_epochs=0)
 
 
 def main() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from omicsgen.generate import generate
 from omicsgen.impute import impute
 from omicsgen.models import get_family, load_model
 from omicsgen.models.base import observed_mask
-from omicsgen.train import train
+from omicsgen.train import train, trainable
 
 # Per family: the data, the model's hyper-parameters and the trainer settings of its test run.
 SETUPS = {
@@ -78,12 +81,34 @@ def test_training_writes_a_falling_loss_and_nothing_else(trained, family):
 
 @pytest.mark.parametrize("family", ["vae", "lstm", "gru"])
 def test_checkpoint_loads_without_the_data(trained, family):
+    """`load_model` rebuilds the model as Lightning's own `load_from_checkpoint` does."""
     run = trained(family)
     model = load_model(run.checkpoint)
     assert model.family == family and not model.training
-    direct = get_family(family).load_from_checkpoint(run.checkpoint, map_location="cpu")
+    cls = get_family(family).checkpoint_class(torch.load(run.checkpoint, weights_only=True))
+    direct = trainable(cls).load_from_checkpoint(run.checkpoint, map_location="cpu")
+    assert type(model) is cls and model.hparams == direct.hparams
+    assert list(model.state_dict()) == list(direct.state_dict())
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, direct.state_dict()[name])
+
+
+def test_checkpoint_load_generate_and_impute_never_import_lightning(trained, tmp_path):
+    """Importing Lightning costs a job ~3.5 s: only `train` may (issue 13)."""
+    run = trained("vae")
+    script = f"""
+import sys
+import omicsgen.cli, omicsgen.complete, omicsgen.evaluate, omicsgen.report
+from omicsgen.generate import generate
+from omicsgen.impute import impute
+generate({str(run.data)!r}, {str(run.checkpoint)!r}, {str(tmp_path / "samples.h5ad")!r}, n_samples=20, seed=0)
+impute({str(run.data)!r}, {str(run.checkpoint)!r}, {str(tmp_path / "imputed.h5ad")!r}, seed=0, n_draws=2)
+assert "lightning" not in sys.modules, sorted(name for name in sys.modules if "lightning" in name)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "imputed.h5ad").exists()
 
 
 @pytest.mark.parametrize("family", ["vae", "lstm", "gru"])

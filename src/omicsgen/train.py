@@ -13,7 +13,10 @@ of the rows (`InMemoryBatches`) and only rank 0 writes the outputs.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -84,7 +87,7 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     lightning.seed_everything(seed, workers=True)
     torch.use_deterministic_algorithms(True)
     try:
-        model = cls.from_data(dense_train_view(adata), **model_hparams)  # starting values from train rows
+        model = trainable(cls).from_data(dense_train_view(adata), **model_hparams)  # starting values from train rows
     except ValueError as err:  # hyper-parameters the data cannot support (e.g. nb without counts)
         raise InputError(data_path, str(err), hint=f"{family} hyper-parameters") from None
     train_tensors, val_tensors = cls.tensors(adata, "train"), cls.tensors(adata, "val")
@@ -105,6 +108,22 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     _write_metrics(work_dir / "metrics.csv", out_dir / "metrics.csv")
     shutil.rmtree(work_dir, ignore_errors=True)
     return checkpoint_path
+
+
+@functools.cache
+def trainable(cls: type[GenerativeModel]) -> type[GenerativeModel]:
+    """`cls` with `lightning.LightningModule` mixed in after it, what the trainer fits: the
+    family's own hooks come first, Lightning adds the machinery they call (`self.log`,
+    `optimizers()`, `manual_backward`, checkpoints). Model classes stay plain torch modules so
+    that loading one needs no Lightning (models/base.py)."""
+    return type(cls.__name__, (cls, lightning.LightningModule), {"save_hyperparameters": _save_hyperparameters})
+
+
+def _save_hyperparameters(self, frame=None) -> None:
+    GenerativeModel.save_hyperparameters(self, frame or inspect.currentframe().f_back)
+    # What Lightning's own save_hyperparameters() records beside them: the checkpoint's
+    # `hparams_name`, and the hyper-parameters its logger writes.
+    self._hparams_name, self._hparams_initial, self._log_hyperparams = "kwargs", copy.deepcopy(self.hparams), True
 
 
 # ---- validation of the request -------------------------------------------------------------

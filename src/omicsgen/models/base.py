@@ -3,15 +3,23 @@
 A model never sees a held-out value: `observed_mask` folds the mask from `masked.h5ad` and the
 natively missing entries (NaN, MISSING token) into one boolean matrix, and each family's
 `tensors` replaces every unobserved entry before it reaches a tensor.
+
+Models are plain `torch.nn.Module`s, so a job that only loads one (generate, impute, evaluate)
+never imports Lightning (~3.5 s: torch._dynamo, scipy.signal). Their Lightning hooks
+(training_step, configure_optimizers, self.log, ...) are ordinary methods that run only in
+`train`, which trains `train.trainable(cls)`: the class with `lightning.LightningModule` mixed
+in after it. `hparams` and `device` here are what Lightning's would be (the hyper-parameters
+in `self._hparams`, as Lightning keeps them), so they mean the same under either.
+`registry.load_model` rebuilds a model from a Lightning checkpoint as Lightning would.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import ClassVar
 
 import anndata as ad
-import lightning
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -160,7 +168,20 @@ class Unsupported(NotImplementedError):
     generate / impute turn it into a one-line InputError."""
 
 
-class GenerativeModel(lightning.LightningModule):
+class AttributeDict(dict):
+    """Lightning's `hparams` type: a dict whose keys read and write as attributes."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+
+class GenerativeModel(torch.nn.Module):
     """Base of all families.
 
     Subclasses set `family`, `modalities` and `defaults` (every tunable hyper-parameter with its
@@ -195,6 +216,23 @@ class GenerativeModel(lightning.LightningModule):
     sized_to_data: ClassVar[bool] = False
 
     # ---- construction -------------------------------------------------------------------
+    def save_hyperparameters(self, frame=None) -> None:
+        """Lightning's `save_hyperparameters()` for these classes: the arguments of the calling
+        `__init__` (or `frame`), as they are at the call, become `self.hparams` (what the
+        checkpoint stores)."""
+        frame = frame or inspect.currentframe().f_back
+        code = frame.f_code
+        names = code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]  # [0] is self
+        self._hparams = AttributeDict({name: frame.f_locals[name] for name in names})
+
+    @property
+    def hparams(self) -> AttributeDict:
+        return self._hparams
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     @classmethod
     def from_data(cls, adata: ad.AnnData, **hparams) -> GenerativeModel:
         unknown = sorted(set(hparams) - set(cls.defaults))
@@ -272,6 +310,9 @@ class GenerativeModel(lightning.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The registry reads this to pick the class when loading; __init__ never takes it.
         checkpoint["hyper_parameters"]["family"] = self.family
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Adapt an older checkpoint's contents before its weights load (`load_model`, resuming)."""
 
     # ---- use ----------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None):

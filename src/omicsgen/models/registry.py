@@ -9,6 +9,7 @@ hands out the class for one modality (`model_class`).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +82,6 @@ class Family:
     def tensors(self, adata: ad.AnnData, split) -> dict[str, torch.Tensor]:
         return self.model_class(modality(adata)).tensors(adata, split)
 
-    def load_from_checkpoint(self, checkpoint: str | Path, **kwargs) -> GenerativeModel:
-        contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        return self.checkpoint_class(contents).load_from_checkpoint(checkpoint, **kwargs)
-
     def checkpoint_class(self, contents: dict) -> type[GenerativeModel]:
         trained_on = contents.get("hyper_parameters", {}).get(MODALITY_KEY)
         return self.classes.get(trained_on) or next(iter(self.classes.values()))
@@ -132,9 +129,19 @@ def load_model(checkpoint: str | Path) -> GenerativeModel:
     if family not in FAMILIES:
         raise InputError(checkpoint, f"not an omicsgen model checkpoint (family {family!r})",
                          hint=f"expected one of {sorted(FAMILIES)}, written by `omicsgen train`")
-    cls = FAMILIES[family].checkpoint_class(contents)
-    model = cls.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    return model.eval()
+    return _rebuild(FAMILIES[family].checkpoint_class(contents), contents).eval()
+
+
+def _rebuild(cls: type[GenerativeModel], contents: dict) -> GenerativeModel:
+    """What Lightning's `load_from_checkpoint` does with these checkpoints, without importing
+    Lightning: `cls` from the saved hyper-parameters that its `__init__` takes (the checkpoint
+    adds `family` and `modality`), its `on_load_checkpoint` (older checkpoints), then the
+    weights, strictly."""
+    takes = inspect.signature(cls.__init__).parameters
+    model = cls(**{name: value for name, value in contents["hyper_parameters"].items() if name in takes})
+    model.on_load_checkpoint(contents)
+    model.load_state_dict(contents["state_dict"])
+    return model
 
 
 def load_model_for(checkpoint: str | Path, adata: ad.AnnData, data_path: str | Path) -> GenerativeModel:
