@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omicsgen.complete import (all_rows, baseline_fill, choose, complete, feature_scale, to_input_scale,
-                               val_baseline_fills, val_scores)
+from omicsgen.complete import choose, complete, val_baseline_fills, val_scores
 from omicsgen.impute import impute
 from omicsgen.ingest import ingest
 from omicsgen.mask import mask
@@ -121,64 +120,6 @@ def test_a_val_tie_goes_to_sklearns_iterative_imputer():
     clear = {"iterative": base + 0.5, "knn": base, "mean": base + 1.0}
     assert choose(_scores(clear), "auto", "here")[0] == "knn"
     assert choose(_scores(tied), "knn", "here")[0] == "knn"  # a forced method is never overruled
-
-
-def test_the_ensemble_is_the_mean_of_the_three_best_on_val(run):
-    """Scored like every candidate, on the same val entries: its fill there is the entry-wise
-    mean of the three candidates with the lowest val RMSE in sd (computed here independently)."""
-    folder, _, _, runs = run
-    masked = ad.read_h5ad(folder / "masked.h5ad")
-    scores = val_scores(masked, runs, 0)
-    others = {name: value for name, value in scores["rmse_in_sd"].items() if name != "ensemble"}
-    members = scores["ensemble_members"]
-    assert members == sorted(others, key=others.get)[:3]
-    val = (masked.obs["split"] == "val").to_numpy()
-    fills, _ = val_baseline_fills(masked, 0)
-    fills["vae"] = ad.read_h5ad(runs["vae"]["imputed"]).layers["imputed"][val]
-    mean = np.mean([np.asarray(fills[name], dtype=np.float64) for name in members], axis=0)
-    truth = np.asarray(masked.X[val], dtype=np.float64)
-    held = np.asarray(masked.layers["heldout"][val], dtype=bool) & np.isfinite(truth)
-    scale = feature_scale(masked, (masked.obs["split"] == "train").to_numpy())
-    assert scores["rmse_in_sd"]["ensemble"] == pytest.approx(np.sqrt(np.mean(((mean - truth) / scale)[held] ** 2)))
-    assert scores["rmse"]["ensemble"] == pytest.approx(np.sqrt(np.mean((mean - truth)[held] ** 2)))
-    assert all(scores["rmse_in_sd"]["ensemble"] != others[name] for name in members)  # not one member alone
-
-
-def test_the_ensemble_fills_only_when_it_wins_on_val():
-    """Under the same rule as every candidate: lowest val RMSE in sd, and a tie with `iterative`
-    goes to `iterative`."""
-    rng = np.random.default_rng(0)
-    base, noise = rng.chisquare(1, 400), rng.normal(0, 0.5, 400)
-    members = ["iterative", "knn", "missforest"]
-    clear = {"iterative": base + 0.5, "knn": base + 0.6, "missforest": base + 0.7, "ensemble": base}
-    chosen, why = choose({**_scores(clear), "ensemble_members": members}, "auto", "here")
-    assert chosen == "ensemble" and "ensemble (the mean of iterative, knn, missforest" in why
-    beaten = {**clear, "knn": base, "ensemble": base + 0.55}
-    assert choose({**_scores(beaten), "ensemble_members": members}, "auto", "here")[0] == "knn"
-    tied = {**clear, "iterative": base + noise + 0.02, "ensemble": base + noise[::-1]}
-    chosen, why = choose({**_scores(tied), "ensemble_members": members}, "auto", "here")
-    assert chosen == "iterative" and why.startswith("ensemble (the mean of") and "two standard errors" in why
-
-
-def test_a_chosen_ensemble_fills_with_the_mean_of_its_members_refit_on_all_rows(run, tmp_path):
-    folder, _, table, _ = run
-    complete(folder / "ingested.h5ad", folder / "masked.h5ad", {}, tmp_path / "ensemble.h5ad", 0, method="ensemble")
-    out = ad.read_h5ad(tmp_path / "ensemble.h5ad")
-    record = json.loads(out.uns["omicsgen"]["completion"])
-    scores = {name: value for name, value in record["val_rmse_in_sd"].items() if name != "ensemble"}
-    assert record["kind"] == "ensemble" and record["members"] == sorted(scores, key=scores.get)[:3]
-    assert all(f"{name}: the {name} baseline fit on all 300 rows" in record["refit"] for name in record["members"])
-    assert "imputed_sd" not in out.layers and record["uncertainty"].startswith("none")
-    decision = json.loads(out.uns["omicsgen"]["decisions"])[-1]["value"]
-    assert decision == f"ensemble (the mean of {', '.join(record['members'])})"
-    masked = ad.read_h5ad(folder / "masked.h5ad")
-    full = all_rows(masked)
-    fills = [to_input_scale(baseline_fill(full, name, 0), masked) for name in record["members"]]
-    part = out[masked.obs_names, masked.var_names]
-    filled = np.asarray(part.layers["filled"])
-    assert filled.sum() == int(np.isnan(table.to_numpy()[:, :-1]).sum()) > 0
-    np.testing.assert_allclose(part.X[filled], np.mean(fills, axis=0)[filled], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(part.X[filled], fills[0][filled], rtol=1e-3)  # a mean, not its first member
 
 
 def test_slow_baselines_fit_on_capped_train_rows(run):

@@ -4,26 +4,22 @@ What a user takes home is their data, complete. Which method fills it is decided
 validation rows only: every model's imputed.h5ad and every imputation baseline (fit on the
 train rows, filling the val rows) are scored on the held-out entries of the val rows, and the
 lowest RMSE in each feature's own unit (its errors over its sd on the train rows) wins, a baseline
-as readily as a model, and so may the `ensemble`: the entry-wise mean of the three candidates
-best on val (picked there, nothing fitted), scored on the same entries. The RMSE on X's scale
-is recorded too, but not chosen on: it weighs a feature by its variance, so on a panel whose
-largest protein holds 76% of it the choice was made on that protein's few val entries. A tie
-(the best within two paired standard errors of the `iterative` baseline, sklearn's
-IterativeImputer) goes to `iterative`: val entries are held out at random, native NAs are often
-low values. The test rows, on which scores.json reports,
+as readily as a model. The RMSE on X's scale is recorded too, but not chosen on: it weighs a
+feature by its variance, so on a panel whose largest protein holds 76% of it the choice was made
+on that protein's few val entries. A tie (the best within two paired standard errors of the
+`iterative` baseline, sklearn's IterativeImputer) goes to `iterative`: val entries are held out
+at random, native NAs are often low values. The test rows, on which scores.json reports,
 play no part in the choice (a table without missing values has none to make: it comes back as
 given). The winner is then refit on every row with every observed entry
 (held-out entries are observed values: they were hidden only to score) and fills the native
-missing values; a model that draws imputations gives their sd and 90% interval too. A chosen
-ensemble fills with the mean of its members, each refit so; it gives no interval (a member's
-draws spread around its own fill, not around the mean).
+missing values; a model that draws imputations gives their sd and 90% interval too.
 
 The output has every row and feature of ingested.h5ad, values on the input's own scale:
 - X: the input with its native NAs filled (entries it had are bit for bit the input's);
 - layers["filled"]: True where a value was filled; ["imputed_sd"], ["imputed_lower"],
   ["imputed_upper"] when the chosen method draws imputations (0 / the value where observed);
 - uns["omicsgen"]["completion"] (JSON text): the chosen method, each candidate's val RMSE (in
-  features' sd, the choice, and on X's scale), why, an ensemble's "members",
+  features' sd, the choice, and on X's scale), why,
   how it was refit, and what could not be filled (a feature with no observed value stays NA);
   the choice is also one of uns["omicsgen"]["decisions"].
 """
@@ -79,13 +75,11 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
     if native_count:
         scores = val_scores(masked, runs, seed, max_train_rows)
         chosen, why = choose(scores, method, masked_path)
-        record = {"chosen": chosen, "kind": _kind(chosen, runs), "why": why,
+        record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
                   "val_rmse": scores["rmse"], "val_rmse_in_sd": scores["rmse_in_sd"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
                   "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
         completed.X = dense(given.X, np.float64).copy()
         completed.layers["filled"] = np.zeros(completed.shape, dtype=bool)
-        if chosen == ENSEMBLE:
-            record["members"] = scores["ensemble_members"]
         fill, spread = refit_and_fill(masked, chosen, runs, seed, trainer or {}, n_draws, record)
         _place(completed, masked, fill, spread, record)
         completed.X = completed.X.astype(dtype, copy=False)
@@ -109,9 +103,8 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_r
     """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "rmse_in_sd": {the
     same with each feature's errors in its sd on the train rows (`feature_scale`): the choice},
     "squared_in_sd": {candidate: its squared errors in sd, per entry (for the tie)},
-    "n_entries", "baseline_fit_rows": {baseline: training rows it was fit on},
-    "ensemble_members": [the candidates the `ensemble` averages]}: models from their
-    imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`), and the ensemble."""
+    "n_entries", "baseline_fit_rows": {baseline: training rows it was fit on}}: models from
+    their imputed.h5ad, baselines fit on the train rows (`val_baseline_fills`)."""
     val = split_rows(masked, CHOICE_SPLIT)
     # Only the val rows are scored: densify those, never the whole (possibly sparse) matrix.
     held = dense(masked.layers["heldout"][val], bool) if "heldout" in masked.layers else np.zeros((int(val.sum()), masked.n_vars), bool)
@@ -121,49 +114,16 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_r
     in_sd: dict[str, float] = {}
     squared: dict[str, np.ndarray] = {}
     fit_rows: dict[str, int] = {}
-    members: list[str] = []
     if held.any():
         scale = feature_scale(masked, split_rows(masked, "train"))
         fills, fit_rows = val_baseline_fills(masked, seed, max_train_rows)
         candidates = {**fills, **{name: _imputed_rows(paths["imputed"], val) for name, paths in runs.items()}}
         for name, filled in candidates.items():
-            rmse[name], in_sd[name], squared[name] = _score(filled, truth, held, scale)
-        members = ensemble_members(in_sd)
-        if members:
-            ensemble = mean_fill([candidates[name] for name in members])
-            rmse[ENSEMBLE], in_sd[ENSEMBLE], squared[ENSEMBLE] = _score(ensemble, truth, held, scale)
+            rmse[name] = _rmse(filled, truth, held)
+            squared[name] = ((np.asarray(filled, dtype=np.float64) - truth) / scale)[held] ** 2
+            in_sd[name] = float(np.sqrt(np.mean(squared[name]))) if np.isfinite(squared[name]).all() else float("inf")
     return {"rmse": rmse, "rmse_in_sd": in_sd, "squared_in_sd": squared, "n_entries": int(held.sum()),
-            "baseline_fit_rows": fit_rows, "ensemble_members": members}
-
-
-# The ensemble candidate: the entry-wise mean of the ENSEMBLE_SIZE candidates with the lowest val
-# RMSE in features' sd. Averaging imputers of different kinds (a regression, a forest, kNN, a
-# network) cancels part of their errors. Three, fixed: two cancel little, and past three the
-# weaker candidates dilute the best. Nothing is fitted beyond picking the members on the val
-# entries (equal weights, fixed size), so its val score is optimistic only by that pick; it must
-# still beat every candidate, and `iterative` by more than the noise, on the same entries.
-ENSEMBLE = "ensemble"
-ENSEMBLE_SIZE = 3
-
-
-def ensemble_members(in_sd: dict[str, float]) -> list[str]:
-    """The ENSEMBLE_SIZE candidates with the lowest finite val RMSE in sd, best first; none when
-    fewer are scored."""
-    finite = sorted((name for name, value in in_sd.items() if np.isfinite(value)), key=in_sd.get)
-    return finite[:ENSEMBLE_SIZE] if len(finite) >= ENSEMBLE_SIZE else []
-
-
-def mean_fill(fills: list[np.ndarray]) -> np.ndarray:
-    """The entry-wise mean of fills of the same rows (observed entries: every fill's own value)."""
-    return np.mean([np.asarray(fill, dtype=np.float64) for fill in fills], axis=0)
-
-
-def _score(filled, truth: np.ndarray, held: np.ndarray, scale: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """(RMSE on X's scale, RMSE in features' sd, squared errors in sd per entry) at `held`."""
-    filled = np.asarray(filled, dtype=np.float64)
-    squared = ((filled - truth) / scale)[held] ** 2
-    in_sd = float(np.sqrt(np.mean(squared))) if np.isfinite(squared).all() else float("inf")
-    return _rmse(filled, truth, held), in_sd, squared
+            "baseline_fit_rows": fit_rows}
 
 
 def feature_scale(masked: ad.AnnData, rows: np.ndarray) -> np.ndarray:
@@ -242,22 +202,15 @@ def choose(scores: dict, method: str, where) -> tuple[str, str]:
                        "k nearest neighbours, a robust default")
     ranked = sorted(rmse, key=rmse.get)
     best = ranked[0]
-    runner = f"; next {_named(ranked[1], scores)} {rmse[ranked[1]]:.4g}" if len(ranked) > 1 else ""
+    runner = f"; next {ranked[1]} {rmse[ranked[1]]:.4g}" if len(ranked) > 1 else ""
     if _within_noise(scores.get("squared_in_sd", {}), PREFERRED, best):
-        return PREFERRED, (f"{_named(best, scores)} had the lowest RMSE {unit} on {scores['n_entries']} held-out entries of the val "
+        return PREFERRED, (f"{best} had the lowest RMSE {unit} on {scores['n_entries']} held-out entries of the val "
                            f"rows ({rmse[best]:.4g}), but {PREFERRED} ({rmse[PREFERRED]:.4g}) is within two standard "
                            "errors of it (paired), and a tie goes to sklearn's IterativeImputer: a regression can "
                            "fill beyond the observed range, where values missing for being low or high lie "
                            "(the test rows took no part in the choice)")
-    return best, (f"lowest RMSE {unit} on {scores['n_entries']} held-out entries of the val rows: {_named(best, scores)} "
+    return best, (f"lowest RMSE {unit} on {scores['n_entries']} held-out entries of the val rows: {best} "
                   f"{rmse[best]:.4g}{runner} (the test rows took no part in the choice)")
-
-
-def _named(name: str, scores: dict) -> str:
-    """A candidate's name, the ensemble's with its members."""
-    if name != ENSEMBLE:
-        return name
-    return f"{ENSEMBLE} (the mean of {', '.join(scores['ensemble_members'])}, the {ENSEMBLE_SIZE} best on val)"
 
 
 # ---------------------------------------------------------------------------- refit and fill
@@ -272,33 +225,9 @@ def all_rows(masked: ad.AnnData) -> ad.AnnData:
     return full
 
 
-def _kind(chosen: str, runs: dict) -> str:
-    return "model" if chosen in runs else "ensemble" if chosen == ENSEMBLE else "baseline"
-
-
 def refit_and_fill(masked, chosen: str, runs: dict, seed: int, trainer: dict, n_draws: int, record: dict):
-    """(filled X on the prepared scale, {"sd", "lower", "upper"} or None); the ensemble's members
-    are record["members"]."""
+    """(filled X on the prepared scale, {"sd", "lower", "upper"} or None)."""
     full = all_rows(masked)
-    if chosen == ENSEMBLE:
-        return _ensemble_fill(full, record, runs, seed, trainer), None
-    return _refit_one(full, chosen, runs, seed, trainer, n_draws, record)
-
-
-def _ensemble_fill(full: ad.AnnData, record: dict, runs: dict, seed: int, trainer: dict) -> np.ndarray:
-    """The mean of the members, each refit on every row. No spread: a drawing member's interval
-    is centred on its own fill, not on the mean, and the other members give none."""
-    fills, refits = [], []
-    for name in record["members"]:
-        member: dict = {}
-        fills.append(_refit_one(full, name, runs, seed, trainer, 0, member)[0])
-        refits.append(f"{name}: {member['refit']}")
-    record["refit"] = "the entry-wise mean (on the prepared scale) of its members, each refit: " + "; ".join(refits)
-    record["uncertainty"] = "none: the members' draws spread around their own fills, not around their mean"
-    return mean_fill(fills)
-
-
-def _refit_one(full: ad.AnnData, chosen: str, runs: dict, seed: int, trainer: dict, n_draws: int, record: dict):
     if chosen in runs:
         return _refit_model(full, runs[chosen], seed, trainer, n_draws, record)
     record["refit"] = f"the {chosen} baseline fit on all {full.n_obs} rows with every observed entry"
@@ -421,8 +350,7 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
     from .decisions import record_decision
 
     meta(completed)["completion"] = json.dumps(record, sort_keys=True, default=float)
-    kind = {"model": "a model", "baseline": "a baseline, not a model",
-            "ensemble": f"the mean of {', '.join(record.get('members', []))}"}.get(record["kind"], "no missing value")
+    kind = {"model": "a model", "baseline": "a baseline, not a model"}.get(record["kind"], "no missing value")
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
                     "omicsgen complete --method (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
