@@ -120,6 +120,9 @@ def write_fills(out: h5py.File, adata: ad.AnnData, model, n_draws: int, seed: in
         writer.close()
     if draws is not None:
         write_elem(out["uns"], DRAWS_KEY, draws.kept())
+        log.info("%s: %d draws at %d entries (native NAs, the test rows' held-out entries); the %d held-out "
+                 "entries of train and val rows get the fill alone (NaN spread)", model.family, n_draws,
+                 draws.n_drawn, draws.n_not_drawn)
 
 
 def draw_keep_fraction(adata: ad.AnnData, model, keep_rows: np.ndarray) -> float:
@@ -151,6 +154,7 @@ class DrawKeeper:
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.rows, self.cols, self.values = [], [], []
+        self.n_drawn = self.n_not_drawn = 0
 
     def summarise(self, rows: slice, values: np.ndarray, observed: np.ndarray, obs) -> dict[str, np.ndarray]:
         """Layers `imputed_sd`, `imputed_lower`, `imputed_upper` for the block (float32): the
@@ -167,6 +171,8 @@ class DrawKeeper:
         sd[drawn] = at_drawn.std(axis=0)
         lower[drawn], upper[drawn] = np.quantile(at_drawn, [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2], axis=0)
         self._keep(rows, drawn, hidden & self.keep_rows[rows, None], at_drawn)
+        self.n_drawn += int(drawn.sum())
+        self.n_not_drawn += int(hidden.sum()) - int(drawn.sum())
         return {"imputed_sd": sd, "imputed_lower": lower, "imputed_upper": upper}
 
     def _keep(self, rows: slice, drawn: np.ndarray, entries: np.ndarray, draws: np.ndarray) -> None:
