@@ -14,6 +14,8 @@ cell's library size (obs["library_size"]), per-gene dispersion, per-entry dropou
   Gaussian noise of `sample_noise` times that spread, decodes it and draws the output noise
   (Gaussian with the per-gene variance, or NB / ZINB counts at a library drawn from the
   training libraries, normalised and log1p'd). Samples therefore stay near the training cells.
+- ensemble: K (Gaussian): K members trained together, the fill their mean, each sample from a
+  member picked at random (`vae.SeedEnsemble`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from torch import nn
 
 from . import counts as cm
 from .base import GenerativeModel, inference, keep_observed, row_chunks, stack_rows
-from .vae import LOG_VAR_RANGE, VAE, gaussian_nll, mlp
+from .vae import LOG_VAR_RANGE, VAE, SeedEnsemble, gaussian_nll, mlp
 
 N_CODES = 1024
 
 
-class Autoencoder(GenerativeModel):
+class Autoencoder(SeedEnsemble, GenerativeModel):
     family = "ae"
     modalities = ("expression", "timecourse")
     shape_hparams = ("n_genes",)
@@ -48,16 +50,21 @@ class Autoencoder(GenerativeModel):
         # chained-equations imputer's strength on small tables, learned jointly with the
         # network. models/sizing.py turns it on for small tables.
         "linear_skip": False,
+        # Members trained together, each from its own start with its own input dropout; the
+        # fill is their mean (`SeedEnsemble`; Gaussian only). models/sizing.py sets 5 on small data.
+        "ensemble": 1,
     }
     has_latent = True
 
     def __init__(self, n_genes, hidden_dim, latent_dim, n_layers, noise, output, sample_noise, learning_rate,
-                 target_sum=cm.DEFAULT_TARGET_SUM, linear_skip=False):
+                 target_sum=cm.DEFAULT_TARGET_SUM, linear_skip=False, ensemble=1):
         super().__init__()
         if output not in cm.LIKELIHOODS:
             raise ValueError(f"ae: output must be one of {', '.join(cm.LIKELIHOODS)}, not {output!r}")
         if not 0 <= noise < 1:
             raise ValueError(f"ae: noise is an input dropout rate in [0, 1), not {noise}")
+        if ensemble != 1 and output != "gaussian":
+            raise ValueError(f"ae: ensemble needs output gaussian, not {output!r}")
         self.save_hyperparameters()
         self.encoder = nn.Sequential(mlp(2 * n_genes, hidden_dim, n_layers), nn.Linear(hidden_dim, latent_dim))
         self.decoder = mlp(latent_dim, hidden_dim, n_layers)
@@ -77,6 +84,7 @@ class Autoencoder(GenerativeModel):
         self.register_buffer("codes", torch.zeros(N_CODES, latent_dim))
         self.register_buffer("n_codes", torch.zeros((), dtype=torch.long))
         self.register_buffer("code_scale", torch.ones(latent_dim))
+        self.add_members(Autoencoder, ensemble)  # after member 0's own layers: their names stay as they were
 
     @property
     def counts_model(self) -> bool:
@@ -87,6 +95,10 @@ class Autoencoder(GenerativeModel):
 
     def init_from_data(self, adata: ad.AnnData) -> None:
         train = self.tensors(adata, "train")
+        for member in self.members:
+            member._member_init(train)
+
+    def _member_init(self, train: dict[str, torch.Tensor]) -> None:
         if self.counts_model:
             if "counts" not in train:
                 raise cm.CountDataMissing(f"ae output {self.hparams.output!r} needs raw counts in "
@@ -102,7 +114,7 @@ class Autoencoder(GenerativeModel):
                 self.x_scale.copy_(var.sqrt().clamp_min(1e-3))
                 self.to_gene_mean.bias.zero_()
                 self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
-        self.calibrate(train)
+        self._member_calibrate(train)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if not self.counts_model:  # checkpoints from before the z-score buffers: the identity
@@ -131,6 +143,11 @@ class Autoencoder(GenerativeModel):
         return self.gene_log_var.clamp(*LOG_VAR_RANGE)
 
     def loss(self, batch):
+        """The members' mean loss: each hides its own entries (the same batch), and the mean
+        keeps the loss on one member's scale for early stopping."""
+        return torch.stack([member._member_loss(batch) for member in self.members]).mean()
+
+    def _member_loss(self, batch):
         x, observed = batch["x"], batch["observed"]
         seen = observed
         if self.hparams.noise > 0:
@@ -151,6 +168,10 @@ class Autoencoder(GenerativeModel):
         return self.x_scale * (z @ (self.skip * self.off_diagonal).t())
 
     def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
+        for member in self.members:
+            member._member_calibrate(tensors)
+
+    def _member_calibrate(self, tensors: dict[str, torch.Tensor]) -> None:
         """Store codes of up to N_CODES rows (evenly spaced) and their per-dimension spread."""
         n_rows = len(tensors["x"])
         if n_rows == 0:
@@ -169,6 +190,16 @@ class Autoencoder(GenerativeModel):
     # ---- use ----------------------------------------------------------------------------
     @inference
     def sample(self, n: int, generator: torch.Generator) -> np.ndarray:
+        """`_member_sample`; with `ensemble`, each sample from a member picked at random."""
+        if not self.others:
+            return self._member_sample(n, generator)
+        out = np.empty((n, self.hparams.n_genes), dtype=np.float32)
+        for member, rows in self.rows_by_member(n, generator):
+            if len(rows):
+                out[rows] = member._member_sample(len(rows), generator)
+        return out
+
+    def _member_sample(self, n: int, generator: torch.Generator) -> np.ndarray:
         """Decoded perturbed training codes plus output noise (see the module docstring)."""
         device = self.device
         which = torch.randint(0, max(int(self.n_codes), 1), (n,), generator=generator)
@@ -183,6 +214,10 @@ class Autoencoder(GenerativeModel):
 
     @inference
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
+        """`_member_impute`; with `ensemble`, the members' mean."""
+        return self.mean_of_members(values, observed, lambda member: member._member_impute(values, observed, obs))
+
+    def _member_impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
         """The reconstruction from the row's observed entries; with a count output, the expected
         X value E[log1p(counts / library * target_sum)] at the row's library (obs["library_size"],
         else the median training library)."""
@@ -204,6 +239,7 @@ class Autoencoder(GenerativeModel):
 
     @inference
     def embed(self, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
+        """Codes of the rows; with `ensemble`, member 0's (members' codes are not aligned)."""
         observed = ~np.isnan(values) if observed is None else observed
         parts = [self._code(values[rows], observed[rows]) for rows in row_chunks(len(values))]
         return stack_rows(parts, self.hparams.latent_dim)

@@ -5,6 +5,7 @@
 dispersion, and map back onto X's scale for `impute` and `sample` (see `counts.py`).
 `beta` weighs the KL term (beta-VAE). `condition_on: label` makes it a conditional VAE (CVAE):
 the one-hot of obs["label"] joins the encoder's and the decoder's input.
+`ensemble: K` (Gaussian) trains K members in one module and fills with their mean (`SeedEnsemble`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,57 @@ MAX_LATENT_COMPONENTS = 10
 LATENT_SAMPLING = ("fitted", "prior")
 
 
-class VAE(GenerativeModel):
+# ---- ensembles over seeds ----------------------------------------------------------------------
+class SeedEnsemble:
+    """`ensemble: K`: K members of one family in one module, trained together, each with its own
+    initialisation and its own random masking; the fill is the members' mean.
+
+    Why: on the small tables a network's fill depends on its random start and masks; a single
+    member's error varies by several percent from seed to seed, and the mean of 5 members was
+    2-9% below the average member on the small-data benchmark (docs/small-data.md).
+
+    The model itself is member 0 (its weights keep their names, so checkpoints made before, with
+    no `ensemble`, load and behave as they did); `others` holds members 1..K-1, plain modules of
+    the same class with `ensemble: 1`, built from the same hyper-parameters. The family's
+    `_member_*` methods are one member's work; its public methods combine them with these
+    helpers. Latent spaces are not aligned across members: `embed` is member 0's."""
+
+    def add_members(self, member_class: type, ensemble: int) -> None:
+        if int(ensemble) != ensemble or ensemble < 1:
+            raise ValueError(f"{self.family}: ensemble is a number of members (1 or more), not {ensemble}")
+        self.others = nn.ModuleList(member_class(**{**self.hparams, "ensemble": 1}) for _ in range(int(ensemble) - 1))
+
+    @property
+    def members(self) -> list:
+        return [self, *self.others]
+
+    def mean_of_members(self, values: np.ndarray, observed: np.ndarray, fill) -> np.ndarray:
+        """The members' mean of `fill(member)` at the unobserved entries (observed ones kept bit
+        for bit: a float32 mean of equal values need not be the value)."""
+        if not self.others:
+            return fill(self)
+        mean = np.mean([fill(member) for member in self.members], axis=0, dtype=np.float64)
+        return keep_observed(values, observed, mean)
+
+    def rows_by_member(self, n: int, generator: torch.Generator) -> list[tuple]:
+        """(member, rows) for `n` samples, each from a member picked at random: the samples
+        then spread over what every member learned."""
+        which = torch.randint(0, len(self.members), (n,), generator=generator).numpy()
+        return [(member, np.flatnonzero(which == i)) for i, member in enumerate(self.members)]
+
+    def draws_in_turn(self, n_draws: int, draw) -> np.ndarray:
+        """`n_draws` draws (n_draws, entries), draw d from member d mod K (`draw(member, count)`
+        gives a member's share): their spread includes the members' disagreement, which is
+        uncertainty a single network does not see."""
+        k = len(self.members)
+        parts = [draw(member, len(range(i, n_draws, k))) for i, member in enumerate(self.members)]
+        out = np.empty((n_draws, parts[0].shape[1]), dtype=np.float32)
+        for i, part in enumerate(parts):
+            out[i::k] = part
+        return out
+
+
+class VAE(SeedEnsemble, GenerativeModel):
     """VAE; the encoder sees X with unobserved entries zeroed plus the observed mask,
     so it can tell a true zero from a hidden value. Loss = masked Gaussian NLL with a learned
     per-gene variance + beta * KL, with beta ramped up over the first `kl_warmup_epochs` epochs
@@ -154,6 +205,9 @@ class VAE(GenerativeModel):
         # al. 2020: on few rows the aggregate posterior leaves holes in N(0, I) that decode to
         # rows unlike any real one); "prior" = N(0, I).
         "latent_sampling": "fitted",
+        # Members trained together, each from its own start with its own random masks; the
+        # fill is their mean (`SeedEnsemble`; Gaussian only). models/sizing.py sets 5 on small data.
+        "ensemble": 1,
     }
     has_latent = True
     can_draw_imputations = True
@@ -162,6 +216,7 @@ class VAE(GenerativeModel):
         self, n_genes, hidden_dim, latent_dim, n_layers, beta, kl_warmup_epochs, learning_rate,
         likelihood="gaussian", target_sum=cm.DEFAULT_TARGET_SUM, condition_on=None, label_names=(),
         dropout=0.0, denoise_rate=0.0, refine_steps=0, series_offsets=False, latent_sampling="fitted",
+        ensemble=1,
     ):
         super().__init__()
         if likelihood not in cm.LIKELIHOODS:
@@ -172,6 +227,8 @@ class VAE(GenerativeModel):
             raise ValueError(f"vae: latent_sampling must be one of {', '.join(LATENT_SAMPLING)}, not {latent_sampling!r}")
         if not (0 <= dropout < 1 and 0 <= denoise_rate < 1):
             raise ValueError(f"vae: dropout and denoise_rate must be in [0, 1), not {dropout}, {denoise_rate}")
+        if ensemble != 1 and likelihood != "gaussian":
+            raise ValueError(f"vae: ensemble needs likelihood gaussian, not {likelihood!r}")
         label_names = list(label_names) if condition_on else []
         self.rows_independent = not series_offsets  # a series' rows are filled together
         n_labels = _check_conditioning(condition_on, label_names)
@@ -195,6 +252,7 @@ class VAE(GenerativeModel):
             self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
         if n_labels:
             self.register_buffer("label_frequencies", torch.full((n_labels,), 1.0 / n_labels))
+        self.add_members(VAE, ensemble)  # after member 0's own layers: their names stay as they were
         self._epoch_loss = (0.0, 0)  # (sum of batch losses x rows, rows) of the running epoch
 
     @classmethod
@@ -246,6 +304,10 @@ class VAE(GenerativeModel):
     def init_from_data(self, adata: ad.AnnData) -> None:
         """Start the decoder at the per-gene mean and variance: training then only learns structure."""
         train = self.tensors(adata, "train")
+        for member in self.members:
+            member._member_init(train)
+
+    def _member_init(self, train: dict[str, torch.Tensor]) -> None:
         if self.n_labels:
             codes = train["labels"]
             counts = torch.bincount(codes[codes >= 0], minlength=self.n_labels).float()
@@ -314,6 +376,12 @@ class VAE(GenerativeModel):
         return self.gene_log_var.clamp(*LOG_VAR_RANGE)
 
     def loss(self, batch):
+        """The members' mean loss: each hides its own entries and draws its own z (the same
+        batch), and the mean keeps the loss on one member's scale for early stopping."""
+        kl_weight = self.kl_weight()  # the epoch is the trainer's: members are plain modules
+        return torch.stack([member._member_loss(batch, kl_weight) for member in self.members]).mean()
+
+    def _member_loss(self, batch, kl_weight: float):
         x, observed, labels = batch["x"], batch["observed"], batch.get("labels")
         seen = self._denoising_input(observed)
         if bool(observed.all()):
@@ -328,7 +396,7 @@ class VAE(GenerativeModel):
             nll = gaussian_nll(x, self.decode(zc), self.log_var())
             nll = (nll if observed is None else nll * observed).sum(1)
         kl = -0.5 * (1 + log_var - mean**2 - log_var.exp())
-        return (nll + self.kl_weight() * kl.sum(1)).mean()
+        return (nll + kl_weight * kl.sum(1)).mean()
 
     def _denoising_input(self, observed: torch.Tensor) -> torch.Tensor | None:
         """What the encoder may see under masked denoising (None when `denoise_rate` is 0):
@@ -377,6 +445,16 @@ class VAE(GenerativeModel):
     # ---- use ----------------------------------------------------------------------------
     @inference
     def sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None) -> np.ndarray:
+        """`_member_sample`; with `ensemble`, each sample from a member picked at random."""
+        if not self.others:
+            return self._member_sample(n, generator, labels)
+        out = np.empty((n, self.hparams.n_genes), dtype=np.float32)
+        for member, rows in self.rows_by_member(n, generator):
+            if len(rows):
+                out[rows] = member._member_sample(len(rows), generator, None if labels is None else np.asarray(labels)[rows])
+        return out
+
+    def _member_sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None) -> np.ndarray:
         """Decoder means at z (from the fitted latent mixture when `fit_latent_density` ran,
         else N(0, I)) plus Gaussian noise with the learned per-gene variance.
         Count likelihoods: counts drawn from the NB / ZINB at a library drawn from the training
@@ -397,6 +475,11 @@ class VAE(GenerativeModel):
 
     @inference
     def fit_latent_density(self, values: np.ndarray, observed: np.ndarray, obs=None, seed: int = 0) -> str:
+        """`_member_latent_density` of each member (each samples from its own latent space)."""
+        said = [member._member_latent_density(values, observed, obs, seed) for member in self.members]
+        return said[0] + (f" (member 0 of {len(said)}; each member fit its own)" if self.others else "")
+
+    def _member_latent_density(self, values: np.ndarray, observed: np.ndarray, obs=None, seed: int = 0) -> str:
         """Fit `sample`'s latent density to rows of the training data: a full-covariance Gaussian
         mixture (1 to MAX_LATENT_COMPONENTS components, the lowest BIC) on LATENT_FIT_DRAWS draws
         of each row's posterior q(z|x), so the spread of each posterior is kept. Seeded by
@@ -433,6 +516,10 @@ class VAE(GenerativeModel):
 
     @inference
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
+        """`_member_impute`; with `ensemble`, the members' mean."""
+        return self.mean_of_members(values, observed, lambda member: member._member_impute(values, observed, obs))
+
+    def _member_impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
         """Unobserved entries <- decoder mean at the latent mean of the row's observed entries.
         Count likelihoods: E[log1p(counts / library * target_sum)] under the decoded NB / ZINB at
         the row's library (obs["library_size"], else the median training library): X's expected
@@ -479,6 +566,13 @@ class VAE(GenerativeModel):
     @inference
     def draws_at(self, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator,
                  obs=None, where: np.ndarray | None = None) -> np.ndarray:
+        """`_member_draws_at`; with `ensemble`, the draws come from the members in turn."""
+        def draw(member, count):
+            return member._member_draws_at(values, observed, count, generator, obs, where)
+        return draw(self, n_draws) if not self.others else self.draws_in_turn(n_draws, draw)
+
+    def _member_draws_at(self, values: np.ndarray, observed: np.ndarray, n_draws: int, generator: torch.Generator,
+                         obs=None, where: np.ndarray | None = None) -> np.ndarray:
         """`n_draws` imputations of the entries `where` (default: every unobserved one), as
         (n_draws, entries) in row-major order: per draw and row, z from the encoder's posterior
         given the row's observed entries, then a draw of the likelihood at z (Gaussian with the
@@ -530,7 +624,8 @@ class VAE(GenerativeModel):
     @inference
     def embed(self, values: np.ndarray, observed: np.ndarray | None = None, obs=None) -> np.ndarray:
         """Latent means; `observed` defaults to the non-NaN entries; a conditional model reads
-        the rows' labels from `obs`."""
+        the rows' labels from `obs`. With `ensemble`, member 0's (the members' latent spaces
+        are not aligned, so their mean would mean nothing)."""
         observed = ~np.isnan(values) if observed is None else observed
         codes = self._row_labels(obs, len(values))
         latents = [self._latent_mean(values[rows], observed[rows], codes, rows) for rows in row_chunks(len(values))]
