@@ -91,12 +91,12 @@ def run_bare(masked: Path, family: str, epochs: int) -> dict:
 
     from omicsgen.batches import InMemoryBatches
     from omicsgen.models.base import dense_train_view
-    from omicsgen.train import family_class
+    from omicsgen.train import family_class, trainable
 
     torch.manual_seed(0)
     wall, cpu = time.perf_counter(), _cpu()
     adata = ad.read_h5ad(masked)
-    cls = family_class(family, adata, masked)
+    cls = trainable(family_class(family, adata, masked))  # the class train fits (current_epoch & co.)
     model = cls.from_data(dense_train_view(adata), **HPARAMS[family])
     train_batches = InMemoryBatches(cls.tensors(adata, "train"), 128, shuffle=True, seed=0)
     val_batches = InMemoryBatches(cls.tensors(adata, "val"), 128)

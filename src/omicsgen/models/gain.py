@@ -110,14 +110,15 @@ class GAIN(GenerativeModel):
         self.manual_step(opt_d, d_loss)
         _, g_loss, mse = self.losses(batch)
         self.manual_step(opt_g, g_loss)
-        self.log("train_loss", mse.detach(), on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+        self.add_to_epoch_loss("train_loss", mse, len(batch["x"]))
 
     def validation_step(self, batch, batch_idx):
         scaled, observed = self.scale(batch["x"]), batch["observed"]
         hide = observed & self.validation_hide(observed.shape, batch_idx, observed.device)
         fake = self.generate(scaled, observed & ~hide, torch.full_like(scaled, NOISE_SCALE / 2))
         mse = ((fake - scaled) ** 2 * hide).sum() / hide.sum().clamp_min(1)
-        self.log("val_loss", mse, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+        self.add_to_epoch_loss("val_loss", mse, len(batch["x"]))
+        return mse
 
     @staticmethod
     def validation_hide(shape, batch_idx: int, device) -> torch.Tensor:
@@ -128,9 +129,7 @@ class GAIN(GenerativeModel):
         return torch.rand(shape, generator=generator, device=device) < VAL_HIDE
 
     def configure_optimizers(self):
-        lr = self.hparams.learning_rate
-        return (torch.optim.Adam(self.generator_net.parameters(), lr=lr),
-                torch.optim.Adam(self.discriminator_net.parameters(), lr=lr))
+        return self.adam(self.generator_net.parameters()), self.adam(self.discriminator_net.parameters())
 
     # ---- use ----------------------------------------------------------------------------
     @inference

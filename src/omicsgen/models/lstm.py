@@ -226,6 +226,7 @@ class RecurrentLanguageModel(GenerativeModel):
     def on_validation_epoch_end(self) -> None:
         """Keep the weights and validation rows of each epoch that improves the validation loss
         (computed here: the logged epoch value is not final yet in this hook), for `on_fit_end`."""
+        super().on_validation_epoch_end()
         val, self._val_tokens = self._val_tokens, []
         if self.trainer.sanity_checking or not val or self.hparams.temperature != "auto":
             return
