@@ -20,7 +20,7 @@ from omicsgen.errors import InputError
 from omicsgen.generate import generate
 from omicsgen.impute import impute
 from omicsgen.models import get_family, load_model
-from omicsgen.models.base import observed_mask
+from omicsgen.models.base import observed_mask, split_rows
 from omicsgen.train import train, trainable
 
 # Per family: the data, the model's hyper-parameters and the trainer settings of its test run.
@@ -192,7 +192,12 @@ def test_impute_file_keeps_observed_entries_and_fills_the_rest(trained, family):
     observed = observed_mask(adata)
     if family == "lstm":
         filled, truth = imputed.obsm["tokens_imputed"], imputed.obsm["tokens"]
-        assert filled.dtype == np.int8 and (filled[~observed] >= GAP).all()
+        # Filled: val and test rows, and rows with a native gap; the other train rows' held-out
+        # positions, which no stage reads, stay MISSING.
+        read = split_rows(adata, ["val", "test"]) | (truth == MISSING).any(1)
+        assert read.any() and (~read).any() and (~observed[~read]).any()
+        assert filled.dtype == np.int8 and (filled[~observed & read[:, None]] >= GAP).all()
+        assert (filled[~observed & ~read[:, None]] == MISSING).all()
     else:
         filled, truth = imputed.layers["imputed"], imputed.X
         assert np.isfinite(filled).all()
