@@ -131,3 +131,19 @@ def test_sizing_sets_the_ensemble_on_small_gaussian_data_only():
     assert sizing.family_defaults("ae", 20_000, 30) == {} and sizing.family_defaults("gain", 120, 30) == {}
     with pytest.raises(ValueError, match="ensemble"):
         get_family("ae").from_data(make_expression(n_cells=40), output="nb", ensemble=2)
+
+
+def test_each_member_is_clipped_on_its_own():
+    """One norm over all members would let a member's large gradient shrink the others'."""
+    model = get_family("ae").from_data(make_expression(n_cells=40), **HPARAMS["ae"], ensemble=2)
+    own, other = model.member_parameters()
+    assert {id(p) for p in own}.isdisjoint(id(p) for p in other)
+    assert len(own) + len(other) == len(list(model.parameters()))
+    for parameters, size in ((own, 10.0), (other, 1e-4)):
+        for p in parameters:
+            p.grad = torch.full_like(p, size)
+    small = [p.grad.clone() for p in other]
+    model.configure_gradient_clipping(None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    assert all(torch.equal(g, p.grad) for g, p in zip(small, other))  # under its limit: untouched
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in own]))
+    assert abs(float(norm) - 0.5) < 1e-4  # a K-th of the threshold: the mean loss carries a K-th of each gradient

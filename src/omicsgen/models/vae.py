@@ -130,6 +130,27 @@ class SeedEnsemble:
     def members(self) -> list:
         return [self, *self.others]
 
+    def member_parameters(self) -> list[list[nn.Parameter]]:
+        """Each member's own parameters (member 0's: the model's, without the others')."""
+        own = [p for name, p in self.named_parameters() if not name.startswith("others.")]
+        return [own] + [list(member.parameters()) for member in self.others]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's hook: with `ensemble`, each member's gradient is clipped on its own, as it
+        would be trained alone. One norm over all members couples them and, with the loss their
+        mean (a K-th of each gradient), clips far less than a single network: on breast_cancer
+        the joint AE then trained like an unclipped one (val NLL -2.0 against -2.9 to -5.4 for
+        members trained apart). Clipping a K-th of the gradient at a K-th of the threshold is
+        clipping the member's own gradient, and Adam is blind to the constant K."""
+        if not self.others or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        limit = gradient_clip_val / len(self.members)
+        for parameters in self.member_parameters():
+            if gradient_clip_algorithm == "value":
+                nn.utils.clip_grad_value_(parameters, limit)
+            else:
+                nn.utils.clip_grad_norm_(parameters, limit)
+
     def mean_of_members(self, values: np.ndarray, observed: np.ndarray, fill) -> np.ndarray:
         """The members' mean of `fill(member)` at the unobserved entries (observed ones kept bit
         for bit: a float32 mean of equal values need not be the value)."""
