@@ -109,8 +109,6 @@ def run_bare(masked: Path, family: str, epochs: int) -> dict:
     best, best_loss = None, float("inf")
     for _ in range(epochs):
         model.train()
-        if family == "vae":
-            model.on_train_epoch_start()
         for batch in train_batches:
             if manual:
                 for index, opt in ((0, opt_d), (1, opt_g)):

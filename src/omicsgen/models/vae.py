@@ -274,7 +274,6 @@ class VAE(SeedEnsemble, GenerativeModel):
         if n_labels:
             self.register_buffer("label_frequencies", torch.full((n_labels,), 1.0 / n_labels))
         self.add_members(VAE, ensemble)  # after member 0's own layers: their names stay as they were
-        self._epoch_loss = (0.0, 0)  # (sum of batch losses x rows, rows) of the running epoch
 
     @classmethod
     def from_data(cls, adata: ad.AnnData, **hparams) -> VAE:
@@ -429,39 +428,11 @@ class VAE(SeedEnsemble, GenerativeModel):
         generator = None if self.training else torch.Generator().manual_seed(VAL_DENOISE_SEED)
         return hide_at_random(observed, rate, generator)
 
-    def training_step(self, batch, batch_idx):
-        """The base's step, with `train_loss` summed here and logged once an epoch (the same
-        batch-size-weighted epoch mean): Lightning's per-call `log` costs some 5% of a CPU step
-        at scVI's size."""
-        loss = self.loss(batch)
-        n_rows = len(batch["x"])
-        total, rows = self._epoch_loss
-        self._epoch_loss = (total + loss.detach() * n_rows, rows + n_rows)
-        return loss
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_loss = (0.0, 0)
-
-    def on_train_epoch_end(self) -> None:
-        total, rows = self._epoch_loss
-        if rows:
-            self.log("train_loss", total / rows, on_step=False, on_epoch=True, batch_size=rows)
-
     def kl_weight(self) -> float:
         warmup = self.hparams.kl_warmup_epochs
         if not self.training or warmup <= 0:
             return self.hparams.beta
         return self.hparams.beta * min(1.0, (self.current_epoch + 1) / (warmup + 1))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate, fused=self._fused_adam() or None)
-
-    def _fused_adam(self) -> bool:
-        """Adam's fused kernel does the default update in one pass per parameter (a fifth of a
-        CPU step at scVI's size). CPU and CUDA have it; Lightning refuses it with gradient
-        clipping under mixed precision (it unscales inside its step), so full precision only."""
-        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        return self.device.type in ("cpu", "cuda") and precision in ("32-true", "32", "64-true", "64")
 
     # ---- use ----------------------------------------------------------------------------
     @inference
