@@ -120,3 +120,24 @@ def test_ae_linear_skip_never_reads_the_feature_it_predicts():
     x[0, 2] = 5.0  # only feature 2 moves: its own prediction must not
     term = model.skip_term(x, seen)
     assert term[0, 2] == 0 and term[0, [0, 1, 3, 4, 5]].abs().sum() > 0
+
+
+def test_epoch_loss_is_the_row_weighted_mean_of_the_batch_losses(monkeypatch):
+    """Losses are summed over an epoch's batches and logged once, as the mean over its rows
+    (what Lightning's per-batch on_epoch logging gave), for train and val alike."""
+    from omicsgen.train import trainable
+
+    adata = make_expression(n_cells=60)
+    cls = get_family("ae").model_class("expression")
+    model = trainable(cls).from_data(adata, **HPARAMS)
+    tensors = cls.tensors(adata, ["train", "val"])
+    batches = [{key: value[rows] for key, value in tensors.items()} for rows in (slice(0, 32), slice(32, 40))]
+    logged = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.setdefault(name, []).append(float(value)))
+    with torch.no_grad():
+        losses = [float(model.validation_step(batch, i)) for i, batch in enumerate(batches)]
+        assert logged == {}  # nothing per batch
+        model.on_validation_epoch_end()
+        model.on_validation_epoch_end()  # a second call has nothing left to log
+    assert logged["val_loss"] == pytest.approx([(losses[0] * 32 + losses[1] * 8) / 40], rel=1e-6)
+    assert losses[0] != pytest.approx(losses[1])  # the weighting is tested, not a plain mean of equals
