@@ -6,7 +6,7 @@ dozen optimiser steps: the networks stop before they have learned anything and l
 per-feature mean. `sized_for_data` is called by `train` before the settings are checked; it
 
 - sets a family's hyper-parameters that the config leaves unset (capacity, dropout, masked
-  denoising) from the number of training rows and features;
+  denoising, ensembles over seeds) from the number of training rows and features;
 - shrinks the batch and lengthens training so that small data gets enough optimiser steps, and
   scales the early-stopping patience with it (in steps, not epochs). Steps are what a family
   takes per batch (`GenerativeModel.steps_per_batch`): a language model steps once per
@@ -43,9 +43,10 @@ PATIENCE_STEPS = 300
 # Epochs are capped: each epoch also validates and writes a checkpoint.
 MAX_EPOCHS = 600
 # Members of a small-data Gaussian VAE or AE (`ensemble`): trained together, the fill their mean.
-# Measured on the small-data benchmark (5 tables, split seeds 0-1, members trained apart): the
-# mean of 5 fills was 2-9% (AE) and 0.3-8% (VAE) below the average single member; 2 and 3
-# members got about half and three quarters of that.
+# Small-data benchmark, 8 tables (docs/small-data.md, "Ensembles over seeds"): members trained
+# apart, the mean of 5 fills was below the average member in every case (AE 2-9%, VAE 0.5-5%
+# per table; 3 members gave most of it). Trained together, as here: lower on 7 of 8 tables (AE)
+# and 6 of 8 (VAE), but 13-14% worse on ad_proteomics.
 ENSEMBLE = 5
 # Records at least this long give a small-data language model more capacity.
 LONG_RECORDS = 1000
