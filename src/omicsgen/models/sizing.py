@@ -45,8 +45,8 @@ MAX_EPOCHS = 600
 # Members of a small-data Gaussian VAE or AE (`ensemble`): trained together, the fill their mean.
 # Small-data benchmark, 8 tables (docs/small-data.md, "Ensembles over seeds"): members trained
 # apart, the mean of 5 fills was below the average member in every case (AE 2-9%, VAE 0.5-5%
-# per table; 3 members gave most of it). Trained together, as here: lower on 7 of 8 tables (AE)
-# and 6 of 8 (VAE), but 13-14% worse on ad_proteomics.
+# per table; 3 members gave most of it). Trained together, as here, against one network: lower
+# on all 8 tables for the AE (1-18%) and on 7 of 8 for the VAE (wine +0.4%).
 ENSEMBLE = 5
 # Records at least this long give a small-data language model more capacity.
 LONG_RECORDS = 1000
