@@ -587,11 +587,11 @@ class VAE(SeedEnsemble, GenerativeModel):
             mean, log_var = self.encode(x, seen, label_rows)
             mean = self._refine(x, seen, mean, label_rows)  # draws around the refined mean
             shift = offsets[rows][at] if isinstance(offsets, np.ndarray) else offsets
+            lib = None if library is None else library[rows]
             stop = start + len(at[0])
             for draw in range(n_draws):
                 eps = torch.randn(mean.shape, generator=generator).to(self.device)
                 zc = self.decoder_input(mean + eps * (0.5 * log_var).exp(), label_rows)
-                lib = None if library is None else library[rows]
                 out[draw, start:stop] = self._draw_x_at(zc, lib, at, generator) + shift
             start = stop
         return out
