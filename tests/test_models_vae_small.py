@@ -15,6 +15,7 @@ from omicsgen.models import sizing
 from omicsgen.models.registry import load_model
 from omicsgen.models.vae import VAE, hide_at_random
 from omicsgen.preprocess import preprocess
+from omicsgen.report.decisions import decisions_section, sized_settings
 from omicsgen.train import train
 
 from conftest import heldout_mse_vs_gene_means
@@ -97,6 +98,12 @@ def test_small_table_with_negative_values_beats_gene_means(diabetes):
     assert adata.n_vars == 10 and (adata.X < 0).mean() > 0.4  # every feature kept, negatives as given
     model_mse, mean_mse = heldout_mse_vs_gene_means(adata, imputed)
     assert model_mse < 0.8 * mean_mse
+    # What sizing chose, and only that, travels with the model and is shown on the page.
+    sized = sized_settings(diabetes)
+    assert sized["ensemble"] == 5 and sized["denoise_rate"] == model.hparams.denoise_rate
+    assert sized["max_epochs"] > 30 and "refine_steps" not in sized and "size_to_data" not in sized
+    page = decisions_section(adata, None, {"vae": diabetes})
+    assert "<td>vae</td><td>ensemble</td><td><b>5</b></td>" in page and "size_to_data: false" in page
 
 
 def test_refinement_lowers_the_observed_entries_loss(diabetes):

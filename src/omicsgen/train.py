@@ -39,7 +39,7 @@ from .batches import InMemoryBatches
 from .errors import InputError
 from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality, split_rows, with_lr_schedule
 from .models.registry import FAMILIES
-from .models.sizing import sized_for_data
+from .models.sizing import sized_for_data, sized_settings
 from .provenance import atomic_path, checksum, meta, package_versions, stamp, write_text
 
 LOG = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     data_path, out_dir = Path(data_path), Path(out_dir)
     adata = ad.read_h5ad(data_path)
     cls = family_class(family, adata, data_path)
+    given = hparams, trainer
     hparams, trainer = sized_for_data(cls, adata, hparams, trainer)  # small data: models/sizing.py
+    sized = sized_settings(*given, hparams, trainer)
     settings = trainer_settings(trainer, data_path)
     model_hparams = model_settings(cls, hparams, settings, data_path)
     if not split_rows(adata, "train").any():
@@ -101,7 +103,7 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     trainer, best = _fit(model, train_tensors, val_tensors, settings, seed, work_dir)
     if trainer.global_rank != 0:  # DDP: rank 0 writes the outputs
         return checkpoint_path
-    record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed)
+    record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed, sized)
     # Post-hoc statistics (e.g. residual noise) use every row training was allowed to see.
     calibration = cls.tensors(adata, ["train", "val"]) if calibrates else None
     _write_checkpoint(model, best, calibration, record, checkpoint_path)
@@ -489,10 +491,12 @@ def _upto(part: Path) -> pd.DataFrame:
     return log[log["epoch"] <= _upto_epoch(part)]
 
 
-def _provenance(data_path: Path, family: str, hparams: dict, settings: dict, seed: int) -> dict:
-    """The `train` provenance record, kept in the checkpoint for generate and impute to copy."""
+def _provenance(data_path: Path, family: str, hparams: dict, settings: dict, seed: int, sized: dict) -> dict:
+    """The `train` provenance record, kept in the checkpoint for generate and impute to copy;
+    `sized_for_data` names the settings the small-data regime chose (the report shows them)."""
     holder = ad.AnnData()
-    stamp(holder, "train", {"family": family, "hparams": hparams, "trainer": settings}, inputs=[data_path], seed=seed)
+    params = {"family": family, "hparams": hparams, "trainer": settings, "sized_for_data": sized}
+    stamp(holder, "train", params, inputs=[data_path], seed=seed)
     return meta(holder)["provenance"]["train"]
 
 

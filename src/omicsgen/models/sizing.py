@@ -106,6 +106,14 @@ def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: in
     return {"batch_size": batch, "max_epochs": epochs, "patience": wait}
 
 
+def sized_settings(given_hparams: dict, given_trainer: dict, hparams: dict, trainer: dict) -> dict:
+    """What `sized_for_data` chose: the hyper-parameters it added and the trainer settings it
+    changed (recorded with the model, shown on the dataset's page)."""
+    added = {k: v for k, v in hparams.items() if k not in given_hparams}
+    changed = {k: v for k, v in trainer.items() if k != SWITCH and given_trainer.get(k) != v}
+    return {**added, **changed}
+
+
 def sized_for_data(cls, adata: ad.AnnData, hparams: dict, trainer: dict) -> tuple[dict, dict]:
     """(hparams, trainer) with the size-dependent defaults filled in where the config is silent
     (hparams) or where small data needs more (trainer); unchanged with `size_to_data: false`."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
+
+import h5py
 
 MODEL_SETTINGS = (
     "a model's <code>when:</code> or <code>datasets:</code> in the config, or the sheet's "
@@ -12,11 +15,43 @@ MODEL_SETTINGS = (
 )
 
 
-def decisions_section(adata, choices: list[dict] | None) -> str:
+def decisions_section(adata, choices: list[dict] | None, model_dirs: dict | None = None) -> str:
     parts = ["<h2>Decisions made for you</h2>", _data_decisions(adata)]
     if choices is not None:
         parts.append(_model_choices(choices))
+    if model_dirs:
+        parts.append(_sized_settings(model_dirs))
     return "".join(parts)
+
+
+def sized_settings(model_dir: Path) -> dict | None:
+    """The settings the small-data regime chose for a model (`train`'s record, as its imputed.h5ad
+    or samples.h5ad carries it); None when neither file holds the record."""
+    for name in ("imputed.h5ad", "samples.h5ad"):
+        path = Path(model_dir) / name
+        if not path.exists():
+            continue
+        with h5py.File(path, "r") as handle:
+            record = handle.get("uns/omicsgen/provenance/train/params")
+            if record is not None:
+                params = record[()]
+                return json.loads(params.decode() if isinstance(params, bytes) else params).get("sized_for_data", {})
+    return None
+
+
+def _sized_settings(model_dirs: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(model)}</td><td>{_e(key)}</td><td><b>{_e(value)}</b></td></tr>"
+        for model, folder in model_dirs.items()
+        for key, value in (sized_settings(folder) or {}).items()
+    )
+    if not rows:
+        return ""
+    return ("<p>Training settings chosen for the data's size (small-data regime, <code>models/sizing.py</code>; "
+            "docs/small-data.md says why):</p>"
+            "<table><thead><tr><th>model</th><th>setting</th><th>chosen</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table><p class='note'>Change one with that setting in the model's entry of "
+            "the config, or turn the regime off with <code>trainer: {size_to_data: false}</code>.</p>")
 
 
 def data_decisions(adata) -> list[dict]:

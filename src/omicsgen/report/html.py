@@ -100,7 +100,7 @@ def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, ou
         f"<h1>{_e(dataset)}</h1>",
         _data_summary(adata, obs),
         _scoring_protocol(baselines.get("protocol", {})),
-        decisions_section(adata, choices),
+        decisions_section(adata, choices, model_dirs),
         _winners(model_scores, baseline_methods),
         _score_sections(model_scores, baseline_methods),
         _figures(adata, model_dirs, model_scores, baseline_methods, rows),
