@@ -15,7 +15,7 @@ from omicsgen.models import sizing
 from omicsgen.models.registry import load_model
 from omicsgen.models.vae import VAE, hide_at_random
 from omicsgen.preprocess import preprocess
-from omicsgen.report.decisions import decisions_section, sized_settings
+from omicsgen.report.decisions import decisions_section, training_choices
 from omicsgen.train import train
 
 from conftest import heldout_mse_vs_gene_means
@@ -99,7 +99,7 @@ def test_small_table_with_negative_values_beats_gene_means(diabetes):
     model_mse, mean_mse = heldout_mse_vs_gene_means(adata, imputed)
     assert model_mse < 0.8 * mean_mse
     # What sizing chose, and only that, travels with the model and is shown on the page.
-    sized = sized_settings(diabetes)
+    sized = training_choices(diabetes)
     assert sized["ensemble"] == 5 and sized["denoise_rate"] == model.hparams.denoise_rate
     assert sized["max_epochs"] > 30 and "refine_steps" not in sized and "size_to_data" not in sized
     page = decisions_section(adata, None, {"vae": diabetes})

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from anndata.io import write_elem
 
-from .generate import inherited_provenance, unsupported
 from .alphabet import MISSING
+from .generate import inherited_provenance, unsupported
 from .models.base import INFERENCE_CHUNK, Unsupported, data_rows, is_sparse, modality, split_rows
 from .models.registry import load_model_for
 from .provenance import atomic_path, meta, stamp
@@ -42,7 +42,7 @@ def impute(data_path, checkpoint, out_path, seed: int, n_draws: int = N_DRAWS) -
     Expression / time course: `layers["imputed"]` (X stays the truth, NaN included);
     sequence: `obsm["tokens_imputed"]` (tokens stay the truth). Every entry the model could see
     is copied unchanged; held-out and missing entries (NaN, MISSING token) are predicted.
-    Sequences are filled where a reader looks (`sequence_rows_to_fill`): every row with a native
+    Sequences are filled where a reader looks (`fill_sequences`): every row with a native
     gap, and the val and test rows; the held-out positions of the other train rows stay MISSING.
     Families with a latent space add its per-row means as `obsm["X_<family>"]`.
 

@@ -318,14 +318,14 @@ class GenerativeModel(torch.nn.Module):
         several and keep a constant rate."""
         return self.adam(self.parameters())
 
-    def adam(self, parameters, **options) -> torch.optim.Adam:
+    def adam(self, parameters) -> torch.optim.Adam:
         """Adam, with its fused kernel where it may run: the default update in one pass per
         parameter (a fifth of a CPU step at scVI's size, a tenth of an AE step on 569 rows). CPU
         and CUDA have it; Lightning refuses it with gradient clipping under mixed precision (it
         unscales inside its step), so full precision only."""
         precision = str(self.trainer.precision) if getattr(self, "_trainer", None) is not None else "32-true"
         fused = self.device.type in ("cpu", "cuda") and precision in ("32-true", "32", "64-true", "64")
-        return torch.optim.Adam(parameters, lr=self.hparams.learning_rate, fused=fused or None, **options)
+        return torch.optim.Adam(parameters, lr=self.hparams.learning_rate, fused=fused or None)
 
     def manual_step(self, optimizer, loss) -> None:
         """One optimiser step for families that optimise manually (GANs): they clip gradients

@@ -20,11 +20,11 @@ def decisions_section(adata, choices: list[dict] | None, model_dirs: dict | None
     if choices is not None:
         parts.append(_model_choices(choices))
     if model_dirs:
-        parts.append(_sized_settings(model_dirs))
+        parts.append(_training_choices(model_dirs))
     return "".join(parts)
 
 
-def sized_settings(model_dir: Path) -> dict | None:
+def training_choices(model_dir: Path) -> dict | None:
     """The settings the small-data regime chose for a model (`train`'s record, as its imputed.h5ad
     or samples.h5ad carries it); None when neither file holds the record."""
     for name in ("imputed.h5ad", "samples.h5ad"):
@@ -39,11 +39,11 @@ def sized_settings(model_dir: Path) -> dict | None:
     return None
 
 
-def _sized_settings(model_dirs: dict) -> str:
+def _training_choices(model_dirs: dict) -> str:
     rows = "".join(
         f"<tr><td>{_e(model)}</td><td>{_e(key)}</td><td><b>{_e(value)}</b></td></tr>"
         for model, folder in model_dirs.items()
-        for key, value in (sized_settings(folder) or {}).items()
+        for key, value in (training_choices(folder) or {}).items()
     )
     if not rows:
         return ""
