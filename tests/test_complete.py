@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omicsgen.complete import choose, complete, val_baseline_fills, val_scores
+from omicsgen.complete import BLEND, blend_pair, choose, complete, val_baseline_fills, val_scores
 from omicsgen.impute import impute
 from omicsgen.ingest import ingest
 from omicsgen.mask import mask
@@ -146,6 +146,53 @@ def test_a_forced_model_is_refit_on_all_rows_with_uncertainty(run):
     assert (out.layers["imputed_sd"][filled] > 0).all() and (out.layers["imputed_sd"][~filled] == 0).all()
     assert (out.layers["imputed_lower"][filled] <= out.X[filled]).mean() > 0.8
     assert (out.layers["imputed_upper"][filled] >= out.X[filled]).mean() > 0.8
+
+
+def test_the_two_best_candidates_blended_are_one_more_candidate(run):
+    """The mean of the two best fills on val is scored on the same entries: its squared errors are
+    those of the mean fill, so its RMSE is at most the mean of the two RMSEs (convexity)."""
+    folder, _, _, runs = run
+    scores = val_scores(ad.read_h5ad(folder / "masked.h5ad"), runs, 0)
+    singles = {k: v for k, v in scores["rmse_in_sd"].items() if BLEND not in k}
+    first, second = sorted(singles, key=singles.get)[:2]
+    assert blend_pair(singles) == (first, second)
+    blend = scores["rmse_in_sd"][f"{first}{BLEND}{second}"]
+    assert blend <= (singles[first] + singles[second]) / 2 + 1e-12
+    assert [k for k in scores["rmse_in_sd"] if BLEND in k] == [f"{first}{BLEND}{second}"]
+
+
+def test_a_forced_blend_is_the_mean_of_its_parts_refit(run):
+    """`--method vae+iterative`: both refit on all rows, the fills averaged, the VAE's draws
+    (the part that draws) centred on the blend with their spread kept."""
+    folder, _, table, runs = run
+    filled = {}
+    for method in ("vae", "iterative", f"vae{BLEND}iterative"):
+        out = folder / f"forced_{method}.h5ad"
+        complete(folder / "ingested.h5ad", folder / "masked.h5ad", runs, out, 0, trainer={"accelerator": "cpu"},
+                 n_draws=8, method=method)
+        filled[method] = ad.read_h5ad(out)
+    blend = filled[f"vae{BLEND}iterative"]
+    mask = blend.layers["filled"]
+    expected = (filled["vae"].X[mask].astype(np.float64) + filled["iterative"].X[mask]) / 2
+    assert np.allclose(blend.X[mask], expected, rtol=1e-5, atol=1e-5)
+    record = json.loads(blend.uns["omicsgen"]["completion"])
+    assert record["kind"] == "blend" and record["refit"].startswith("the mean of vae") and "iterative" in record["refit"]
+    assert np.allclose(blend.layers["imputed_sd"][mask], filled["vae"].layers["imputed_sd"][mask], rtol=1e-4)
+    assert (blend.layers["imputed_lower"][mask] <= blend.X[mask]).mean() > 0.8
+    with pytest.raises(Exception, match="unknown method"):
+        complete(folder / "ingested.h5ad", folder / "masked.h5ad", runs, folder / "bad.h5ad", 0, method="vae+nothing")
+    assert not (folder / "bad.h5ad").exists()
+
+
+def test_the_page_says_which_method_filled_the_table(run):
+    from omicsgen.report.decisions import completion_section
+
+    folder, _, _, runs = run
+    complete(folder / "ingested.h5ad", folder / "masked.h5ad", runs, folder / "page.h5ad", 0, n_draws=0, method="knn")
+    section = completion_section(folder / "page.h5ad")
+    assert "<b>knn</b> (a baseline, not a model)" in section and "set by the user" in section
+    assert "vae" in section and "iterative" in section  # every candidate's val score is listed
+    assert "complete: {method: NAME}" in section
 
 
 def test_a_table_without_missing_values_comes_back_as_given(run, tmp_path):

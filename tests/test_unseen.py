@@ -105,6 +105,17 @@ def test_every_dataset_gets_its_page(unseen_run, dataset):
     assert (folder / "results" / dataset / "report.html").is_file(), _why_missing(folder, dataset)
 
 
+@pytest.mark.parametrize("dataset", [name for name, (modality, _, _) in CORPUS.items() if modality != "sequence"])
+def test_every_table_comes_back_completed_and_its_page_says_how(unseen_run, dataset):
+    folder, _ = unseen_run
+    completed = folder / "results" / dataset / "completed.h5ad"
+    assert completed.is_file(), _why_missing(folder, dataset)
+    record = json.loads(ad.read_h5ad(completed, backed="r").uns["omicsgen"]["completion"])
+    page = (folder / "results" / dataset / "report.html").read_text()
+    assert "Your table, completed" in page
+    assert f"<b>{record['chosen']}</b>" in page if record["chosen"] != "none" else "no missing value" in page
+
+
 @pytest.mark.parametrize("dataset", CORPUS)
 def test_every_dataset_gets_a_trained_model_scored_on_imputation(unseen_run, dataset):
     folder, _ = unseen_run

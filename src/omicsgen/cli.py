@@ -118,7 +118,8 @@ def _report(a):
         leaderboard(a.scores, a.baselines, a.output)
     else:
         model_dirs = {Path(p).parent.name: Path(p).parent for p in a.scores}
-        dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output, choices=a.choices)
+        dataset_report(a.dataset, a.input, model_dirs, a.baselines[0], a.output, choices=a.choices,
+                       completed=next((path for path in a.completed if path), None))
 
 
 def _papers(a):
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard", action="store_true", help="the summary page over all datasets")
     p.add_argument("--choices", type=json.loads, default=None,
                    help="JSON: the configured models, whether each runs on the dataset and why (omicsgen.choose)")
+    p.add_argument("--completed", nargs="*", default=[], help="completed.h5ad of the dataset (none for sequences)")
 
     p = sub.add_parser("papers", help="published results beside ours: a paper config's page, or its input table")
     p.set_defaults(func=_papers)

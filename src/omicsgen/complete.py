@@ -4,7 +4,8 @@ What a user takes home is their data, complete. Which method fills it is decided
 validation rows only: every model's imputed.h5ad and every imputation baseline (fit on the
 train rows, filling the val rows) are scored on the held-out entries of the val rows, and the
 lowest RMSE in each feature's own unit (its errors over its sd on the train rows) wins, a baseline
-as readily as a model. The RMSE on X's scale is recorded too, but not chosen on: it weighs a
+as readily as a model, or the blend of the two best (the mean of their fills, "ae+iterative"),
+scored on the same entries. The RMSE on X's scale is recorded too, but not chosen on: it weighs a
 feature by its variance, so on a panel whose largest protein holds 76% of it the choice was made
 on that protein's few val entries. A tie (the best within two paired standard errors of the
 `iterative` baseline, sklearn's IterativeImputer) goes to `iterative`: val entries are held out
@@ -75,7 +76,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
     if native_count:
         scores = val_scores(masked, runs, seed, max_train_rows)
         chosen, why = choose(scores, method, masked_path)
-        record = {"chosen": chosen, "kind": "model" if chosen in runs else "baseline", "why": why,
+        record = {"chosen": chosen, "kind": candidate_kind(chosen, runs), "why": why,
                   "val_rmse": scores["rmse"], "val_rmse_in_sd": scores["rmse_in_sd"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
                   "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
         completed.X = dense(given.X, np.float64).copy()
@@ -99,6 +100,10 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
 # ---------------------------------------------------------------------------- the choice
 
 
+def candidate_kind(name: str, runs: dict) -> str:
+    return "blend" if BLEND in name else "model" if name in runs else "baseline"
+
+
 def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_rows: int | None = MAX_TRAIN_ROWS) -> dict:
     """{"rmse": {candidate: RMSE on the held-out entries of the val rows}, "rmse_in_sd": {the
     same with each feature's errors in its sd on the train rows (`feature_scale`): the choice},
@@ -118,12 +123,31 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_r
         scale = feature_scale(masked, split_rows(masked, "train"))
         fills, fit_rows = val_baseline_fills(masked, seed, max_train_rows)
         candidates = {**fills, **{name: _imputed_rows(paths["imputed"], val) for name, paths in runs.items()}}
-        for name, filled in candidates.items():
+        def score(name, filled):
             rmse[name] = _rmse(filled, truth, held)
             squared[name] = ((np.asarray(filled, dtype=np.float64) - truth) / scale)[held] ** 2
             in_sd[name] = float(np.sqrt(np.mean(squared[name]))) if np.isfinite(squared[name]).all() else float("inf")
+
+        for name, filled in candidates.items():
+            score(name, filled)
+        pair = blend_pair(in_sd)
+        if pair:
+            score(BLEND.join(pair), (np.asarray(candidates[pair[0]], np.float64) + np.asarray(candidates[pair[1]], np.float64)) / 2)
     return {"rmse": rmse, "rmse_in_sd": in_sd, "squared_in_sd": squared, "n_entries": int(held.sum()),
             "baseline_fit_rows": fit_rows}
+
+
+# A blend "a+b" fills with the mean of two candidates' fills. Two methods that err differently
+# (a network that pulls towards the rows it resembles, a regression that extrapolates) cancel
+# part of each other's error; it is scored on the same val entries as every other candidate.
+BLEND = "+"
+
+
+def blend_pair(rmse_in_sd: dict) -> tuple[str, str] | None:
+    """The two candidates best on val (finite scores, names without BLEND), or None."""
+    ranked = sorted((name for name, value in rmse_in_sd.items() if np.isfinite(value) and BLEND not in name),
+                    key=rmse_in_sd.get)
+    return (ranked[0], ranked[1]) if len(ranked) >= 2 else None
 
 
 def feature_scale(masked: ad.AnnData, rows: np.ndarray) -> np.ndarray:
@@ -194,8 +218,10 @@ def choose(scores: dict, method: str, where) -> tuple[str, str]:
     rmse = scores.get("rmse_in_sd") or scores["rmse"]
     unit = "in each feature's sd" if scores.get("rmse_in_sd") else "on X's scale"
     if method != "auto":
-        if rmse and method not in rmse:
-            raise InputError(where, f"complete: unknown method {method!r}", hint=f"candidates: {', '.join(sorted(rmse))}")
+        singles = {name for name in rmse if BLEND not in name}
+        if rmse and method not in rmse and not all(part in singles for part in method.split(BLEND)):
+            raise InputError(where, f"complete: unknown method {method!r}",
+                             hint=f"candidates: {', '.join(sorted(rmse))}; 'a{BLEND}b' blends two of them")
         return method, f"set by the user (--method {method})"
     if not rmse:
         return "knn", ("no held-out entry falls in the val rows, so no method could be compared: "
@@ -228,11 +254,35 @@ def all_rows(masked: ad.AnnData) -> ad.AnnData:
 def refit_and_fill(masked, chosen: str, runs: dict, seed: int, trainer: dict, n_draws: int, record: dict):
     """(filled X on the prepared scale, {"sd", "lower", "upper"} or None)."""
     full = all_rows(masked)
+    if BLEND in chosen:
+        return _refit_blend(full, chosen.split(BLEND), runs, seed, trainer, n_draws, record)
     if chosen in runs:
         return _refit_model(full, runs[chosen], seed, trainer, n_draws, record)
     record["refit"] = f"the {chosen} baseline fit on all {full.n_obs} rows with every observed entry"
     record["uncertainty"] = "none: a baseline gives one value per entry"
     return baseline_fill(full, chosen, seed), None
+
+
+def _refit_blend(full: ad.AnnData, parts: list[str], runs: dict, seed: int, trainer: dict, n_draws: int, record: dict):
+    """Each part refit and filled on its own, then averaged. The spread, where a part draws
+    imputations, is that part's draws moved to centre on the blend: the blend has no draws of
+    its own, and halving them (the other part held fixed) would claim a certainty it lacks."""
+    fills, spread, refits, uncertainty = [], None, [], []
+    for part in parts:
+        own: dict = {}
+        fill, part_spread = refit_and_fill(full, part, runs, seed, trainer, n_draws, own)
+        fills.append(fill)
+        refits.append(own["refit"])
+        uncertainty.append(f"{part}: {own['uncertainty']}")
+        if part_spread is not None and spread is None:
+            spread, drawn = part_spread, fill
+    blended = np.mean(fills, axis=0)
+    if spread is not None:
+        shift = blended - drawn
+        spread = {"sd": spread["sd"], "lower": spread["lower"] + shift, "upper": spread["upper"] + shift}
+    record["refit"] = "the mean of " + "; and ".join(refits)
+    record["uncertainty"] = ("the drawing part's spread, centred on the blend; " if spread is not None else "none; ") + "; ".join(uncertainty)
+    return blended, spread
 
 
 def baseline_fill(full: ad.AnnData, name: str, seed: int) -> np.ndarray:
@@ -350,7 +400,8 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
     from .decisions import record_decision
 
     meta(completed)["completion"] = json.dumps(record, sort_keys=True, default=float)
-    kind = {"model": "a model", "baseline": "a baseline, not a model"}.get(record["kind"], "no missing value")
+    kind = {"model": "a model", "baseline": "a baseline, not a model",
+            "blend": "the mean of two methods' fills"}.get(record["kind"], "no missing value")
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
                     "omicsgen complete --method (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)

@@ -165,6 +165,17 @@ def dataset_scores(wildcards):
     return expand("results/{dataset}/{model}/scores.json", dataset=wildcards.dataset, model=models_for(wildcards.dataset))
 
 
+def complete_method(wildcards):
+    """config complete.method for this dataset: one name for all, or {dataset: name} (auto elsewhere)."""
+    method = config.get("complete", {}).get("method", "auto")
+    return method.get(wildcards.dataset, "auto") if isinstance(method, dict) else method
+
+
+def completed_table(wildcards):
+    """completed.h5ad for the dataset's page (sequences have none: complete fills tables)."""
+    return [] if modality(wildcards.dataset) == "sequence" else f"results/{wildcards.dataset}/completed.h5ad"
+
+
 def get_final_output():
     paper = [f"results/papers/{config['paper']['name']}.html"] if "paper" in config else []  # config/papers/*.yaml
     # the user's own table back, native NAs filled by the method best on validation entries (omicsgen.complete)

@@ -15,6 +15,7 @@ rule complete:
         seed=dataset_seed,
         # the slow baselines fit on as many train rows here as in `baselines` (evaluate.max_train_rows)
         max_train_rows=config.get("evaluate", {}).get("max_train_rows", 2000) or "none",
+        method=complete_method,
     log:
         "logs/{dataset}/complete.log",
     # 1 as for the other rules: with 2 spinning OpenMP threads beside other jobs, one unseen table's
@@ -25,4 +26,4 @@ rule complete:
     shell:
         "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE omicsgen complete --input {input.data:q} --masked {input.masked:q}"
         " --imputed {input.imputed:q} --trainer {params.trainer:q} --n-draws {params.n_draws}"
-        " --seed {params.seed} --max-train-rows {params.max_train_rows} --output {output:q} > {log:q} 2>&1"
+        " --seed {params.seed} --max-train-rows {params.max_train_rows} --method {params.method:q} --output {output:q} > {log:q} 2>&1"

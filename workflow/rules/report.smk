@@ -9,6 +9,7 @@ rule report_dataset:
         imputed=dataset_products("imputed.h5ad"),
         samples=dataset_products("samples.h5ad"),
         baselines="results/{dataset}/baselines/scores.json",
+        completed=completed_table,  # which method filled the native NAs, and why: on the page
     output:
         report("results/{dataset}/report.html", caption="../report/dataset_report.rst", category="{dataset}"),
     params:
@@ -19,7 +20,8 @@ rule report_dataset:
         "../../envs/omicsgen.yaml"
     shell:
         "omicsgen report --dataset {wildcards.dataset} --input {input.data:q} --scores {input.scores:q}"
-        " --baselines {input.baselines:q} --choices {params.choices:q} --output {output:q} > {log:q} 2>&1"
+        " --baselines {input.baselines:q} --choices {params.choices:q} --completed {input.completed:q}"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule report_leaderboard:

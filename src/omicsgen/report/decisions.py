@@ -15,13 +15,51 @@ MODEL_SETTINGS = (
 )
 
 
-def decisions_section(adata, choices: list[dict] | None, model_dirs: dict | None = None) -> str:
+def decisions_section(adata, choices: list[dict] | None, model_dirs: dict | None = None, completed=None) -> str:
     parts = ["<h2>Decisions made for you</h2>", _data_decisions(adata)]
     if choices is not None:
         parts.append(_model_choices(choices))
     if model_dirs:
         parts.append(_training_choices(model_dirs))
+    if completed:
+        parts.append(completion_section(completed))
     return "".join(parts)
+
+
+def completion(completed_path) -> dict:
+    """`complete`'s record of how completed.h5ad was filled, read alone (not the table)."""
+    with h5py.File(completed_path, "r") as handle:
+        record = handle["uns/omicsgen/completion"][()]
+    return json.loads(record.decode() if isinstance(record, bytes) else record)
+
+
+KINDS = {"model": "a model", "baseline": "a baseline, not a model", "blend": "the mean of two methods' fills"}
+
+
+def completion_section(completed_path) -> str:
+    """Which method filled the table's native NAs (completed.h5ad), why, and every candidate's val score."""
+    record = completion(completed_path)
+    name = Path(completed_path).name
+    if record["kind"] == "none":
+        return f"<h3>Your table, completed</h3><p>The input has no missing value: <code>{_e(name)}</code> is the input as given.</p>"
+    scores = record.get("val_rmse_in_sd") or record.get("val_rmse") or {}
+    rows = "".join(
+        f"<tr><td>{'<b>' + _e(method) + '</b>' if method == record['chosen'] else _e(method)}</td><td>{value:.4g}</td></tr>"
+        for method, value in sorted(scores.items(), key=lambda item: item[1])
+    )
+    left = record.get("n_left_missing", 0)
+    return (
+        "<h3>Your table, completed</h3>"
+        f"<p><code>{_e(name)}</code> fills the input's {record['n_native_missing']:,} missing values with "
+        f"<b>{_e(record['chosen'])}</b> ({KINDS.get(record['kind'], record['kind'])}): {_e(record['why'])}. "
+        f"Refit: {_e(record.get('refit'))}. Uncertainty: {_e(record.get('uncertainty'))}."
+        + (f" {left:,} values stay missing (features with no observed value)." if left else "")
+        + "</p>"
+        + (f"<table><thead><tr><th>candidate</th><th>val RMSE (in each feature's sd)</th></tr></thead><tbody>{rows}</tbody></table>"
+           if rows else "")
+        + "<p class='note'>Force a method with <code>complete: {method: NAME}</code> in the config "
+          "(a model, a baseline, or <code>a+b</code> for the mean of two).</p>"
+    )
 
 
 def training_choices(model_dir: Path) -> dict | None:

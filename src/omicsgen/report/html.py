@@ -82,12 +82,14 @@ class Row:
 # ---------------------------------------------------------------------------- dataset page
 
 
-def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, out_html, choices: list[dict] | None = None) -> None:
+def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, out_html, choices: list[dict] | None = None,
+                   completed=None) -> None:
     """Write one page for a dataset: score tables, figures, provenance and preprocessing filters.
 
     `data_path` is the dataset's masked.h5ad; each model dir holds scores.json, metrics.csv,
     imputed.h5ad and samples.h5ad (missing files leave out that model's figure, with a note).
-    `choices` are the configured models with whether each ran here and why (`omicsgen.choose`).
+    `choices` are the configured models with whether each ran here and why (`omicsgen.choose`);
+    `completed` is the dataset's completed.h5ad (which method filled its native NAs, and why).
     """
     obs, _ = data.read_obs(data_path)
     rows = figure_rows(obs)
@@ -100,7 +102,7 @@ def dataset_report(dataset: str, data_path, model_dirs: dict, baselines_path, ou
         f"<h1>{_e(dataset)}</h1>",
         _data_summary(adata, obs),
         _scoring_protocol(baselines.get("protocol", {})),
-        decisions_section(adata, choices, model_dirs),
+        decisions_section(adata, choices, model_dirs, completed),
         _winners(model_scores, baseline_methods),
         _score_sections(model_scores, baseline_methods),
         _figures(adata, model_dirs, model_scores, baseline_methods, rows),
