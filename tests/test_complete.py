@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omicsgen.complete import BLEND, blend_pair, choose, complete, val_baseline_fills, val_scores
+from omicsgen.complete import BLEND, blend_pairs, choose, complete, val_baseline_fills, val_scores
 from omicsgen.impute import impute
 from omicsgen.ingest import ingest
 from omicsgen.mask import mask
@@ -119,6 +119,11 @@ def test_a_val_tie_goes_to_sklearns_iterative_imputer():
     assert chosen == "iterative" and "knn had the lowest" in why and "two standard errors" in why
     clear = {"iterative": base + 0.5, "knn": base, "mean": base + 1.0}
     assert choose(_scores(clear), "auto", "here")[0] == "knn"
+    # failing `iterative`, a tie goes to the best's blend with it; a clear win still wins
+    hedged = {**clear, "knn+iterative": base + noise - noise.mean() + 0.02}  # 0.02 worse, 2 s.e. = 0.05
+    chosen, why = choose(_scores(hedged), "auto", "here")
+    assert chosen == "knn+iterative" and "nearest iterative" in why
+    assert choose(_scores({**clear, "knn+iterative": base + 0.3}), "auto", "here")[0] == "knn"
     assert choose(_scores(tied), "knn", "here")[0] == "knn"  # a forced method is never overruled
 
 
@@ -154,11 +159,15 @@ def test_the_two_best_candidates_blended_are_one_more_candidate(run):
     folder, _, _, runs = run
     scores = val_scores(ad.read_h5ad(folder / "masked.h5ad"), runs, 0)
     singles = {k: v for k, v in scores["rmse_in_sd"].items() if BLEND not in k}
-    first, second = sorted(singles, key=singles.get)[:2]
-    assert blend_pair(singles) == (first, second)
-    blend = scores["rmse_in_sd"][f"{first}{BLEND}{second}"]
-    assert blend <= (singles[first] + singles[second]) / 2 + 1e-12
-    assert [k for k in scores["rmse_in_sd"] if BLEND in k] == [f"{first}{BLEND}{second}"]
+    ranked = sorted(singles, key=singles.get)
+    pairs = blend_pairs(singles)
+    assert pairs[0] == (ranked[0], ranked[1])
+    # the best with `iterative` too, when iterative is not already one of the two
+    assert pairs[1:] == ([] if "iterative" in ranked[:2] else [(ranked[0], "iterative")])
+    assert [k for k in scores["rmse_in_sd"] if BLEND in k] == [BLEND.join(pair) for pair in pairs]
+    for first, second in pairs:
+        blend = scores["rmse_in_sd"][f"{first}{BLEND}{second}"]
+        assert blend <= (singles[first] + singles[second]) / 2 + 1e-12
 
 
 def test_a_forced_blend_is_the_mean_of_its_parts_refit(run):

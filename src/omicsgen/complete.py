@@ -1,19 +1,20 @@
 """Stage `complete`: the user's own table back, every native missing value filled: completed.h5ad.
 
 What a user takes home is their data, complete. Which method fills it is decided on the
-validation rows only: every model's imputed.h5ad and every imputation baseline (fit on the
-train rows, filling the val rows) are scored on the held-out entries of the val rows, and the
-lowest RMSE in each feature's own unit (its errors over its sd on the train rows) wins, a baseline
-as readily as a model, or the blend of the two best (the mean of their fills, "ae+iterative"),
-scored on the same entries. The RMSE on X's scale is recorded too, but not chosen on: it weighs a
-feature by its variance, so on a panel whose largest protein holds 76% of it the choice was made
-on that protein's few val entries. A tie (the best within two paired standard errors of the
-`iterative` baseline, sklearn's IterativeImputer) goes to `iterative`: val entries are held out
-at random, native NAs are often low values. The test rows, on which scores.json reports,
-play no part in the choice (a table without missing values has none to make: it comes back as
-given). The winner is then refit on every row with every observed entry
-(held-out entries are observed values: they were hidden only to score) and fills the native
-missing values; a model that draws imputations gives their sd and 90% interval too.
+validation rows only: every model's imputed.h5ad and every imputation baseline (fit on the train
+rows, filling the val rows) are scored on the held-out entries of the val rows, and the lowest
+RMSE in each feature's own unit (its errors over its sd on the train rows) wins, a baseline as
+readily as a model, or a blend (the mean of two fills, "ae+iterative": the two best, and the
+best with `iterative`), scored on the same entries. The RMSE on X's scale is recorded too, but
+not chosen on: it weighs a feature by its variance, so on a panel whose largest protein holds
+76% of it the choice was made on that protein's few val entries. A tie (the best within two
+paired standard errors of the `iterative` baseline, sklearn's IterativeImputer) goes to
+`iterative`, failing that to the best's blend with it: val entries are held out at random,
+native NAs are often low values. The test rows, on which scores.json reports, play no part in
+the choice (a table without missing values has none to make: it comes back as given). The winner
+is then refit on every row with every observed entry (held-out entries are observed values: they
+were hidden only to score) and fills the native missing values; a model that draws imputations
+gives their sd and 90% interval too.
 
 The output has every row and feature of ingested.h5ad, values on the input's own scale:
 - X: the input with its native NAs filled (entries it had are bit for bit the input's);
@@ -130,8 +131,7 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_r
 
         for name, filled in candidates.items():
             score(name, filled)
-        pair = blend_pair(in_sd)
-        if pair:
+        for pair in blend_pairs(in_sd):
             score(BLEND.join(pair), (np.asarray(candidates[pair[0]], np.float64) + np.asarray(candidates[pair[1]], np.float64)) / 2)
     return {"rmse": rmse, "rmse_in_sd": in_sd, "squared_in_sd": squared, "n_entries": int(held.sum()),
             "baseline_fit_rows": fit_rows}
@@ -143,11 +143,15 @@ def val_scores(masked: ad.AnnData, runs: dict[str, dict], seed: int, max_train_r
 BLEND = "+"
 
 
-def blend_pair(rmse_in_sd: dict) -> tuple[str, str] | None:
-    """The two candidates best on val (finite scores, names without BLEND), or None."""
+def blend_pairs(rmse_in_sd: dict) -> list[tuple[str, str]]:
+    """The blends worth scoring: the two candidates best on val, and the best with `iterative`
+    (the tie's hedge, `choose`); finite scores and names without BLEND only."""
     ranked = sorted((name for name, value in rmse_in_sd.items() if np.isfinite(value) and BLEND not in name),
                     key=rmse_in_sd.get)
-    return (ranked[0], ranked[1]) if len(ranked) >= 2 else None
+    pairs = [(ranked[0], ranked[1])] if len(ranked) >= 2 else []
+    if ranked and PREFERRED in ranked[2:]:
+        pairs.append((ranked[0], PREFERRED))
+    return pairs
 
 
 def feature_scale(masked: ad.AnnData, rows: np.ndarray) -> np.ndarray:
@@ -193,7 +197,8 @@ def _rmse(filled_rows: np.ndarray, truth_rows: np.ndarray, held_rows: np.ndarray
     return float(np.sqrt(np.mean(diff**2))) if np.isfinite(diff).all() else float("inf")
 
 
-# A tie on the val entries goes to sklearn's default IterativeImputer (the `iterative` baseline):
+# A tie on the val entries goes to sklearn's default IterativeImputer (the `iterative` baseline), and
+# failing that to the best candidate's blend with it:
 # val entries are held out at random, but native NAs are often low values (below detection).
 # A regression fills beyond the observed range; kNN, forests and SVD (clipped) cannot. On
 # limit-of-detection NAs with known values it was as good as or better than every baseline that
@@ -235,6 +240,13 @@ def choose(scores: dict, method: str, where) -> tuple[str, str]:
                            "errors of it (paired), and a tie goes to sklearn's IterativeImputer: a regression can "
                            "fill beyond the observed range, where values missing for being low or high lie "
                            "(the test rows took no part in the choice)")
+    hedge = next((name for name in rmse if set(name.split(BLEND)) == {best, PREFERRED}), None)
+    if hedge and _within_noise(scores.get("squared_in_sd", {}), hedge, best):
+        return hedge, (f"{best} had the lowest RMSE {unit} on {scores['n_entries']} held-out entries of the val rows "
+                       f"({rmse[best]:.4g}) and {PREFERRED} was beyond the noise ({rmse[PREFERRED]:.4g}), but their mean "
+                       f"{hedge} ({rmse[hedge]:.4g}) is within two standard errors of it (paired): a tie goes to the "
+                       f"candidate nearest {PREFERRED}, whose regression reaches values missing for being low or high "
+                       "(the test rows took no part in the choice)")
     return best, (f"lowest RMSE {unit} on {scores['n_entries']} held-out entries of the val rows: {best} "
                   f"{rmse[best]:.4g}{runner} (the test rows took no part in the choice)")
 
@@ -403,6 +415,6 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
     kind = {"model": "a model", "baseline": "a baseline, not a model",
             "blend": "the mean of two methods' fills"}.get(record["kind"], "no missing value")
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
-                    "omicsgen complete --method (auto: the val choice)")
+                    "config complete: {method: NAME}, or omicsgen complete --method NAME (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
 
