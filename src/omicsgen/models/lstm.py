@@ -80,6 +80,9 @@ class RecurrentLanguageModel(GenerativeModel):
     # 1,500 left a long conserved family still learning: 70 16S genes, val loss 0.94 nats and
     # falling at 1,500 steps, c2st 0.945; 300 steps without improvement stop it anyway.
     small_data_steps = 4000
+    # True: large sets of long records read about sizing.LM_POSITIONS positions in small batches at
+    # twice the rate, annealed (sizing.lm_budget).
+    reads_positions: ClassVar[bool] = False
     defaults = {
         "embed_dim": 32,
         "hidden_dim": 128,
@@ -417,6 +420,7 @@ def scored_targets(targets: torch.Tensor) -> torch.Tensor:
 class LSTMLanguageModel(RecurrentLanguageModel):
     family = "lstm"
     cell_type = "lstm"
+    reads_positions = True  # ChIP-seq peaks: a third of the CPU, scores within seed noise (bench/figures.md)
 
 
 class GRULanguageModel(RecurrentLanguageModel):

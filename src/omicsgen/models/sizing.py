@@ -1,4 +1,5 @@
-"""Defaults that depend on the data size: one place for the small-data regime of the deep families.
+"""Defaults that depend on the data size: one place for the small-data regime of the deep families,
+and for the reading budget of the language models on large sets of long records.
 
 Most omics tables users bring have tens to hundreds of samples. Defaults made for 10,000 cells
 (128 rows a batch, 30 epochs, no regularisation) give such a table one batch an epoch and a few
@@ -17,9 +18,13 @@ per-feature mean. `sized_for_data` is called by `train` before the settings are 
   stopped at a uniform model, perplexity 4.0. GAIN and the forecasters keep their configs' own;
 
 and leaves everything as it is from `LARGE_ROWS` training rows on, so the single-cell defaults
-(and their published figures) are untouched. The shipped config turns it on
-(`trainer: {size_to_data: true}`); a `train` call whose settings do not name it trains exactly
-as told, so a test's or a script's few epochs stay few.
+(and their published figures) are untouched; except that an LSTM language model (`lm_budget`) whose
+configured epochs would read more than `LM_POSITIONS` record positions reads about that many:
+fewer epochs of smaller batches (about `LM_BATCH_POSITIONS` positions each), at twice the family's
+rate annealed by a cosine schedule. Its cost is arithmetic per position (a bare LSTM of 128 units is
+no faster per position at larger batches), and it learned per optimiser step, not per position read.
+The shipped config turns it on (`trainer: {size_to_data: true}`); a `train` call whose settings do
+not name it trains exactly as told, so a test's or a script's few epochs stay few.
 Every change is logged and kept in the checkpoint's provenance (the settings `train` records).
 """
 
@@ -31,6 +36,7 @@ import math
 import anndata as ad
 import numpy as np
 
+from ..alphabet import PAD
 from ..provenance import meta
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +56,19 @@ MAX_EPOCHS = 600
 ENSEMBLE = 5
 # Records at least this long give a small-data language model more capacity.
 LONG_RECORDS = 1000
+# Language models on large data (`lm_budget`): positions read in training (epochs x record
+# positions, each record's end counted) and positions a batch holds. ChIP-seq peaks (2,730 train
+# records of 200 nt, bench/figures.md "issue 13"): 30 epochs of 128 records read 16.5M positions
+# in 660 steps (~250 CPU s) and were still improving; batches of 32 records step 4x as often for
+# the same arithmetic, and 10 epochs of them (5.5M positions, 860 steps) at lr 4e-3 with a cosine
+# schedule reached the same held-out perplexity and c2st at a third of the CPU. The constant rate
+# left the last weights noisy (sampled GC 0.41-0.42 against 0.39, c2st 0.68); cosine at the
+# family's 2e-3 lost perplexity (3.69 against 3.64): twice the rate, annealed, did neither.
+# ww_domain's 44-column alignment (126k positions an epoch) stays under the budget: unchanged.
+LM_POSITIONS = 5_000_000
+LM_BATCH_POSITIONS = 6400  # the configured 128 records of 50 positions
+LM_RATE_FACTOR = 2.0
+LM_MIN_EPOCHS = 5  # the cosine schedule anneals by epoch
 # The trainer key that turns sizing off (removed before `train` checks the trainer settings).
 SWITCH = "size_to_data"
 
@@ -106,6 +125,22 @@ def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: in
     return {"batch_size": batch, "max_epochs": epochs, "patience": wait}
 
 
+def lm_budget(n_rows: int, record_positions: float, batch_size: int, max_epochs: int) -> dict:
+    """Batch size and epochs for a language model on `n_rows` training records of
+    `record_positions` positions on average (the end included), so that training reads about
+    `LM_POSITIONS` positions in batches of about `LM_BATCH_POSITIONS`. {} when the configured
+    `max_epochs` read no more than that, when the configured batch holds no more than that (short
+    records: measured only where the batch shrinks), and under `LARGE_ROWS` rows (the small-data
+    regime's). The caller adds the rate and the schedule that go with the smaller batch."""
+    epoch_positions = n_rows * record_positions
+    if (n_rows < LARGE_ROWS or epoch_positions * max_epochs <= LM_POSITIONS
+            or batch_size * record_positions <= LM_BATCH_POSITIONS):
+        return {}
+    epochs = int(min(max_epochs, max(LM_MIN_EPOCHS, math.ceil(LM_POSITIONS / epoch_positions))))
+    batch = int(min(batch_size, max(16, round(LM_BATCH_POSITIONS / record_positions))))
+    return {"batch_size": batch, "max_epochs": epochs}
+
+
 def sized_settings(given_hparams: dict, given_trainer: dict, hparams: dict, trainer: dict) -> dict:
     """What `sized_for_data` chose: the hyper-parameters it added and the trainer settings it
     changed (recorded with the model, shown on the dataset's page)."""
@@ -116,7 +151,8 @@ def sized_settings(given_hparams: dict, given_trainer: dict, hparams: dict, trai
 
 def sized_for_data(cls, adata: ad.AnnData, hparams: dict, trainer: dict) -> tuple[dict, dict]:
     """(hparams, trainer) with the size-dependent defaults filled in where the config is silent
-    (hparams) or where small data needs more (trainer); unchanged with `size_to_data: false`."""
+    (hparams) or where small data needs more, or a language model less (trainer); unchanged with
+    `size_to_data: false`."""
     trainer = dict(trainer)
     if not trainer.pop(SWITCH, False) or not getattr(cls, "sized_to_data", False):
         return hparams, trainer
@@ -134,10 +170,27 @@ def sized_for_data(cls, adata: ad.AnnData, hparams: dict, trainer: dict) -> tupl
     settings = {**cls.defaults, **hparams}
     steps = trainer_defaults(n_rows, **given, steps_per_batch=lambda batch: cls.steps_per_batch(settings, adata, batch),
                              min_steps=getattr(cls, "small_data_steps", MIN_STEPS))
+    regime = "small-data regime"
+    if getattr(cls, "reads_positions", False) and data_modality == "sequence":
+        budget = lm_budget(n_rows, record_positions(adata), given["batch_size"], given["max_epochs"])
+        if budget:
+            regime = f"language model reading about {LM_POSITIONS:,} positions"
+            steps = {**budget, "lr_schedule": "cosine"}
+            given["lr_schedule"] = trainer.get("lr_schedule", TRAINER_DEFAULTS["lr_schedule"])
+            if "learning_rate" not in hparams and trainer.get("learning_rate") is None:  # the config's rate wins
+                chosen["learning_rate"] = cls.defaults["learning_rate"] * LM_RATE_FACTOR
     changed = {k: v for k, v in steps.items() if v != given[k]}
     for key, value in {**chosen, **changed}.items():
-        LOG.info("decision: %s = %s for %d training rows x %d %s (small-data regime; setting: "
+        LOG.info("decision: %s = %s for %d training rows x %d %s (%s; setting: "
                  "the model's %s in the config, or trainer.%s: false)", key, value, n_rows, n_features,
-                 "positions" if data_modality == "sequence" else "features", key, SWITCH)
+                 "positions" if data_modality == "sequence" else "features", regime, key, SWITCH)
     return {**hparams, **chosen}, {**trainer, **changed}
+
+
+def record_positions(adata: ad.AnnData) -> float:
+    """Mean positions a training record gives a language model: its tokens and its end."""
+    tokens = adata.obsm["tokens"]
+    if "split" in adata.obs:
+        tokens = tokens[(adata.obs["split"].astype(str) == "train").to_numpy()]
+    return float((tokens != PAD).sum(axis=1).mean()) + 1 if len(tokens) else 1.0
 

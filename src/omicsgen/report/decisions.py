@@ -63,8 +63,9 @@ def completion_section(completed_path) -> str:
 
 
 def training_choices(model_dir: Path) -> dict | None:
-    """The settings the small-data regime chose for a model (`train`'s record, as its imputed.h5ad
-    or samples.h5ad carries it); None when neither file holds the record."""
+    """The settings the small-data regime (or a language model's budget) chose for a model
+    (`train`'s record, as its imputed.h5ad or samples.h5ad carries it); None when neither file
+    holds the record."""
     for name in ("imputed.h5ad", "samples.h5ad"):
         path = Path(model_dir) / name
         if not path.exists():
@@ -85,7 +86,8 @@ def _training_choices(model_dirs: dict) -> str:
     )
     if not rows:
         return ""
-    return ("<p>Training settings chosen for the data's size (small-data regime, <code>models/sizing.py</code>; "
+    return ("<p>Training settings chosen for the data's size (small-data regime, or a language model's budget of "
+            "positions on many long records; <code>models/sizing.py</code>; "
             "docs/small-data.md says why):</p>"
             "<table><thead><tr><th>model</th><th>setting</th><th>chosen</th></tr></thead>"
             f"<tbody>{rows}</tbody></table><p class='note'>Change one with that setting in the model's entry of "
