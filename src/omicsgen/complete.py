@@ -410,10 +410,10 @@ def _place(completed: ad.AnnData, masked: ad.AnnData, fill: np.ndarray, spread, 
 
 def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: str) -> None:
     from .decisions import record_decision
+    from .report.decisions import KINDS
 
     meta(completed)["completion"] = json.dumps(record, sort_keys=True, default=float)
-    kind = {"model": "a model", "baseline": "a baseline, not a model",
-            "blend": "the mean of two methods' fills"}.get(record["kind"], "no missing value")
+    kind = KINDS.get(record["kind"], "no missing value")
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
                     "config complete: {method: NAME}, or omicsgen complete --method NAME (auto: the val choice)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
