@@ -268,6 +268,11 @@ def refit_and_fill(masked, chosen: str, runs: dict, seed: int, trainer: dict, n_
     full = all_rows(masked)
     if BLEND in chosen:
         return _refit_blend(full, chosen.split(BLEND), runs, seed, trainer, n_draws, record)
+    return _refit_one(full, chosen, runs, seed, trainer, n_draws, record)
+
+
+def _refit_one(full: ad.AnnData, chosen: str, runs: dict, seed: int, trainer: dict, n_draws: int, record: dict):
+    """One model or baseline refit on `full` (all_rows) and filled."""
     if chosen in runs:
         return _refit_model(full, runs[chosen], seed, trainer, n_draws, record)
     record["refit"] = f"the {chosen} baseline fit on all {full.n_obs} rows with every observed entry"
@@ -282,7 +287,7 @@ def _refit_blend(full: ad.AnnData, parts: list[str], runs: dict, seed: int, trai
     fills, spread, refits, uncertainty = [], None, [], []
     for part in parts:
         own: dict = {}
-        fill, part_spread = refit_and_fill(full, part, runs, seed, trainer, n_draws, own)
+        fill, part_spread = _refit_one(full, part, runs, seed, trainer, n_draws, own)
         fills.append(fill)
         refits.append(own["refit"])
         uncertainty.append(f"{part}: {own['uncertainty']}")
