@@ -43,6 +43,7 @@ def completion_section(completed_path) -> str:
     if record["kind"] == "none":
         return f"<h3>Your table, completed</h3><p>The input has no missing value: <code>{_e(name)}</code> is the input as given.</p>"
     scores = record.get("val_rmse_in_sd") or record.get("val_rmse") or {}
+    unit = "in each feature's sd" if record.get("val_rmse_in_sd") else "on X's scale"
     rows = "".join(
         f"<tr><td>{'<b>' + _e(method) + '</b>' if method == record['chosen'] else _e(method)}</td><td>{value:.4g}</td></tr>"
         for method, value in sorted(scores.items(), key=lambda item: item[1])
@@ -55,7 +56,7 @@ def completion_section(completed_path) -> str:
         f"Refit: {_e(record.get('refit'))}. Uncertainty: {_e(record.get('uncertainty'))}."
         + (f" {left:,} values stay missing (features with no observed value)." if left else "")
         + "</p>"
-        + (f"<table><thead><tr><th>candidate</th><th>val RMSE (in each feature's sd)</th></tr></thead><tbody>{rows}</tbody></table>"
+        + (f"<table><thead><tr><th>candidate</th><th>val RMSE ({unit})</th></tr></thead><tbody>{rows}</tbody></table>"
            if rows else "")
         + "<p class='note'>Force a method with <code>complete: {method: NAME}</code> in the config "
           "(a model, a baseline, or <code>a+b</code> for the mean of two).</p>"
