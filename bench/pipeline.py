@@ -200,15 +200,16 @@ def print_jobs(jobs: list[dict]) -> None:
 def print_fixed_cost(folder: Path) -> None:
     """Process start + argument parsing (`omicsgen <stage> --help`) and process start + the
     stage's imports, each in a fresh process (median of 3), with the copy's package; and with
-    the libraries the stage imports only on use (ON_USE)."""
+    the libraries the stage imports only on use (ON_USE). Each import ends as a job does
+    (`cli.run`: `os._exit`, no teardown of the modules)."""
     print("fixed cost of one job (fresh process, median of 3; wall s / CPU s):")
     print(f"{'stage':<12}{'--help':>16}{'imports':>16}{'+ on use':>16}")
     for stage, module in STAGE_MODULES.items():
         help_cost = _median_cost([str(BIN / "omicsgen"), stage, "--help"], folder)
-        import_cost = _median_cost([sys.executable, "-c", f"import {module}"], folder)
+        import_cost = _median_cost([sys.executable, "-c", f"import {module}, os; os._exit(0)"], folder)
         line = f"{stage:<12}{help_cost[0]:>8.2f}/{help_cost[1]:<7.2f}{import_cost[0]:>8.2f}/{import_cost[1]:<7.2f}"
         if stage in ON_USE:
-            used = _median_cost([sys.executable, "-c", f"import {module}, {ON_USE[stage]}"], folder)
+            used = _median_cost([sys.executable, "-c", f"import {module}, {ON_USE[stage]}, os; os._exit(0)"], folder)
             line += f"{used[0]:>8.2f}/{used[1]:<7.2f}"
         print(line)
 
