@@ -306,8 +306,9 @@ def _log_cost(command: str, started: float) -> None:
 
 def run() -> None:
     """The `omicsgen` command: `main`, then leave without tearing the interpreter down. Freeing
-    torch's and Lightning's modules at exit cost 1.1 s CPU a train job, 0.2-0.5 s the others
-    (bench/figures.md); every output is closed by then, so only the streams and logs need flushing.
+    torch's and Lightning's modules at exit cost 1.25 s CPU a GAIN train job and 0.57 s an impute
+    or generate job (bench/figures.md); every output is closed by then, so only the streams and
+    logs need flushing.
     An uncaught error still exits the usual way, with its traceback; so does a run under a
     profiler or coverage tracer, which write their data at exit."""
     code = main()
