@@ -80,8 +80,8 @@ class RecurrentLanguageModel(GenerativeModel):
     # 1,500 left a long conserved family still learning: 70 16S genes, val loss 0.94 nats and
     # falling at 1,500 steps, c2st 0.945; 300 steps without improvement stop it anyway.
     small_data_steps = 4000
-    # True: large sets of long records read about sizing.LM_POSITIONS positions in small batches at
-    # twice the rate, annealed (sizing.lm_budget).
+    # True: large sets train on small batches for at most 10 epochs or about sizing.LM_POSITIONS
+    # positions, at twice the rate, annealed (sizing.lm_budget).
     reads_positions: ClassVar[bool] = False
     defaults = {
         "embed_dim": 32,
