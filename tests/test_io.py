@@ -208,6 +208,28 @@ def test_timecourse_values_decided_as_for_tables(tiny_data):
             read_dataset(path, modality, values="logs")
 
 
+def test_timecourse_without_sample_names(tmp_path):
+    """A long time course written without row names (R's `row.names = FALSE`, pandas'
+    `index=False`): lme4's sleepstudy (not shipped) has its measurement first; others start with
+    `series`. Either way every row and the measurement are kept, the rows numbered in file order,
+    and the page's decisions say so."""
+    from pathlib import Path
+
+    sleep = read_dataset(Path(__file__).parent / "unseen" / "sleepstudy_timecourse.tsv", "timecourse")
+    assert sleep.shape == (180, 1) and list(sleep.var_names) == ["Reaction"]
+    assert sleep.obs["series"].nunique() == 18 and sleep.obs["time"].max() == 9
+    assert sleep.X[0, 0] == pytest.approx(249.56) and sleep.obs_names[0] == "1"
+    decision = json.loads(sleep.uns["omicsgen"]["decisions"])[0]
+    assert decision["what"] == "row names" and "'Reaction'" in decision["why"]
+    series_first = read_dataset(write(tmp_path / "s.tsv", "series\ttime\tg1\tg2\np1\t0\t1.5\t2\np1\t1\t2.5\t3\n"
+                                                          "p2\t0\t1\t4\n"), "timecourse")
+    assert series_first.shape == (3, 2) and list(series_first.obs["series"]) == ["p1", "p1", "p2"]
+    assert "'series'" in json.loads(series_first.uns["omicsgen"]["decisions"])[0]["why"]
+    named = read_dataset(write(tmp_path / "n.tsv", "sample\tseries\ttime\tg1\ns1\tp1\t0\t1\ns2\tp1\t1\t2\n"), "timecourse")
+    assert list(named.obs_names) == ["s1", "s2"]
+    assert all(d["what"] != "row names" for d in json.loads(named.uns["omicsgen"]["decisions"]))
+
+
 def test_timecourse_errors(tmp_path):
     with pytest.raises(InputError, match="no column named 'time'"):
         read_dataset(write(tmp_path / "a.tsv", "sample\tseries\tg1\ns1\tp1\t1.0\n"), "timecourse")

@@ -299,6 +299,38 @@ def test_table_written_without_row_names(tmp_path):
     assert "'alcohol'" in decided(adata)["row names"]["why"]
 
 
+def test_text_columns_are_kept_as_annotations(tmp_path):
+    """A clinical table with a text column (survival's pbc, not shipped: `sex` as f / m): the
+    column is kept as a sample annotation, not modelled and not refused, and the page says so; a
+    word among numbers is still an error naming its cell; genes as rows keep a text column (a
+    description) as a gene annotation; a table of words alone has nothing to model."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "unseen" / "pbc_clinical.csv"
+    frame = pd.read_csv(path, index_col=0)
+    adata = read_dataset(path, "expression")
+    assert adata.shape == (418, 18) and "sex" not in adata.var_names
+    assert list(adata.obs["sex"]) == list(frame["sex"])
+    numbers = frame.drop(columns="sex")
+    np.testing.assert_allclose(adata.X, numbers.to_numpy(dtype=np.float32), equal_nan=True)
+    assert decided(adata)["text columns"]["value"] == "kept as sample annotations, not modelled: sex"
+    assert "'label'" in decided(adata)["text columns"]["setting"]
+    typo = frame.astype(object)
+    typo.iloc[4, 3] = "58,1"
+    typo.to_csv(tmp_path / "typo.csv")
+    with pytest.raises(InputError, match=r"line 6, column 'age': '58,1' is not a number"):
+        read_dataset(tmp_path / "typo.csv", "expression")
+    genes = numbers.iloc[:40].T
+    genes.insert(0, "description", [f"clinical variable {name}" for name in genes.index])
+    genes.columns = ["description"] + [f"patient_{i}" for i in genes.columns[1:]]
+    genes.to_csv(tmp_path / "genes.csv", na_rep="NA")
+    wide = read_dataset(tmp_path / "genes.csv", "expression", orientation="genes_as_rows")
+    assert wide.shape == (40, 18) and wide.var["description"].iloc[0] == "clinical variable time"
+    (tmp_path / "words.csv").write_text("sample,sex,stage\np1,f,early\np2,m,late\n")
+    with pytest.raises(InputError, match="no column of numbers"):
+        read_dataset(tmp_path / "words.csv", "expression")
+
+
 # --- a new user's real tables (tests/unseen, see its README) -----------------------------------
 
 UNSEEN = {  # file -> (samples, features), orientation, values

@@ -37,10 +37,14 @@ CORPUS = {
     "marioni_counts": ("expression", "marioni_counts.tsv", (10, 1500)),
     "metabolites_cold": ("expression", "metabolites_cold.csv", (52, 154)),
     "lung_clinical": ("expression", "lung_clinical.csv", (228, 10)),
+    # `sex` is text (f / m): kept as a sample annotation, so 18 numeric features
+    "pbc_clinical": ("expression", "pbc_clinical.csv", (418, 18)),
     # OTU counts, OTUs as rows, a median of one detected OTU per sample: the single-cell detection
     # filters would leave 10 x 1, so they are not applied (filter_max_removed)
     "lung_otus": ("expression", "lung_otus.tsv", (78, 500)),
     "mouse_diet": ("timecourse", "mouse_diet_timecourse.tsv", (139, 40)),
+    # one measurement, no sample-name column: the first column is the measurement
+    "sleepstudy": ("timecourse", "sleepstudy_timecourse.tsv", (180, 1)),
 }
 # What the user writes in the sheet after a first run stopped and said to: lung_clinical holds whole
 # numbers and a negative weight loss, which `values: auto` refuses to guess about (the message names

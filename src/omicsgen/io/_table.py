@@ -5,7 +5,8 @@ the separator, a doubled quote or a line break), a UTF-8 byte-order mark, Window
 and R's header without the row-name column. A first streaming pass checks the structure (unique
 header, one value per column in every record), which pandas would otherwise repair silently;
 pandas then parses the numbers in C. Only when a cell is not a number is the table re-read as
-text, to say which cell.
+text: columns whose cells are mostly words (sex, class, a gene's description) are annotations,
+kept beside the numbers; a word in a column of numbers is an error that names its cell.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from ._open import DAMAGED, is_gzip, open_text
 
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 QUOTE = '"'
+# A column is text (an annotation) when fewer than half of its non-empty cells are numbers;
+# otherwise numbers, where a word is a typo to report.
+TEXT_SHARE = 0.5
 
 
 class Structure(NamedTuple):
@@ -37,36 +41,53 @@ class Table(NamedTuple):
     columns: pd.Index
     unnamed: list[int]  # file lines of rows whose name was empty or NA, now named by that line
     data_first_column: str | None  # the first column's name when it held data, not row names (rows numbered 1..n)
+    annotations: pd.DataFrame | None = None  # the text columns (mostly words), one row a row of `values`
 
 
 def read_numeric_table(path: Path, fmt: str) -> Table:
-    """The table's numbers and labels; the first column holds the row names unless it is data."""
+    """The table's numbers and labels; the first column holds the row names unless it is data.
+    Text columns come back apart, as `annotations`."""
     sep = SEPARATORS[fmt]
     structure = check_structure(path, sep, fmt)
     dtypes = {name: np.float32 for name in structure.header[1:]}
-    first = None
+    annotations = None
     try:
         table = _read_csv(path, sep, dtype=dtypes)
-    except ValueError:
-        table = read_text_table(path, fmt)  # a cell is not a number: find it for the message
+    except ValueError:  # a cell is not a number: text columns, or a word to report
+        table, first = _first_column_as_data(read_text_table(path, fmt))
+        text = numeric_shares(table) < TEXT_SHARE
+        annotations, table = table.loc[:, text], table.loc[:, ~text]
         values = to_numeric(table, path, structure.lines)
     else:
-        first = _data_first_column(table.index)
-        if first is not None:  # pandas' to_csv(index=False): every column is data
-            table = table.reset_index().astype(np.float32)
-            table.index = pd.RangeIndex(1, len(table) + 1)
+        table, first = _first_column_as_data(table)
         values = table.to_numpy(dtype=np.float32)
         _require_finite(values, table, path, structure.lines)
     rows, unnamed = _name_missing(table.index, structure.lines)
-    return Table(values, rows, table.columns, unnamed, first)
+    return Table(values, rows, table.columns, unnamed, first, annotations)
 
 
-def _data_first_column(index: pd.Index) -> str | None:
+def _first_column_as_data(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The table with its first column back among the data (rows numbered 1..n) when that column
+    holds data rather than row names (pandas' to_csv(index=False)), and that column's name."""
+    first = first_column_is_data(table.index)
+    if first is None:
+        return table, None
+    table = table.reset_index()
+    table.index = pd.RangeIndex(1, len(table) + 1)
+    return table, first
+
+
+def first_column_is_data(index: pd.Index) -> str | None:
     """The first column's name when it holds numbers with repeats, gaps or fractions: then it
     is a measurement (pandas wrote the table with index=False), since row names are unique.
-    Unique whole numbers stay row names (R's and pandas' row numbers)."""
-    if not pd.api.types.is_numeric_dtype(index) or index.dtype == bool:
+    Unique whole numbers stay row names (R's and pandas' row numbers), and so does any word."""
+    if index.dtype == bool:
         return None
+    if not pd.api.types.is_numeric_dtype(index):  # a table read as text
+        numbers = pd.to_numeric(pd.Series(index), errors="coerce")
+        if (numbers.isna() & pd.Series(index).notna()).any():
+            return None  # a word: names
+        index = pd.Index(numbers, name=index.name)
     values = index.to_numpy(dtype=float)
     repeated = index.duplicated().any() or np.isnan(values).any()
     if repeated or (values != np.round(values)).any():
@@ -222,7 +243,7 @@ def to_numeric(table: pd.DataFrame, path: Path, lines: np.ndarray | None = None)
 
     `lines` gives the file line of each row (from `check_structure`); without it, row i is line i + 2."""
     values = _parse_cells(table)
-    bad = np.isnan(values) & table.notna().to_numpy()
+    bad = np.isnan(values) & table.notna().to_numpy(dtype=bool)
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         raise InputError(path, f"'{table.iat[row, col]}' is not a number",

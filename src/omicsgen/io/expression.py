@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from ..decisions import record_decision
@@ -118,7 +119,10 @@ def _has_values(matrix) -> bool:
 def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
-    matrix, rows, columns, unnamed, data_first_column = read_numeric_table(path, fmt)
+    matrix, rows, columns, unnamed, data_first_column, annotations = read_numeric_table(path, fmt)
+    if not len(columns):
+        raise InputError(path, f"no column of numbers: every column is mostly words ({_names(annotations.columns)})",
+                         hint="an expression table holds one number a cell; NA or an empty cell is a missing value")
     if orientation == "auto":
         genes_as_rows, why = decide(rows, columns, path)
     else:
@@ -131,16 +135,45 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     meta(adata)["orientation"] = "genes_as_rows" if genes_as_rows else "samples_as_rows"
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
-    _record_row_names(adata, len(rows), unnamed, data_first_column)
+    record_row_names(adata, len(rows), unnamed, data_first_column)
+    _keep_annotations(adata, annotations, genes_as_rows)
     return adata
 
 
-def _record_row_names(adata: ad.AnnData, n_rows: int, unnamed: list[int], data_first_column: str | None) -> None:
-    """Rows of the file that had no name, or a table with no name column at all."""
+# obs columns the pipeline writes itself: a text column of the file by such a name keeps it with "_file"
+RESERVED = ("split", "library_size", "series", "time")
+
+
+def _keep_annotations(adata: ad.AnnData, annotations: pd.DataFrame | None, genes_as_rows: bool) -> None:
+    """The file's text columns (sex, class, a gene's description) kept as they are, beside the
+    numbers: sample annotations (obs) when samples are rows, gene annotations (var) when genes are."""
+    if annotations is None or annotations.shape[1] == 0:
+        return
+    frame, kind = (adata.var, "gene") if genes_as_rows else (adata.obs, "sample")
+    names = []
+    for column in annotations.columns:
+        name = f"{column}_file" if not genes_as_rows and str(column) in RESERVED else str(column)
+        frame[name] = pd.Categorical(annotations[column].to_numpy(dtype=object))
+        names.append(name)
+    label_hint = "" if genes_as_rows else "; name one in the sheet's 'label' column to condition models on it"
+    record_decision(adata, "text columns", f"kept as {kind} annotations, not modelled: {_names(names)}",
+                    "most of their cells are words, not numbers",
+                    f"write a column as numbers (e.g. 0/1) to model it as a feature{label_hint}")
+
+
+def _names(names) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def record_row_names(adata: ad.AnnData, n_rows: int, unnamed: list[int], data_first_column: str | None,
+                     why: str = "holds numbers that repeat or have fractions") -> None:
+    """Rows of the file that had no name, or a table with no name column at all (then
+    `data_first_column` names the first column, which held data, and `why` says how that was told)."""
     if data_first_column is not None:
         record_decision(adata, "row names", f"none in the file: rows numbered 1-{n_rows}",
-                        f"the first column ('{data_first_column}') holds numbers that repeat or have fractions, "
-                        "so it is data, not names", "put unique row names in the first column")
+                        f"the first column ('{data_first_column}') {why}, so it is data, not names",
+                        "put unique row names in the first column")
     if unnamed:
         shown = ", ".join(map(str, unnamed[:5])) + (", ..." if len(unnamed) > 5 else "")
         record_decision(adata, "unnamed rows", f"{len(unnamed)} named by their line, e.g. 'unnamed (line {unnamed[0]})'",

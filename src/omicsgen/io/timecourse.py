@@ -5,6 +5,9 @@ Two layouts are read:
 - wide: the same table transposed, one column a sample, with rows named `series` and `time`
   and one row a gene (as expression tables from arrays often come).
 Other text columns (rows, when wide), such as condition or sex, are kept as sample annotations.
+A long table may come without sample names (pandas' `index=False`, R's `row.names = FALSE`): when
+its first column is `series` or `time`, or holds numbers that repeat or have fractions, it is data,
+and the samples are numbered by row (recorded as a decision, as for expression tables).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ._table import numeric_shares, read_text_table, require_unique, to_numeric
+from ._table import TEXT_SHARE, first_column_is_data, numeric_shares, read_text_table, require_unique, to_numeric
+from .expression import record_row_names
 
 TIMECOURSE_FORMATS = ("csv", "tsv")
 REQUIRED = ("series", "time")
@@ -24,6 +28,10 @@ REQUIRED = ("series", "time")
 
 def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     table = read_text_table(path, fmt)
+    first_column, why = _unnamed_rows(table)
+    if first_column is not None:
+        table = table.reset_index()
+        table.index = pd.RangeIndex(1, len(table) + 1).astype(str)
     wide = set(REQUIRED) <= set(table.index) and not set(REQUIRED) <= set(table.columns)
     samples = table.T if wide else table
     where = _locator(table, wide)
@@ -36,7 +44,7 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     obs = _annotations(samples, path, where)
     # Mostly-text columns are annotations; mostly-numeric ones are genes.
     shares = numeric_shares(samples)
-    annotation = [c for c, share in zip(samples.columns, shares) if c not in REQUIRED and share < 0.5]
+    annotation = [c for c, share in zip(samples.columns, shares) if c not in REQUIRED and share < TEXT_SHARE]
     genes = samples.drop(columns=[*REQUIRED, *annotation])
     if genes.shape[1] == 0:
         raise InputError(path, "no gene columns besides the annotations")
@@ -46,8 +54,19 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     values = to_numeric(genes.T, path).T if wide else to_numeric(genes, path)
     adata = ad.AnnData(X=values, obs=obs)
     adata.var_names = genes.columns.astype(str)
+    record_row_names(adata, len(table), [], first_column, why)
     order = np.lexsort((adata.obs["time"].to_numpy(), adata.obs["series"].to_numpy()))
     return adata[order].copy()
+
+
+def _unnamed_rows(table: pd.DataFrame) -> tuple[str | None, str]:
+    """The first column's name when it is data rather than sample names (None otherwise), and how
+    that was told: it is `series` or `time` (the long layout's own columns), or it holds numbers
+    that repeat or have fractions."""
+    name = table.index.name
+    if name in REQUIRED and not set(REQUIRED) <= set(table.columns):
+        return name, f"is the time course's '{name}'"
+    return first_column_is_data(table.index), "holds numbers that repeat or have fractions"
 
 
 def _annotations(samples: pd.DataFrame, path: Path, where) -> pd.DataFrame:
