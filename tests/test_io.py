@@ -200,7 +200,9 @@ def test_timecourse_values_decided_as_for_tables(tiny_data):
     assert otus.uns["omicsgen"]["input_scale"] == "counts" and "diet" in otus.obs
     flu = read_dataset(tiny_data["flu"], "timecourse")
     assert flu.uns["omicsgen"]["input_scale"] == "normalised"
-    assert json.loads(flu.uns["omicsgen"]["decisions"])[0]["what"] == "values"
+    decisions = {d["what"]: d for d in json.loads(flu.uns["omicsgen"]["decisions"])}
+    assert decisions["values"]["value"] == "normalised"
+    assert decisions["text columns"]["value"] == "kept as sample annotations, not modelled: condition"
     with pytest.raises(InputError, match="declared counts"):
         read_dataset(tiny_data["flu"], "timecourse", values="counts")
     for modality, path in (("timecourse", tiny_data["flu"]), ("expression", Path(__file__).parent / "unseen" / "guo_qpcr.csv")):

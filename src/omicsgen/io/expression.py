@@ -149,13 +149,20 @@ def _keep_annotations(adata: ad.AnnData, annotations: pd.DataFrame | None, genes
     numbers: sample annotations (obs) when samples are rows, gene annotations (var) when genes are."""
     if annotations is None or annotations.shape[1] == 0:
         return
-    frame, kind = (adata.var, "gene") if genes_as_rows else (adata.obs, "sample")
+    frame = adata.var if genes_as_rows else adata.obs
     names = []
     for column in annotations.columns:
         name = f"{column}_file" if not genes_as_rows and str(column) in RESERVED else str(column)
         frame[name] = pd.Categorical(annotations[column].to_numpy(dtype=object))
         names.append(name)
-    label_hint = "" if genes_as_rows else "; name one in the sheet's 'label' column to condition models on it"
+    record_text_columns(adata, names, "gene" if genes_as_rows else "sample")
+
+
+def record_text_columns(adata: ad.AnnData, names: list[str], kind: str) -> None:
+    """Say on the page which text columns were kept as `kind` annotations rather than modelled."""
+    if not names:
+        return
+    label_hint = "; name one in the sheet's 'label' column to condition models on it" if kind == "sample" else ""
     record_decision(adata, "text columns", f"kept as {kind} annotations, not modelled: {_names(names)}",
                     "most of their cells are words, not numbers",
                     f"write a column as numbers (e.g. 0/1) to model it as a feature{label_hint}")

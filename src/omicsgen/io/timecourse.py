@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ._table import TEXT_SHARE, first_column_is_data, numeric_shares, read_text_table, require_unique, to_numeric
-from .expression import record_row_names
+from .expression import record_row_names, record_text_columns
 
 TIMECOURSE_FORMATS = ("csv", "tsv")
 REQUIRED = ("series", "time")
@@ -55,6 +55,7 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     adata = ad.AnnData(X=values, obs=obs)
     adata.var_names = genes.columns.astype(str)
     record_row_names(adata, len(table), [], first_column, why)
+    record_text_columns(adata, [str(c) for c in annotation], "sample")
     order = np.lexsort((adata.obs["time"].to_numpy(), adata.obs["series"].to_numpy()))
     return adata[order].copy()
 
