@@ -331,6 +331,29 @@ def test_text_columns_are_kept_as_annotations(tmp_path):
         read_dataset(tmp_path / "words.csv", "expression")
 
 
+def test_a_category_written_first_without_row_names(tmp_path):
+    """scikit-learn's iris with the species first, written with index=False: a column whose words
+    repeat throughout is a category, not row names (names are unique), so the rows are numbered and
+    the species kept as an annotation; a genes-as-rows table whose gene symbols repeat a few times
+    still stops naming the duplicate."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.drop(columns="target")
+    frame.insert(0, "species", iris.target_names[iris.target])
+    frame.to_csv(tmp_path / "iris.csv", index=False)
+    adata = read_dataset(tmp_path / "iris.csv", "expression")
+    assert adata.shape == (150, 4) and list(adata.obs_names[:2]) == ["1", "2"]
+    assert list(adata.obs["species"]) == list(frame["species"])
+    np.testing.assert_allclose(adata.X, frame.iloc[:, 1:].to_numpy(), rtol=1e-6)
+    assert "'species'" in decided(adata)["row names"]["why"] and "species" in decided(adata)["text columns"]["value"]
+    genes = frame.iloc[:12, 1:].T.set_axis(["TP53", "TP53", "MYC", "EGFR"])
+    genes.columns = [f"s{i}" for i in range(12)]
+    genes.to_csv(tmp_path / "genes.csv")
+    with pytest.raises(InputError, match="duplicate gene name 'TP53'"):
+        read_dataset(tmp_path / "genes.csv", "expression", orientation="genes_as_rows")
+
+
 # --- a new user's real tables (tests/unseen, see its README) -----------------------------------
 
 UNSEEN = {  # file -> (samples, features), orientation, values

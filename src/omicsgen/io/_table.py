@@ -52,15 +52,14 @@ def read_numeric_table(path: Path, fmt: str) -> Table:
     dtypes = {name: np.float32 for name in structure.header[1:]}
     annotations = None
     try:
-        table = _read_csv(path, sep, dtype=dtypes)
+        table, first = _first_column_as_data(_read_csv(path, sep, dtype=dtypes))
+        values = table.to_numpy(dtype=np.float32)
     except ValueError:  # a cell is not a number: text columns, or a word to report
         table, first = _first_column_as_data(read_text_table(path, fmt))
         text = numeric_shares(table) < TEXT_SHARE
         annotations, table = table.loc[:, text], table.loc[:, ~text]
         values = to_numeric(table, path, structure.lines)
     else:
-        table, first = _first_column_as_data(table)
-        values = table.to_numpy(dtype=np.float32)
         _require_finite(values, table, path, structure.lines)
     rows, unnamed = _name_missing(table.index, structure.lines)
     return Table(values, rows, table.columns, unnamed, first, annotations)
@@ -78,21 +77,22 @@ def _first_column_as_data(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None
 
 
 def first_column_is_data(index: pd.Index) -> str | None:
-    """The first column's name when it holds numbers with repeats, gaps or fractions: then it
-    is a measurement (pandas wrote the table with index=False), since row names are unique.
-    Unique whole numbers stay row names (R's and pandas' row numbers), and so does any word."""
+    """The first column's name when it holds data (pandas wrote the table with index=False), as
+    row names are unique: numbers with repeats, gaps or fractions (a measurement), or words of
+    which each comes back on average twice or more (a category: sex, species). Unique whole
+    numbers stay row names (R's and pandas' row numbers), and so do words that rarely repeat
+    (repeated gene symbols are reported as such)."""
+    name = str(index.name) if index.name is not None else ""
     if index.dtype == bool:
         return None
     if not pd.api.types.is_numeric_dtype(index):  # a table read as text
         numbers = pd.to_numeric(pd.Series(index), errors="coerce")
-        if (numbers.isna() & pd.Series(index).notna()).any():
-            return None  # a word: names
+        if (numbers.isna() & pd.Series(index).notna()).any():  # words
+            return name if index.duplicated().any() and index.nunique() <= len(index) / 2 else None
         index = pd.Index(numbers, name=index.name)
     values = index.to_numpy(dtype=float)
     repeated = index.duplicated().any() or np.isnan(values).any()
-    if repeated or (values != np.round(values)).any():
-        return str(index.name) if index.name is not None else ""
-    return None
+    return name if repeated or (values != np.round(values)).any() else None
 
 
 def _name_missing(index: pd.Index, lines: np.ndarray) -> tuple[pd.Index, list[int]]:

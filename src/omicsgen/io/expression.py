@@ -174,7 +174,7 @@ def _names(names) -> str:
 
 
 def record_row_names(adata: ad.AnnData, n_rows: int, unnamed: list[int], data_first_column: str | None,
-                     why: str = "holds numbers that repeat or have fractions") -> None:
+                     why: str = "holds values that repeat, or numbers with fractions") -> None:
     """Rows of the file that had no name, or a table with no name column at all (then
     `data_first_column` names the first column, which held data, and `why` says how that was told)."""
     if data_first_column is not None:

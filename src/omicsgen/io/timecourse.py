@@ -6,7 +6,7 @@ Two layouts are read:
   and one row a gene (as expression tables from arrays often come).
 Other text columns (rows, when wide), such as condition or sex, are kept as sample annotations.
 A long table may come without sample names (pandas' `index=False`, R's `row.names = FALSE`): when
-its first column is `series` or `time`, or holds numbers that repeat or have fractions, it is data,
+its first column is `series` or `time`, or holds values that repeat or numbers with fractions, it is data,
 and the samples are numbered by row (recorded as a decision, as for expression tables).
 """
 
@@ -62,12 +62,12 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
 
 def _unnamed_rows(table: pd.DataFrame) -> tuple[str | None, str]:
     """The first column's name when it is data rather than sample names (None otherwise), and how
-    that was told: it is `series` or `time` (the long layout's own columns), or it holds numbers
-    that repeat or have fractions."""
+    that was told: it is `series` or `time` (the long layout's own columns), or it holds values
+    that repeat or numbers with fractions (`first_column_is_data`)."""
     name = table.index.name
     if name in REQUIRED and not set(REQUIRED) <= set(table.columns):
         return name, f"is the time course's '{name}'"
-    return first_column_is_data(table.index), "holds numbers that repeat or have fractions"
+    return first_column_is_data(table.index), "holds values that repeat, or numbers with fractions"
 
 
 def _annotations(samples: pd.DataFrame, path: Path, where) -> pd.DataFrame:
