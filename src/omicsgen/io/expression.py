@@ -121,7 +121,8 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
     matrix, rows, columns, unnamed, data_first_column, annotations = read_numeric_table(path, fmt)
     if not len(columns):
-        raise InputError(path, f"no column of numbers: every column is mostly words ({_names(annotations.columns)})",
+        words = [] if annotations is None else annotations.columns
+        raise InputError(path, f"no column of numbers: every column is mostly words ({_names(words)})",
                          hint="an expression table holds one number a cell; NA or an empty cell is a missing value")
     if orientation == "auto":
         genes_as_rows, why = decide(rows, columns, path)
