@@ -91,9 +91,38 @@ def test_whole_number_features_get_whole_number_samples(tmp_path):
     assert len(np.unique(out.X[:, 1])) == 2  # both codes drawn, nothing between
     assert not np.array_equal(out.X[:, 2], np.round(out.X[:, 2]))
     assert list(out.uns["omicsgen"]["whole_number_features"]) == list(data.var_names[:2])
-    kept = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "kept.h5ad", 200, seed=0, whole_numbers=False))
+    kept = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "kept.h5ad", 200, seed=0, whole_numbers=False,
+                                 levels=False))
     assert not np.array_equal(kept.X[:, 1], np.round(kept.X[:, 1]))
     assert np.array_equal(np.clip(np.round(kept.X[:, 1]), 0, 1), out.X[:, 1])  # the same draws, rounded
+
+
+def test_features_of_a_few_values_get_the_nearest_of_them(tmp_path):
+    """A grade of 0 / 0.5 / 1 (not whole numbers) gets only those values, each drawn; a feature
+    of many values, or of few values seen too rarely to be a code, is left as drawn; levels=False
+    keeps the draws, which fall between the values."""
+    data = make_expression(n_cells=120)
+    grade = np.array([0.0, 0.5, 1.0])
+    data.X[:, 3] = grade[np.arange(120) % 3]  # edema-like
+    data.X[:, 4] = 0.1 * np.arange(120) % 1.3  # 13 distinct values: more than MAX_LEVELS
+    data.write_h5ad(tmp_path / "masked.h5ad")
+    ckpt = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {"hidden_dim": 16}, {"max_epochs": 1}, seed=0)
+    out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 300, seed=0))
+    assert set(np.unique(out.X[:, 3])) == set(grade)
+    assert len(np.unique(out.X[:, 4])) > 20
+    assert list(out.uns["omicsgen"]["level_features"]) == [data.var_names[3]]
+    drawn = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "drawn.h5ad", 300, seed=0, levels=False))
+    assert not np.isin(drawn.X[:, 3], grade).all()
+    assert np.array_equal(np.asarray(drawn.X[:, 4]), np.asarray(out.X[:, 4]))  # the same draws elsewhere
+
+
+def test_nearest_value():
+    from omicsgen.generate import nearest
+
+    values = np.array([0.0, 0.5, 1.0], dtype=np.float32)
+    drawn = np.array([-3.0, 0.2, 0.26, 0.74, 0.76, 9.0, np.nan], dtype=np.float32)
+    assert np.array_equal(nearest(values, drawn), np.array([0, 0, 0.5, 0.5, 1, 1, np.nan], dtype=np.float32), equal_nan=True)
+    assert np.array_equal(nearest(values[:1], drawn[:3]), np.zeros(3, dtype=np.float32))
 
 
 def test_samples_stay_within_each_features_train_range(tmp_path):

@@ -141,3 +141,52 @@ def test_epoch_loss_is_the_row_weighted_mean_of_the_batch_losses(monkeypatch):
         model.on_validation_epoch_end()  # a second call has nothing left to log
     assert logged["val_loss"] == pytest.approx([(losses[0] * 32 + losses[1] * 8) / 40], rel=1e-6)
     assert losses[0] != pytest.approx(losses[1])  # the weighting is tested, not a plain mean of equals
+
+
+def test_fit_skip_predicts_each_feature_from_the_others():
+    """The closed-form ridge: a feature that is a sum of two others is predicted from them, its
+    own value never counts, and a feature missing in a third of the rows is not shrunk to its mean."""
+    from omicsgen.models.ae import fit_skip
+
+    rng = np.random.default_rng(0)
+    z = torch.from_numpy(rng.normal(size=(300, 6)))
+    z[:, 2] = (z[:, 0] + z[:, 1]) / np.sqrt(2) + 0.05 * torch.from_numpy(rng.normal(size=300))
+    z[rng.random(300) < 0.3, 2] = 0.0  # not observed: the mean
+    train, val = z[:200].float(), z[200:].float()
+    weights = fit_skip(train, val)
+    assert torch.all(weights.diagonal() == 0)
+    seen = val[:, 2] != 0
+    predicted = (val @ weights.t())[seen, 2]
+    assert float(((predicted - val[seen, 2]) ** 2).mean()) < 0.05 * float((val[seen, 2] ** 2).mean())
+    slope = float((predicted * val[seen, 2]).sum() / (val[seen, 2] ** 2).sum())
+    assert 0.9 < slope < 1.1
+
+
+def test_ae_with_linear_skip_imputes_and_samples_with_it(tmp_path):
+    """A small table of more features than rows: sizing turns the skip on; the skip is fit
+    before training, the fill beats gene means, and samples carry the skip of their stored row,
+    so they keep the genes' correlations and spread (the network alone learned only what the
+    skip left: without it the samples are narrower)."""
+    from omicsgen.models.sizing import family_defaults
+
+    assert family_defaults("ae", 40, 60).get("linear_skip") is True
+    assert "linear_skip" not in family_defaults("ae", 400, 30)
+    assert "linear_skip" not in family_defaults("ae", 40, 60, likelihood="nb")
+    adata = make_expression(n_cells=60, n_genes=80)
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    checkpoint = train(tmp_path / "masked.h5ad", tmp_path / "model", "ae", HPARAMS,
+                       {**TRAINER, "size_to_data": True}, seed=0)
+    model = load_model(checkpoint)
+    assert model.hparams.linear_skip and float(model.skip.abs().sum()) > 0
+    out = ad.read_h5ad(impute(tmp_path / "masked.h5ad", checkpoint, tmp_path / "imputed.h5ad", seed=0))
+    model_mse, baseline_mse = heldout_mse_vs_gene_means(adata, out)
+    assert model_mse < 0.2 * baseline_mse
+    visible = pd.DataFrame(np.where(observed_mask(adata), adata.X, np.nan))
+    reference = visible.corr().to_numpy()
+    samples = model.sample(600, torch.Generator().manual_seed(0))
+    independent = np.abs(np.eye(adata.n_vars) - reference).mean()
+    assert _corr_error(samples, reference) < 0.5 * independent
+    spread = np.median(samples.std(0) / np.nanstd(adata.X, 0))
+    assert 0.9 < spread < 1.1
+    model.code_skips.zero_()  # without the skip: the network's part only
+    assert np.median(model.sample(600, torch.Generator().manual_seed(0)).std(0)) < 0.95 * np.median(samples.std(0))

@@ -53,7 +53,8 @@ def _generate(a):
     from .generate import generate
 
     generate(a.input, a.checkpoint, a.output, a.n_samples, a.seed, fasta_path=a.fasta,
-             whole_numbers=not a.keep_fractions, train_range=a.train_range)
+             whole_numbers=not a.keep_fractions, train_range=a.train_range,
+             levels=not a.any_value)
 
 
 def _impute(a):
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not round the samples of features whose train values are all whole numbers")
     p.add_argument("--train-range", action="store_true",
                    help="clip samples to each feature's range in the train rows (no negative abundance)")
+    p.add_argument("--any-value", action="store_true",
+                   help="do not snap the samples of features with a few distinct train values (codes, grades) "
+                        "to the nearest of those values")
 
     p = stage("impute", _impute, "fill held-out and missing entries", seed=True)
     p.add_argument("--checkpoint", required=True)

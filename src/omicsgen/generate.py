@@ -33,14 +33,21 @@ FASTA_WIDTH = 60
 # Rows of expression samples drawn and written at a time: a few float64 temporaries of the
 # count draws (65 MB each at 2,000 genes) bound the memory, whatever the number of samples.
 GENERATE_CHUNK = 4096
+# A feature whose train values take at most MAX_LEVELS distinct values, each seen LEVEL_ROWS
+# times on average, is a code or a grade (0/1, stage 1-4, edema 0/0.5/1): its samples take the
+# nearest of those values. A value between them is one no real row holds, and a classifier
+# finds it at once (survival's pbc: bench/figures.md).
+MAX_LEVELS = 10
+LEVEL_ROWS = 4
 
 
 def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_path=None,
-             whole_numbers: bool = True, train_range: bool = False) -> Path:
+             whole_numbers: bool = True, train_range: bool = False, levels: bool = True) -> Path:
     """Write `n_samples` samples in the layout of the data at `data_path` (its modality, genes,
     alphabet); the same seed gives the same file contents. Returns `out_path`.
     `train_range`: each feature's samples are clipped to its train values' range.
-    `whole_numbers`: features whose train values are all whole numbers get whole-number samples."""
+    `whole_numbers`: features whose train values are all whole numbers get whole-number samples.
+    `levels`: features with a few distinct train values get the nearest of them (MAX_LEVELS)."""
     data_path, checkpoint, out_path = Path(data_path), Path(checkpoint), Path(out_path)
     reference = ad.read_h5ad(data_path)
     data_modality = modality(reference)
@@ -64,7 +71,7 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
             samples = model.sample(n_samples, generator, **label_kwargs(labels))
     except Unsupported as err:
         raise unsupported(checkpoint, model, "generate samples", str(err)) from None
-    support = None if data_modality == "sequence" else train_support(reference, train_range, whole_numbers)
+    support = None if data_modality == "sequence" else train_support(reference, train_range, whole_numbers, levels)
     if support is not None and data_modality == "expression":
         x_chunks = (support.apply(block) for block in x_chunks)
     elif support is not None:  # time course: a forecaster's (X, obs) or a row model's X
@@ -86,8 +93,10 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
     }
     if support is not None and support.whole.any():
         adata.uns["omicsgen"]["whole_number_features"] = [str(v) for v in reference.var_names[support.whole]]
+    if support is not None and support.levels:
+        adata.uns["omicsgen"]["level_features"] = [str(reference.var_names[j]) for j in support.levels]
     params = {"checkpoint": str(checkpoint), "family": model.family, "n_samples": n_samples,
-              "whole_numbers": whole_numbers, "train_range": train_range}
+              "whole_numbers": whole_numbers, "train_range": train_range, "levels": levels}
     stamp(adata, "generate", params, inputs=[data_path, checkpoint], seed=seed)
     if fasta_path is not None:
         write_text(fasta(adata), fasta_path)
@@ -102,16 +111,18 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
 
 # ---- the values real rows can hold -----------------------------------------------------------
 class TrainSupport:
-    """Per feature, the range of its train values and whether they are all whole numbers.
-    Whole-number features (codes, scores, ages) are rounded, within their range. With
+    """Per feature, the range of its train values, whether they are all whole numbers, and for
+    features of a few distinct values (`levels`: feature index -> sorted values), those values.
+    Whole-number features (codes, scores, ages) are rounded, within their range; a level
+    feature's samples take the nearest of its values. With
     `train_range`, every feature's samples are clipped to its range (as SDV's
     `enforce_min_max_values`): no negative abundance, nothing past any value seen. Off by default:
     on log-normalised counts a Gaussian draw clipped at 0 puts values between 0 and the smallest
     nonzero count that real rows never hold (mouse_10x VAE c2st 0.59 -> 0.88), and on dense
     tables it changed the c2st within its noise (bench/figures.md)."""
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, whole: np.ndarray):
-        self.low, self.high, self.whole = low, high, whole
+    def __init__(self, low: np.ndarray, high: np.ndarray, whole: np.ndarray, levels: dict[int, np.ndarray] | None = None):
+        self.low, self.high, self.whole, self.levels = low, high, whole, levels or {}
         self.clipped = {"below": 0, "above": 0}
 
     def apply(self, block: np.ndarray) -> np.ndarray:
@@ -120,6 +131,8 @@ class TrainSupport:
         self.clipped["above"] += int((block > self.high).sum())
         block = np.clip(block, self.low, self.high).astype(np.float32)
         block[:, self.whole] = np.round(block[:, self.whole])  # the bounds are whole: still within them
+        for j, values in self.levels.items():
+            block[:, j] = nearest(values, block[:, j])
         return block
 
     def log_clipped(self, n_values: int) -> None:
@@ -127,18 +140,42 @@ class TrainSupport:
                  "%d above its largest", self.clipped["below"], n_values, self.clipped["above"])
 
 
-def train_support(reference: ad.AnnData, train_range: bool = False, whole_numbers: bool = True) -> TrainSupport | None:
+def nearest(values: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """Each drawn value replaced by the nearest of the sorted `values` (NaN stays NaN)."""
+    right = np.clip(np.searchsorted(values, drawn), 1, len(values) - 1) if len(values) > 1 else np.zeros(len(drawn), int)
+    left = np.maximum(right - 1, 0)
+    pick = np.where(np.abs(drawn - values[left]) <= np.abs(values[right] - drawn), left, right)
+    return np.where(np.isnan(drawn), drawn, values[pick]).astype(np.float32)
+
+
+def level_features(x: np.ndarray, observed: np.ndarray) -> dict[int, np.ndarray]:
+    """Feature index -> its sorted distinct train values, for features of at most MAX_LEVELS
+    values seen LEVEL_ROWS times each on average."""
+    out = {}
+    for j in range(x.shape[1]):
+        seen = x[observed[:, j], j]
+        if len(seen) == 0:
+            continue
+        values = np.unique(seen)
+        if 1 < len(values) <= MAX_LEVELS and len(seen) >= LEVEL_ROWS * len(values):
+            out[j] = values.astype(np.float32)
+    return out
+
+
+def train_support(reference: ad.AnnData, train_range: bool = False, whole_numbers: bool = True,
+                  levels: bool = True) -> TrainSupport | None:
     """The TrainSupport of the reference's train rows (the range only where `train_range`; the
-    whole-number features only where `whole_numbers`, and kept within their range), or None when
-    there is nothing to enforce. A feature with no train value is left as drawn."""
-    if not (train_range or whole_numbers) or (sp.issparse(reference.X) and not train_range):
+    whole-number features only where `whole_numbers`, and kept within their range; the level
+    features only where `levels`), or None when there is nothing to enforce. A feature with no
+    train value is left as drawn."""
+    if not (train_range or whole_numbers or levels) or (sp.issparse(reference.X) and not train_range):
         return None  # sparse X holds log-normalised counts: never whole numbers
     x = reference.X[split_rows(reference, "train")]
     if x.shape[0] == 0:
         return None
     if sp.issparse(x):
         low, high = x.min(axis=0).toarray().ravel(), x.max(axis=0).toarray().ravel()
-        whole = np.zeros(x.shape[1], dtype=bool)
+        whole, level = np.zeros(x.shape[1], dtype=bool), {}
     else:
         x = np.asarray(x, dtype=np.float64)
         observed = ~np.isnan(x)
@@ -146,8 +183,9 @@ def train_support(reference: ad.AnnData, train_range: bool = False, whole_number
             warnings.simplefilter("ignore", RuntimeWarning)
             low, high = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
         whole = np.where(observed, x == np.round(x), True).all(axis=0) & observed.any(axis=0)
+        level = level_features(x, observed) if levels else {}
     whole &= whole_numbers
-    if not (train_range or whole.any()):
+    if not (train_range or whole.any() or level):
         return None
     if not train_range:  # only the whole-number features keep to their range
         low, high = np.where(whole, low, np.nan), np.where(whole, high, np.nan)
@@ -157,9 +195,14 @@ def train_support(reference: ad.AnnData, train_range: bool = False, whole_number
         LOG.info("decision: %d feature(s) hold only whole numbers in the train rows (%s): samples are rounded to "
                  "whole numbers within their train range (setting: generate.whole_numbers: false)",
                  len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    if level:
+        names = [f"{reference.var_names[j]} ({', '.join(f'{v:g}' for v in values)})" for j, values in level.items()]
+        LOG.info("decision: %d feature(s) take at most %d distinct values in the train rows (%s): samples take the "
+                 "nearest of them (setting: generate.levels: false)", len(names), MAX_LEVELS,
+                 "; ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
     if train_range:
         LOG.info("samples are clipped to each feature's range in the train rows (generate.train_range: true)")
-    return TrainSupport(low.astype(np.float32), high.astype(np.float32), whole)
+    return TrainSupport(low.astype(np.float32), high.astype(np.float32), whole, level)
 
 
 # ---- where a latent model draws z ------------------------------------------------------------

@@ -10,6 +10,8 @@ rule generate:
         whole=lambda wildcards: "" if config["generate"].get("whole_numbers", True) else "--keep-fractions",
         # samples clipped to each feature's train range (no negative abundance, nothing past any seen)
         train_range=lambda wildcards: "--train-range" if config["generate"].get("train_range", False) else "",
+        # features of a few distinct train values (codes, grades) get the nearest of those values
+        levels=lambda wildcards: "" if config["generate"].get("levels", True) else "--any-value",
         seed=dataset_seed,
         # sequences are also written as FASTA, for tools outside omicsgen
         fasta=lambda wildcards: (
@@ -24,4 +26,4 @@ rule generate:
         "../../envs/omicsgen.yaml"
     shell:
         "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE omicsgen generate --input {input.data:q} --checkpoint {input.model:q} --output {output.samples:q}"
-        " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} {params.whole} {params.train_range} > {log:q} 2>&1"
+        " --n-samples {params.n_samples} --seed {params.seed} {params.fasta} {params.whole} {params.train_range} {params.levels} > {log:q} 2>&1"

@@ -37,6 +37,11 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
     modalities = ("expression", "timecourse")
     shape_hparams = ("n_genes",)
     sized_to_data = True
+    # Small data trains for up to this many steps (sizing; 300 steps without improvement stop it
+    # first on most tables). 1,500 stopped the AE on breast_cancer still learning: 4,000 took it
+    # 9.78 -> 9.01 and the VAE's tissue_expr 0.309 -> 0.301; five of eight tables stopped earlier
+    # and did not change (bench/figures.md, "Issue 15: steps").
+    small_data_steps = 4000
     defaults = {
         "hidden_dim": 128,
         "latent_dim": 32,
@@ -76,8 +81,10 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
             self.register_buffer("x_center", torch.zeros(n_genes))
             self.register_buffer("x_scale", torch.ones(n_genes))
             if linear_skip:
-                self.skip = nn.Parameter(torch.zeros(n_genes, n_genes))
+                # fit in closed form before training (`fit_skip`), then held: the network learns the rest
+                self.register_buffer("skip", torch.zeros(n_genes, n_genes))
                 self.register_buffer("off_diagonal", 1.0 - torch.eye(n_genes))
+                self.register_buffer("code_skips", torch.zeros(N_CODES, n_genes))  # the stored rows' skip terms
         else:
             self.count_head = cm.CountHead(hidden_dim, n_genes, zero_inflated=output == "zinb")
         self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
@@ -97,6 +104,10 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
         train = self.tensors(adata, "train")
         for member in self.members:
             member._member_init(train)
+        if self.hparams.get("linear_skip") and not self.counts_model:
+            skip = fit_skip(self._z(train), self._z(self.tensors(adata, "val")))
+            for member in self.members:
+                member.skip.copy_(skip)
 
     def _member_init(self, train: dict[str, torch.Tensor]) -> None:
         if self.counts_model:
@@ -118,7 +129,7 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if not self.counts_model:  # checkpoints from before the z-score buffers: the identity
-            for name in ("x_center", "x_scale"):
+            for name in ("x_center", "x_scale", *(("code_skips",) if self.hparams.get("linear_skip") else ())):
                 state_dict.setdefault(prefix + name, getattr(self, name).clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -156,8 +167,14 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
         if self.counts_model:
             full = bool(observed.all())
             return -cm.observed_log_prob_rows(batch["counts"], batch["library"], out, None if full else observed).mean()
-        out = out + self.skip_term(x, seen)
+        # every other observed entry feeds the skip, as at imputation: its diagonal is 0, so an
+        # entry hidden from the encoder never reaches its own prediction
+        out = out + self.skip_term(x, observed)
         return (gaussian_nll(x, out, self.log_var()) * observed).sum(1).mean()
+
+    def _z(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """z-scores of the observed entries, 0 (the mean) where not observed."""
+        return torch.where(tensors["observed"], (tensors["x"] - self.x_center) / self.x_scale, 0.0)
 
     def skip_term(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor | float:
         """The `linear_skip` part of the Gaussian mean: each feature regressed on the other
@@ -179,8 +196,12 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
         pick = torch.linspace(0, n_rows - 1, min(n_rows, N_CODES)).round().long()
         was_training = self.training
         self.eval()
+        x, observed = tensors["x"][pick].to(self.device), tensors["observed"][pick].to(self.device)
         with torch.no_grad():
-            codes = self.encode(tensors["x"][pick].to(self.device), tensors["observed"][pick].to(self.device))
+            codes = self.encode(x, observed)
+            if self.hparams.get("linear_skip") and not self.counts_model:
+                self.code_skips.zero_()
+                self.code_skips[: len(pick)] = self.skip_term(torch.where(observed, x, 0.0), observed)
         self.train(was_training)
         self.codes.zero_()
         self.codes[: len(pick)] = codes
@@ -210,7 +231,10 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
             drawn = cm.draw_counts(self.head(z), library.to(device), generator)
             return cm.normalise(drawn, library, self.hparams.target_sum).numpy().astype(np.float32)
         noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
-        return (self.decode(z) + noise * (0.5 * self.log_var()).exp()).cpu().numpy().astype(np.float32)
+        mean = self.decode(z)
+        if self.hparams.get("linear_skip"):  # the network learned what the skip of its row leaves
+            mean = mean + self.code_skips[which.to(device)]
+        return (mean + noise * (0.5 * self.log_var()).exp()).cpu().numpy().astype(np.float32)
 
     @inference
     def impute(self, values: np.ndarray, observed: np.ndarray, obs=None) -> np.ndarray:
@@ -247,3 +271,34 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
     def _code(self, values: np.ndarray, observed: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.where(observed, values, 0.0).astype(np.float32)).to(self.device)
         return self.encode(x, torch.from_numpy(observed).to(self.device))
+
+
+RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+KEEP_GRID = (0.7, 0.9, 1.0)
+
+
+def fit_skip(train_z: torch.Tensor, val_z: torch.Tensor) -> torch.Tensor:
+    """Each feature's ridge regression on every other feature (z-scores, the mean where not
+    observed), fit as if each other feature were seen with chance `keep` (dropout as a
+    penalty), all features in one inverse: with P = (keep^2 G + keep (1 - keep) diag(G) + lam I)^-1,
+    feature i's weights on j are -P[j, i] / (keep share_i P[i, i]), share_i the rows where i is
+    observed. keep and lam (a multiple of G's mean diagonal) are the pair that predicts the val
+    rows' observed entries best. Returns W, W[i, j] the weight of feature j in feature i's prediction."""
+    z = train_z.double()
+    gram = z.t() @ z / max(len(z), 1)
+    share = (z != 0).double().mean(0).clamp_min(1e-3)
+    scale = float(gram.diagonal().mean().clamp_min(1e-8))
+    eye = torch.eye(len(gram), dtype=gram.dtype)
+    v = val_z.double()
+    seen = v != 0
+    best, best_error = None, None
+    for keep in KEEP_GRID:
+        for lam in RIDGE_GRID:
+            noisy = keep**2 * gram + keep * (1 - keep) * torch.diag(gram.diagonal())
+            precision = torch.linalg.inv(noisy + lam * scale * eye)
+            weights = (-precision / (keep * share * precision.diagonal())[None, :]).t().contiguous()
+            weights.fill_diagonal_(0.0)
+            error = float((((v @ weights.t()) - v) ** 2)[seen].mean()) if seen.any() else 0.0
+            if best_error is None or error < best_error:
+                best, best_error = weights, error
+    return best.float()

@@ -54,6 +54,13 @@ MAX_EPOCHS = 600
 # per table; 3 members gave most of it). Trained together, as here, against one network: lower
 # on all 8 tables for the AE (1-18%) and on 7 of 8 for the VAE (wine +0.4%).
 ENSEMBLE = 5
+# A Gaussian AE on a table of at least as many features as training rows (and at most
+# SKIP_MAX_FEATURES: the skip is features x features per member) adds each feature's ridge
+# regression on the others (`linear_skip`). Small-data benchmark, seeds 0-2 (bench/figures.md,
+# "Issue 15: ridge skip"): nci60 (45 train rows x 500 genes) AE 1.411 -> 1.330 (iterative 1.370),
+# tissue_expr (132 x 500) 0.300 -> 0.303 (iterative 0.308); on breast_cancer (398 x 30) it
+# lost (9.0 -> 12.1): with few features per row a network learns more than a ridge.
+SKIP_MAX_FEATURES = 1000
 # Records at least this long give a small-data language model more capacity.
 LONG_RECORDS = 1000
 # Language models on large data (`lm_budget`): positions read in training (epochs x record
@@ -110,10 +117,12 @@ def family_defaults(family: str, n_rows: int, n_features: int, likelihood: str |
             "kl_warmup_epochs": 20,
             **({"ensemble": ENSEMBLE} if gaussian else {}),
         }
-    # The AE already hides a share of entries each step (`noise`): it gets the steps only. Its
-    # `linear_skip` is left to the config: on three tables it won one (wine), tied one and lost one.
-    # Its fill varied most from seed to seed: the ensemble helped it most (breast_cancer -9%).
-    return {"ensemble": ENSEMBLE} if family == "ae" and gaussian else {}
+    # The AE already hides a share of entries each step (`noise`): it gets the steps only, the
+    # ensemble (its fill varied most from seed to seed: the ensemble helped it most, breast_cancer
+    # -9%), and the ridge skip when the features outnumber the rows (SKIP_MAX_FEATURES).
+    if family != "ae" or not gaussian:
+        return {}
+    return {"ensemble": ENSEMBLE, **({"linear_skip": True} if n_rows <= n_features <= SKIP_MAX_FEATURES else {})}
 
 
 def trainer_defaults(n_rows: int, batch_size: int, max_epochs: int, patience: int, steps_per_batch=None,
