@@ -275,6 +275,7 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
 
 RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 KEEP_GRID = (0.7, 0.9, 1.0)
+UNCHOSEN = (0.9, 1e-1)  # keep and penalty when no val entry can choose
 
 
 def fit_skip(train_z: torch.Tensor, val_z: torch.Tensor) -> torch.Tensor:
@@ -283,7 +284,8 @@ def fit_skip(train_z: torch.Tensor, val_z: torch.Tensor) -> torch.Tensor:
     penalty), all features in one inverse: with P = (keep^2 G + keep (1 - keep) diag(G) + lam I)^-1,
     feature i's weights on j are -P[j, i] / (keep share_i P[i, i]), share_i the rows where i is
     observed. keep and lam (a multiple of G's mean diagonal) are the pair that predicts the val
-    rows' observed entries best. Returns W, W[i, j] the weight of feature j in feature i's prediction."""
+    rows' observed entries best (UNCHOSEN without val entries). Returns W, W[i, j] the weight of
+    feature j in feature i's prediction."""
     z = train_z.double()
     gram = z.t() @ z / max(len(z), 1)
     share = (z != 0).double().mean(0).clamp_min(1e-3)
@@ -292,13 +294,13 @@ def fit_skip(train_z: torch.Tensor, val_z: torch.Tensor) -> torch.Tensor:
     v = val_z.double()
     seen = v != 0
     best, best_error = None, None
-    for keep in KEEP_GRID:
-        for lam in RIDGE_GRID:
-            noisy = keep**2 * gram + keep * (1 - keep) * torch.diag(gram.diagonal())
-            precision = torch.linalg.inv(noisy + lam * scale * eye)
-            weights = (-precision / (keep * share * precision.diagonal())[None, :]).t().contiguous()
-            weights.fill_diagonal_(0.0)
-            error = float((((v @ weights.t()) - v) ** 2)[seen].mean()) if seen.any() else 0.0
-            if best_error is None or error < best_error:
-                best, best_error = weights, error
+    pairs = [(keep, lam) for keep in KEEP_GRID for lam in RIDGE_GRID] if seen.any() else [UNCHOSEN]
+    for keep, lam in pairs:
+        noisy = keep**2 * gram + keep * (1 - keep) * torch.diag(gram.diagonal())
+        precision = torch.linalg.inv(noisy + lam * scale * eye)
+        weights = (-precision / (keep * share * precision.diagonal())[None, :]).t().contiguous()
+        weights.fill_diagonal_(0.0)
+        error = float((((v @ weights.t()) - v) ** 2)[seen].mean()) if seen.any() else 0.0
+        if best_error is None or error < best_error:
+            best, best_error = weights, error
     return best.float()
