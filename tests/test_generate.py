@@ -114,6 +114,11 @@ def test_features_of_a_few_values_get_the_nearest_of_them(tmp_path):
     drawn = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "drawn.h5ad", 300, seed=0, levels=False))
     assert not np.isin(drawn.X[:, 3], grade).all()
     assert np.array_equal(np.asarray(drawn.X[:, 4]), np.asarray(out.X[:, 4]))  # the same draws elsewhere
+    from omicsgen.generate import train_support
+
+    assert list(train_support(data, whole_numbers=False).levels) == [3]
+    data.uns["omicsgen"]["input_scale"] = "counts"  # log-normalised counts: a few values are cells', not codes
+    assert train_support(data, whole_numbers=False) is None
 
 
 def test_nearest_value():

@@ -183,7 +183,8 @@ def train_support(reference: ad.AnnData, train_range: bool = False, whole_number
             warnings.simplefilter("ignore", RuntimeWarning)
             low, high = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
         whole = np.where(observed, x == np.round(x), True).all(axis=0) & observed.any(axis=0)
-        level = level_features(x, observed) if levels else {}
+        # log-normalised counts are measurements, not codes: a rarely detected gene's few values are its cells'
+        level = level_features(x, observed) if levels and meta(reference).get("input_scale") != "counts" else {}
     whole &= whole_numbers
     if not (train_range or whole.any() or level):
         return None
