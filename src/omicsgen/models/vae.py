@@ -260,6 +260,7 @@ class VAE(SeedEnsemble, GenerativeModel):
         n_labels = _check_conditioning(condition_on, label_names)
         self.save_hyperparameters()
         self.latent_mixture = None  # (weights, means, Cholesky factors) once fit_latent_density ran
+        self.sample_log_var = None  # per-gene noise of `sample`, once fit_latent_density ran (Gaussian)
         # The first layer reads [x, observed mask, label one-hot]; `encode` splits its weight.
         self.encoder = mlp(2 * n_genes + n_labels, hidden_dim, n_layers, dropout)
         self.to_latent_mean = nn.Linear(hidden_dim, latent_dim)
@@ -453,7 +454,8 @@ class VAE(SeedEnsemble, GenerativeModel):
 
     def _member_sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None) -> np.ndarray:
         """Decoder means at z (from the fitted latent mixture when `fit_latent_density` ran,
-        else N(0, I)) plus Gaussian noise with the learned per-gene variance.
+        else N(0, I)) plus Gaussian noise with each gene's residual variance (`fit_latent_density`; the
+        learned variance before it ran).
         Count likelihoods: counts drawn from the NB / ZINB at a library drawn from the training
         libraries, normalised to target_sum and log1p'd (X's scale). A conditional model decodes
         at `labels` (n indices into `hparams.label_names`; default: drawn at the training
@@ -467,7 +469,8 @@ class VAE(SeedEnsemble, GenerativeModel):
             counts = cm.draw_counts(self.count_params(zc), library.to(device), generator)
             return cm.normalise(counts, library, self.hparams.target_sum).numpy().astype(np.float32)
         noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
-        x = self.decode(zc) + noise * (0.5 * self.log_var()).exp()
+        log_var = self.log_var() if self.sample_log_var is None else self.sample_log_var.to(device)
+        x = self.decode(zc) + noise * (0.5 * log_var).exp()
         return x.cpu().numpy().astype(np.float32)
 
     @inference
@@ -480,19 +483,33 @@ class VAE(SeedEnsemble, GenerativeModel):
         """Fit `sample`'s latent density to rows of the training data: a full-covariance Gaussian
         mixture (1 to MAX_LATENT_COMPONENTS components, the lowest BIC) on LATENT_FIT_DRAWS draws
         of each row's posterior q(z|x), so the spread of each posterior is kept. Seeded by
-        `seed`. Returns what was fit, for the log; "prior" sampling fits nothing."""
-        if self.hparams.get("latent_sampling", "fitted") == "prior" or len(values) < 2:
-            self.latent_mixture = None
-            return "z ~ N(0, I) (latent_sampling: prior)" if len(values) >= 2 else "z ~ N(0, I): too few rows to fit"
-        from sklearn.mixture import GaussianMixture  # here: only generate needs it
-
+        `seed`. Gaussian likelihood: also `sample`'s noise, each gene's mean squared residual of
+        its observed entries around the rows decoded at those draws (`residual_log_var`). Returns
+        what was fit, for the log; "prior" sampling fits no mixture."""
+        self.latent_mixture = self.sample_log_var = None
+        if len(values) < 2:
+            return "z ~ N(0, I): too few rows to fit"
         codes = self._row_labels(obs, len(values))
         rng = np.random.default_rng([seed, 11])
-        draws = []
+        draws, squares, counts = [], 0.0, 0.0
         for rows in row_chunks(len(values)):
-            mean, log_var = self.encode(*self._input(values[rows], observed[rows]), None if codes is None else codes[rows])
+            x, seen = self._input(values[rows], observed[rows])
+            label_rows = None if codes is None else codes[rows]
+            mean, log_var = self.encode(x, seen, label_rows)
             mean, sd = mean.cpu().numpy(), (0.5 * log_var).exp().cpu().numpy()
-            draws += [mean + sd * rng.standard_normal(mean.shape) for _ in range(LATENT_FIT_DRAWS)]
+            for _ in range(LATENT_FIT_DRAWS):
+                draws.append(mean + sd * rng.standard_normal(mean.shape))
+                if not self.counts_model:
+                    decoded = self.decode(self.decoder_input(torch.as_tensor(draws[-1], dtype=torch.float32, device=self.device), label_rows))
+                    squares = squares + (((x - decoded) ** 2) * seen).sum(0)
+                    counts = counts + seen.sum(0)
+        said = ""
+        if not self.counts_model:
+            self.sample_log_var, said = self.residual_log_var(squares, counts)
+        if self.hparams.get("latent_sampling", "fitted") == "prior":
+            return "z ~ N(0, I) (latent_sampling: prior)" + said
+        from sklearn.mixture import GaussianMixture  # here: only generate needs it
+
         points = np.concatenate(draws).astype(np.float64)
         largest = max(1, min(MAX_LATENT_COMPONENTS, len(values) // 10))
         fits = [GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(points)
@@ -501,7 +518,18 @@ class VAE(SeedEnsemble, GenerativeModel):
         self.latent_mixture = tuple(torch.as_tensor(a, dtype=torch.float32) for a in
                                     (best.weights_, best.means_, np.linalg.cholesky(best.covariances_)))
         return (f"z from a {best.n_components}-component Gaussian mixture fit to the posteriors of {len(values)} "
-                f"train rows (lowest BIC of 1-{largest}; setting: latent_sampling: prior)")
+                f"train rows (lowest BIC of 1-{largest}; setting: latent_sampling: prior)" + said)
+
+    def residual_log_var(self, squares: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """Log of each gene's mean squared residual (the learned variance where a gene has no
+        observed entry), and what it changed for the log. The learned variance is bounded on
+        X's scale (LOG_VAR_RANGE: sd 0.03 to 12), which weights training as intended but gives
+        samples of a gene of sd 1e9 or 0.001 far too little or too much noise."""
+        learned = self.log_var().detach()
+        residual = torch.where(counts > 0, (squares / counts.clamp_min(1)).clamp_min(1e-30).log(), learned)
+        bounded = int(((learned <= LOG_VAR_RANGE[0]) | (learned >= LOG_VAR_RANGE[1])).sum())
+        return residual, (f"; sample noise: each gene's residual variance around the decoded train rows "
+                          f"({bounded} of {len(learned)} genes had a learned variance at its bounds)")
 
     def _draw_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
         if self.latent_mixture is None:
