@@ -27,7 +27,7 @@ from torch import nn
 
 from . import counts as cm
 from .base import GenerativeModel, inference, keep_observed, row_chunks, stack_rows
-from .vae import LOG_VAR_RANGE, VAE, SeedEnsemble, gaussian_nll, mlp
+from .vae import LOG_VAR_RANGE, VAE, SeedEnsemble, feature_scale, gaussian_nll, mlp
 
 N_CODES = 1024
 
@@ -122,7 +122,7 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
             var = ((train["x"] - mean) ** 2 * train["observed"]).sum(0) / n
             with torch.no_grad():
                 self.x_center.copy_(mean)
-                self.x_scale.copy_(var.sqrt().clamp_min(1e-3))
+                self.x_scale.copy_(feature_scale(var))
                 self.to_gene_mean.bias.zero_()
                 self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
         self._member_calibrate(train)

@@ -56,7 +56,7 @@ from ..alphabet import MISSING, PAD
 from . import counts as cm
 from .base import GenerativeModel, Unsupported, draw_label_codes, inference, row_chunks, split_rows
 from .lstm import RecurrentLanguageModel
-from .vae import VAE
+from .vae import VAE, feature_scale
 
 LABEL_COLUMN = "label"
 LIBRARY_SIZE_MODES = ("auto", True, False)
@@ -239,7 +239,7 @@ class WGAN(ConditionalWGAN):
         x, m = train["x"], train["observed"]
         n = m.sum(0).clamp_min(1)
         mean = (x * m).sum(0) / n
-        std = (((x - mean) ** 2 * m).sum(0) / n).sqrt().clamp_min(1e-3)
+        std = feature_scale(((x - mean) ** 2 * m).sum(0) / n)
         low = torch.where(m, x, torch.inf).amin(0)
         with torch.no_grad():
             self.gene_mean.copy_(mean)
