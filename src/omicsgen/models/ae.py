@@ -27,7 +27,7 @@ from torch import nn
 
 from . import counts as cm
 from .base import GenerativeModel, inference, keep_observed, row_chunks, stack_rows
-from .vae import LOG_VAR_RANGE, VAE, SeedEnsemble, feature_scale, gaussian_nll, mlp
+from .vae import LOG_VAR_RANGE, VAE, SeedEnsemble, divisor, feature_scale, gaussian_nll, mlp
 
 N_CODES = 1024
 
@@ -136,7 +136,7 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
     # ---- networks -----------------------------------------------------------------------
     def encode(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         if not self.counts_model:
-            x = (x - self.x_center) / self.x_scale
+            x = (x - self.x_center) / divisor(self.x_scale)
         return self.encoder(torch.cat([x * observed, observed.float()], dim=1))
 
     def head(self, z: torch.Tensor):
@@ -174,14 +174,14 @@ class Autoencoder(SeedEnsemble, GenerativeModel):
 
     def _z(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """z-scores of the observed entries, 0 (the mean) where not observed."""
-        return torch.where(tensors["observed"], (tensors["x"] - self.x_center) / self.x_scale, 0.0)
+        return torch.where(tensors["observed"], (tensors["x"] - self.x_center) / divisor(self.x_scale), 0.0)
 
     def skip_term(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor | float:
         """The `linear_skip` part of the Gaussian mean: each feature regressed on the other
         visible features' z-scores (unseen ones count as the mean), on X's scale."""
         if self.counts_model or not self.hparams.get("linear_skip"):
             return 0.0
-        z = (x - self.x_center) / self.x_scale * seen
+        z = (x - self.x_center) / divisor(self.x_scale) * seen
         return self.x_scale * (z @ (self.skip * self.off_diagonal).t())
 
     def calibrate(self, tensors: dict[str, torch.Tensor]) -> None:

@@ -371,7 +371,7 @@ class VAE(SeedEnsemble, GenerativeModel):
         first = self.encoder[0]
         mask = None if observed is None else observed.to(x.dtype)
         if not self.counts_model:  # z-scores, 0 (the mean) where unobserved
-            x = (x - self.x_center) / self.x_scale
+            x = (x - self.x_center) / divisor(self.x_scale)
             x = x if mask is None else x * mask
         cond = one_hot(labels, self.n_labels, len(x), x.device) if self.n_labels else None
         if torch.is_autocast_enabled(x.device.type):  # mixed precision: the plain layer, which autocast casts
@@ -773,11 +773,17 @@ def _check_conditioning(condition_on, names: list[str]) -> int:
 
 
 def feature_scale(var: torch.Tensor) -> torch.Tensor:
-    """Each feature's sd for its z-scores; 1 for a constant feature. No absolute floor: a floor
-    of 1e-3 left features of sd 1e-5 (speech wavelet medians) unscaled, so the network could not
-    resolve them and their samples spread 100x too wide."""
+    """Each feature's sd, what its z-scores are scaled back by; 0 for a constant feature (sd
+    under 1e-12: a speech table's wavelet means are 1e-18 noise around 0), whose decoded value is
+    then its constant. No floor beside it: a floor of 1e-3 left features of sd 1e-5 unscaled, so
+    the network could not resolve them and their samples spread 100x too wide."""
     sd = var.sqrt()
-    return torch.where(sd > 1e-12, sd, torch.ones_like(sd))
+    return torch.where(sd > 1e-12, sd, torch.zeros_like(sd))
+
+
+def divisor(scale: torch.Tensor) -> torch.Tensor:
+    """`scale` for dividing by: 1 where a feature is constant (its z-score is then 0)."""
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ from ..alphabet import MISSING, PAD
 from . import counts as cm
 from .base import GenerativeModel, Unsupported, draw_label_codes, inference, row_chunks, split_rows
 from .lstm import RecurrentLanguageModel
-from .vae import VAE, feature_scale
+from .vae import VAE, divisor, feature_scale
 
 LABEL_COLUMN = "label"
 LIBRARY_SIZE_MODES = ("auto", True, False)
@@ -263,7 +263,7 @@ class WGAN(ConditionalWGAN):
     # ---- networks -----------------------------------------------------------------------
     def real(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         m = batch["observed"].float()
-        return (batch["x"] - self.gene_mean) / self.gene_std * m, m
+        return (batch["x"] - self.gene_mean) / divisor(self.gene_std) * m, m
 
     def critic(self, standardised, m, cond) -> torch.Tensor:
         return self.critic_net(torch.cat([standardised * m, m, cond], dim=1)).squeeze(1)
@@ -272,7 +272,7 @@ class WGAN(ConditionalWGAN):
         """Generator output, standardised like the critic's real input."""
         if not self.lsn:
             return self.generator_net(torch.cat([z, cond], dim=1))
-        return (self.normalised_counts(z, cond, generator) - self.gene_mean) / self.gene_std
+        return (self.normalised_counts(z, cond, generator) - self.gene_mean) / divisor(self.gene_std)
 
     def sample_rows(self, z, cond, generator: torch.Generator) -> np.ndarray:
         if not self.lsn:
