@@ -535,6 +535,8 @@ class VAE(SeedEnsemble, GenerativeModel):
         inside = ~outside & (counts > 0)
         widen = float((learned - residual)[inside].median().clamp_min(0)) if inside.any() else 0.0
         chosen = torch.where(outside, residual + widen, learned)
+        if not outside.any():
+            return chosen, "; sample noise: each gene's learned variance (every residual variance within its bounds)"
         return chosen, (f"; sample noise: the learned variance, or for the {int(outside.sum())} of {len(learned)} "
                         f"genes whose residual variance is outside its bounds, that variance x {np.exp(widen):.2f}")
 
