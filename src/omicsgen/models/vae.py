@@ -454,8 +454,9 @@ class VAE(SeedEnsemble, GenerativeModel):
 
     def _member_sample(self, n: int, generator: torch.Generator, labels: np.ndarray | None = None) -> np.ndarray:
         """Decoder means at z (from the fitted latent mixture when `fit_latent_density` ran,
-        else N(0, I)) plus Gaussian noise with each gene's residual variance (`fit_latent_density`; the
-        learned variance before it ran).
+        else N(0, I)) plus Gaussian noise: each gene's learned variance, or, once
+        `fit_latent_density` ran, its residual variance where that lies outside the learned one's
+        bounds (`residual_log_var`).
         Count likelihoods: counts drawn from the NB / ZINB at a library drawn from the training
         libraries, normalised to target_sum and log1p'd (X's scale). A conditional model decodes
         at `labels` (n indices into `hparams.label_names`; default: drawn at the training
