@@ -19,6 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import counts as cm
+from . import logscale
+from ..provenance import meta
 from .base import (
     draw_label_codes,
     GenerativeModel,
@@ -234,6 +236,10 @@ class VAE(SeedEnsemble, GenerativeModel):
         # Members trained together, each from its own start with its own random masks; the
         # fill is their mean (`SeedEnsemble`; Gaussian only). models/sizing.py sets 5 on small data.
         "ensemble": 1,
+        # Gaussian, on input that is not log-normalised counts: fit each right-skewed positive
+        # feature (concentrations, areas, energies) on a log scale (models/logscale.py); fills and
+        # samples come back on X's scale. false: every feature on its own scale.
+        "log_skewed": True,
     }
     has_latent = True
     can_draw_imputations = True
@@ -242,7 +248,7 @@ class VAE(SeedEnsemble, GenerativeModel):
         self, n_genes, hidden_dim, latent_dim, n_layers, beta, kl_warmup_epochs, learning_rate,
         likelihood="gaussian", target_sum=cm.DEFAULT_TARGET_SUM, condition_on=None, label_names=(),
         dropout=0.0, denoise_rate=0.0, refine_steps=0, series_offsets=False, latent_sampling="fitted",
-        ensemble=1,
+        ensemble=1, log_skewed=True,
     ):
         super().__init__()
         if likelihood not in cm.LIKELIHOODS:
@@ -274,6 +280,7 @@ class VAE(SeedEnsemble, GenerativeModel):
             # ratios) train alike. 0 / 1 (no change) for checkpoints made before they existed.
             self.register_buffer("x_center", torch.zeros(n_genes))
             self.register_buffer("x_scale", torch.ones(n_genes))
+            self.log_scale = logscale.LogScale(n_genes)  # the skewed features' (`log_skewed`)
         else:
             self.count_head = cm.CountHead(hidden_dim, n_genes, zero_inflated=likelihood == "zinb")
             self.register_buffer("library_quantiles", torch.ones(cm.N_LIBRARY_QUANTILES))
@@ -328,10 +335,27 @@ class VAE(SeedEnsemble, GenerativeModel):
         return out
 
     def init_from_data(self, adata: ad.AnnData) -> None:
-        """Start the decoder at the per-gene mean and variance: training then only learns structure."""
+        """Start the decoder at the per-gene mean and variance: training then only learns structure.
+        Gaussian with `log_skewed`: first choose the features fit on a log scale."""
         train = self.tensors(adata, "train")
+        if not self.counts_model and self.hparams.get("log_skewed", False):
+            logscale.choose_for([member.log_scale for member in self.members], train, list(adata.var_names), self.family,
+                                log_normalised=meta(adata).get("input_scale") == "counts")
         for member in self.members:
             member._member_init(train)
+
+    def warp(self, x: torch.Tensor) -> torch.Tensor:
+        """X's scale -> the scale the Gaussian model fits (`LogScale.warp`)."""
+        return x if self.counts_model else self.log_scale.warp(x)
+
+    def unwarp(self, t: torch.Tensor) -> torch.Tensor:
+        """The model's scale -> X's (`LogScale.unwarp`)."""
+        return t if self.counts_model else self.log_scale.unwarp(t)
+
+    def _unwarp_np(self, t: np.ndarray) -> np.ndarray:
+        if self.counts_model or not self.log_scale.active:
+            return t
+        return self.unwarp(torch.as_tensor(t, device=self.device)).cpu().numpy()
 
     def _member_init(self, train: dict[str, torch.Tensor]) -> None:
         if self.n_labels:
@@ -346,8 +370,9 @@ class VAE(SeedEnsemble, GenerativeModel):
             self.library_quantiles.copy_(cm.library_quantiles(train["library"]))
             return
         counts = train["observed"].sum(0).clamp_min(1)
-        mean = train["x"].sum(0) / counts
-        var = ((train["x"] - mean) ** 2 * train["observed"]).sum(0) / counts
+        x = self.warp(train["x"]) * train["observed"]
+        mean = x.sum(0) / counts
+        var = ((x - mean) ** 2 * train["observed"]).sum(0) / counts
         with torch.no_grad():
             self.x_center.copy_(mean)
             self.x_scale.copy_(feature_scale(var))
@@ -409,6 +434,7 @@ class VAE(SeedEnsemble, GenerativeModel):
 
     def _member_loss(self, batch, kl_weight: float):
         x, observed, labels = batch["x"], batch["observed"], batch.get("labels")
+        x = self.warp(x) * observed  # unobserved entries stay 0
         seen = self._denoising_input(observed)
         if bool(observed.all()):
             observed = None  # skips the mask's work in the encoder and the likelihood
@@ -471,7 +497,7 @@ class VAE(SeedEnsemble, GenerativeModel):
             return cm.normalise(counts, library, self.hparams.target_sum).numpy().astype(np.float32)
         noise = torch.randn(n, self.hparams.n_genes, generator=generator).to(device)
         log_var = self.log_var() if self.sample_log_var is None else self.sample_log_var.to(device)
-        x = self.decode(zc) + noise * (0.5 * log_var).exp()
+        x = self.unwarp(self.decode(zc) + noise * (0.5 * log_var).exp())
         return x.cpu().numpy().astype(np.float32)
 
     @inference
@@ -569,8 +595,9 @@ class VAE(SeedEnsemble, GenerativeModel):
             ]
             return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
         means = [self.decode(self._refined_input(values[rows], observed[rows], codes, rows)) for rows in row_chunks(len(values))]
-        means = stack_rows(means, self.hparams.n_genes)
-        return keep_observed(values, observed, means + self._series_offsets(values, observed, means, obs))
+        means = stack_rows(means, self.hparams.n_genes)  # on the model's scale (`warp`)
+        means = means + self._series_offsets(self._warp_np(values, observed), observed, means, obs)
+        return keep_observed(values, observed, self._unwarp_np(means))
 
     def _series_offsets(self, values: np.ndarray, observed: np.ndarray, means: np.ndarray, obs) -> np.ndarray | float:
         """Time courses (`series_offsets`, Gaussian): each row's fill moves by its series' mean
@@ -629,13 +656,13 @@ class VAE(SeedEnsemble, GenerativeModel):
             x, seen = self._input(values[rows], observed[rows])
             mean, log_var = self.encode(x, seen, label_rows)
             mean = self._refine(x, seen, mean, label_rows)  # draws around the refined mean
-            shift = offsets[rows][at] if isinstance(offsets, np.ndarray) else offsets
+            shift = offsets[rows] if isinstance(offsets, np.ndarray) else offsets
             lib = None if library is None else library[rows]
             stop = start + len(at[0])
             for draw in range(n_draws):
                 eps = torch.randn(mean.shape, generator=generator).to(self.device)
                 zc = self.decoder_input(mean + eps * (0.5 * log_var).exp(), label_rows)
-                out[draw, start:stop] = self._draw_x_at(zc, lib, at, generator) + shift
+                out[draw, start:stop] = self._draw_x_at(zc, lib, at, generator, shift)
             start = stop
         return out
 
@@ -645,16 +672,19 @@ class VAE(SeedEnsemble, GenerativeModel):
             return 0.0
         means = stack_rows([self.decode(self._refined_input(values[rows], observed[rows], codes, rows))
                             for rows in row_chunks(len(values))], self.hparams.n_genes)
-        return self._series_offsets(values, observed, means, obs)
+        return self._series_offsets(self._warp_np(values, observed), observed, means, obs)
 
-    def _draw_x_at(self, zc: torch.Tensor, library: torch.Tensor | None, at: tuple, generator) -> np.ndarray:
+    def _draw_x_at(self, zc: torch.Tensor, library: torch.Tensor | None, at: tuple, generator,
+                   shift: np.ndarray | float = 0.0) -> np.ndarray:
         """One draw of the likelihood at decoder input `zc`, on X's scale, at the entries `at`
-        ((rows, cols) of the decoded block; counts are drawn there only)."""
+        ((rows, cols) of the decoded block; counts are drawn there only). Gaussian: `shift`
+        (series offsets of the block, on the model's scale) moves the draws before `unwarp`."""
         if self.counts_model:
             counts = cm.draw_counts(self.count_params(zc), library.to(self.device), generator, at=at)
             return torch.log1p(counts / library[at[0]] * self.hparams.target_sum).numpy()
         noise = torch.randn(len(zc), self.hparams.n_genes, generator=generator).to(self.device)
-        return (self.decode(zc) + noise * (0.5 * self.log_var()).exp()).cpu().numpy()[at]
+        drawn = self.decode(zc) + noise * (0.5 * self.log_var()).exp() + torch.as_tensor(shift, device=self.device)
+        return self.unwarp(drawn).cpu().numpy()[at]
 
     @inference
     def embed(self, values: np.ndarray, observed: np.ndarray | None = None, obs=None) -> np.ndarray:
@@ -691,8 +721,15 @@ class VAE(SeedEnsemble, GenerativeModel):
         return torch.from_numpy(label_codes(obs[LABEL_COLUMN], self.hparams.label_names))
 
     def _input(self, values: np.ndarray, observed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows on the model's scale (`warp`), 0 where unobserved, and their observed mask."""
         x = torch.from_numpy(np.where(observed, values, 0.0).astype(np.float32)).to(self.device)
-        return x, torch.from_numpy(observed).to(self.device)
+        seen = torch.from_numpy(observed).to(self.device)
+        return self.warp(x) * seen, seen
+
+    def _warp_np(self, values: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """`values` on the model's scale, 0 where unobserved (what `_series_offsets` reads)."""
+        return np.concatenate([self._input(values[rows], observed[rows])[0].cpu().numpy()
+                               for rows in row_chunks(len(values))]) if len(values) else values
 
     def _latent_mean(self, values, observed, codes: torch.Tensor | None, rows: slice) -> torch.Tensor:
         """The latent mean of the rows' observed entries."""
