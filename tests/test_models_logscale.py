@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -10,23 +12,26 @@ from test_models import make_expression
 from omicsgen.generate import generate
 from omicsgen.impute import impute
 from omicsgen.models.logscale import fit_log_scale, normality
+from omicsgen.models.registry import training_record
 from omicsgen.train import train
 
 
-def test_only_skewed_features_that_the_log_makes_gaussian_are_chosen():
+def test_only_skewed_measurements_that_the_log_makes_gaussian_are_chosen():
     rng = np.random.default_rng(0)
     n = 300
     lognormal = np.exp(rng.normal(3.0, 1.0, n))
     spike = np.where(rng.random(n) < 0.6, 4.0, 4.0 + rng.exponential(1.0, n))  # a detection floor and a tail
+    log_level = 6 + rng.exponential(1.0, n)  # a log-expression level with a right tail: already a log
+    zeros = np.where(rng.random(n) < 0.3, 0.0, lognormal)  # zeros beside a lognormal: log(x + shift)
     x = np.column_stack([lognormal, rng.normal(size=n), rng.integers(0, 2, n), spike, lognormal * 1e-6,
-                         -lognormal * 1e3]).astype(np.float32)
+                         -lognormal, log_level, zeros]).astype(np.float32)
     observed = np.ones_like(x, dtype=bool)
     observed[rng.random(n) < 0.3, 4] = False  # missing entries do not stop it
-    use, sign, offset, floor, top = fit_log_scale(x, observed)
-    assert use.tolist() == [True, False, False, False, True, True]
-    assert sign.tolist() == [1, 1, 1, 1, 1, -1]  # the last is left-skewed: mirrored
-    assert (x[:, 0] - offset[0] > floor[0]).all() and floor[0] > 0
-    assert (-x[:, 5] - offset[5] > floor[5]).all()
+    use, offset, floor, top = fit_log_scale(x, observed)
+    # normal, a 0 / 1 code, a spike at a floor, negative values and a mildly skewed level: no log
+    assert use.tolist() == [True, False, False, False, True, False, False, True]
+    assert offset[0] == 0 and floor[0] == x[:, 0].min() / 2  # every value > 0: log x itself
+    assert offset[7] < 0 and (x[:, 7] - offset[7] >= 2 * floor[7] * 0.999).all()  # zeros: a shift
     assert np.isclose(np.exp(top[0]) + offset[0], x[:, 0].max(), rtol=1e-4)
     logged = np.log(x[:, 0] - offset[0])
     assert normality(logged[:, None])[0] < 0.5 * normality(x[:, :1].astype(np.float64))[0]
@@ -71,6 +76,9 @@ def test_a_lognormal_feature_keeps_its_shape_in_samples_and_fills(tmp_path, log_
         assert (samples <= 0).mean() > 0.02 and abs(sample_skew) < 1.0
         return
     assert (samples > 0).all() and sample_skew > 1.0
+    record = training_record(ckpt)  # the choice is recorded for the page, with its setting's name
+    params = json.loads(record["params"]) if isinstance(record["params"], str) else record["params"]
+    assert params["sized_for_data"]["log_skewed"].startswith("1 of 30 features on a log scale: gene0")
     assert 0.7 < np.median(samples) / np.median(real) < 1.4
     filled = ad.read_h5ad(impute(tmp_path / "masked.h5ad", ckpt, tmp_path / "i.h5ad", seed=0))
     fills = np.asarray(filled.layers["imputed"])[np.asarray(data.layers["heldout"])[:, 0], 0]

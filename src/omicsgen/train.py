@@ -103,7 +103,7 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     trainer, best = _fit(model, train_tensors, val_tensors, settings, seed, work_dir)
     if trainer.global_rank != 0:  # DDP: rank 0 writes the outputs
         return checkpoint_path
-    record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed, sized)
+    record = _provenance(data_path, family, {**cls.defaults, **model_hparams}, settings, seed, {**sized, **model.data_choices})
     # Post-hoc statistics (e.g. residual noise) use every row training was allowed to see.
     calibration = cls.tensors(adata, ["train", "val"]) if calibrates else None
     _write_checkpoint(model, best, calibration, record, checkpoint_path)

@@ -252,6 +252,12 @@ class GenerativeModel(torch.nn.Module):
         """Constructor arguments read from the data (sizes, scales); plain Python numbers only."""
         raise NotImplementedError
 
+    @property
+    def data_choices(self) -> dict:
+        """What `init_from_data` chose from the data, by the setting that changes it (train
+        records it beside the small-data settings; the page shows both)."""
+        return self.__dict__.setdefault("_data_choices", {})
+
     def init_from_data(self, adata: ad.AnnData) -> None:
         """Set data-derived starting values (biases, buffers) from the train rows."""
 

@@ -1,15 +1,19 @@
 """Which features a Gaussian model should fit on a log scale, and where that scale starts.
 
-A Gaussian on X's own scale fits a heavy-tailed positive feature badly: a speech table's energies
-(median 26, 90th percentile 3,970, max 45,879) or a QSAR table's assay concentrations get
-samples with negative values and a symmetric spread, which a classifier tells from real rows at
-once. Such a feature is modelled as t = log(x - offset) instead (offset = the train minimum
-less a shift), and its fills and samples are mapped back; a left-skewed one (a speech table's
-entropies, down to -1e6) as t = log(offset - x), mirrored. The shift, and whether to log at all,
-follow the normal probability-plot correlation (Filliben 1975) of the train values: a log must
-bring them much closer to a Gaussian. Skewness alone is fooled by a spike at the minimum (an
-assay's detection floor of 4 beside a few 5-7): its log puts the spike far below the rest, and
-fills of such a feature came back 20-50x too large.
+A Gaussian on X's own scale fits a heavy-tailed positive measurement badly: a speech table's
+energies (median 26, 90th percentile 3,970, max 45,879), a QSAR table's concentrations or a
+clinical table's bilirubin get samples with negative values and a symmetric spread, which a
+classifier tells from real rows at once. Such a feature is modelled as t = log(x + shift)
+instead, and its fills and samples are mapped back.
+
+Only features of values >= 0, and the log is anchored at 0, not at the train minimum: a log scale
+is for measurements with a true zero that span orders of magnitude. Log-expression values
+(microarrays, a time course's log2 levels) are already logs: anchored at their minimum, a log
+of them stretched the low end and made the VAE's fills 2-3% worse (tissue_expr, nci60). The
+shift, and whether to log at all, follow the normal probability-plot correlation (Filliben 1975)
+of the train values: a log must bring them much closer to a Gaussian. Skewness alone is fooled
+by a spike at the minimum (an assay's detection floor of 4 beside a few 5-7): a log anchored
+there put the spike far below the rest, and fills of such a feature came back 20-50x too large.
 """
 
 from __future__ import annotations
@@ -22,15 +26,15 @@ import torch
 from torch import nn
 
 LOG = logging.getLogger(__name__)
-# A feature is considered when its train skewness exceeds this in size (a lognormal of sd 0.5 has 1.75)
+# A feature is considered when its train skewness exceeds this (a lognormal of sd 0.5 has 1.75)
 SKEW_MIN = 1.0
 # and it has at least this many observed train values and more distinct values than generate's
 # levels allow (a 0 / 1 code or a grade is not a measurement to log).
 MIN_VALUES = 20
 MIN_DISTINCT = 11
-# Shifts tried, as multiples of the median distance to the train minimum (log(x - min + c)):
-# small c stretches the low end, large c approaches the identity; and c = min (log x itself).
-SHIFT_FACTORS = (1e-2, 1e-1, 1.0, 10.0)
+# Shifts tried, as multiples of the feature's train median (log(x + c)): small c stretches the low
+# end, large c approaches the identity; and c = 0 (log x itself) when every value is above 0.
+SHIFT_FACTORS = (1e-2, 1e-1, 1.0)
 # The log is used when it cuts the distance from a Gaussian (1 - probability-plot correlation)
 # to at most this share of X's own.
 GAIN_NEEDED = 0.5
@@ -74,43 +78,40 @@ def normality(values: np.ndarray) -> np.ndarray:
 
 
 def fit_log_scale(x: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(use, sign, offset, floor, top) per feature from the observed train entries: `use` where
-    a skewed feature's best log (over the shifts) is at most GAIN_NEEDED as far from a Gaussian
-    as X itself; `sign` -1 for a left-skewed one. The model then reads
-    log(max(sign * x - offset, floor)) (floor = half the shift: a value beyond the train range's
-    low end stays finite, at that end); `top` is the log at the train range's other end, beyond
-    which nothing is mapped back (an exponential extrapolates wildly)."""
+    """(use, offset, floor, top) per feature from the observed train entries: `use` where a
+    right-skewed feature of values >= 0 has a log (over the shifts) at most GAIN_NEEDED as far
+    from a Gaussian as X itself. The model then reads log(max(x - offset, floor)) (offset = minus
+    the shift; floor = half the lowest train value's: a value below the train range stays finite,
+    at its low end); `top` is the log of the train maximum, above which nothing is mapped back (an
+    exponential extrapolates wildly)."""
     values = np.where(observed, x, np.nan).astype(np.float64)
     n_genes = values.shape[1]
     use = np.zeros(n_genes, dtype=bool)
-    sign, offset, floor, top = np.ones(n_genes), np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes)
+    offset, floor, top = np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes)
     if not len(values):
-        return use, sign, offset, floor, top
+        return use, offset, floor, top
     with warnings.catch_warnings():  # columns never observed: "Mean of empty slice", "All-NaN slice"
         warnings.simplefilter("ignore", RuntimeWarning)
-        skew = skewness(values)
-        candidates = (observed.sum(0) >= MIN_VALUES) & (np.abs(skew) > SKEW_MIN) & (distinct_counts(values) >= MIN_DISTINCT)
+        candidates = ((observed.sum(0) >= MIN_VALUES) & (skewness(values) > SKEW_MIN) & (np.nanmin(values, 0) >= 0)
+                      & (distinct_counts(values) >= MIN_DISTINCT))
         if not candidates.any():
-            return use, sign, offset, floor, top
+            return use, offset, floor, top
         cols = np.flatnonzero(candidates)
-        sign[cols] = np.where(skew[cols] < 0, -1.0, 1.0)
-        part = values[:, cols] * sign[cols]
+        part = values[:, cols]
         low = np.nanmin(part, 0)
-        above = part - low
-        typical = np.nanmedian(above, 0)
-        typical = np.where(typical > 0, typical, np.nanmean(above, 0))
-        shifts = np.stack([typical * factor for factor in SHIFT_FACTORS] + [np.where(low > 0, low, typical)])
-        distances = np.stack([normality(np.log(above + shift)) for shift in shifts])
+        typical = np.nanmedian(part, 0)
+        typical = np.where(typical > 0, typical, np.nanmean(part, 0))  # mostly zeros
+        shifts = np.stack([typical * factor for factor in SHIFT_FACTORS] + [np.where(low > 0, 0.0, typical * 1e-3)])
+        distances = np.stack([normality(np.log(part + shift)) for shift in shifts])
         best = np.argmin(distances, 0)
         shift = shifts[best, np.arange(len(cols))]
         chosen = distances[best, np.arange(len(cols))] <= GAIN_NEEDED * normality(part)
-        highest = np.nanmax(above, 0)
+        highest = np.nanmax(part, 0)
     use[cols] = chosen
-    sign[cols] = np.where(chosen, sign[cols], 1.0)
-    offset[cols] = np.where(chosen, low - shift, 0.0)
-    floor[cols] = np.where(chosen, shift / 2, 0.0)
+    offset[cols] = np.where(chosen, -shift, 0.0)
+    floor[cols] = np.where(chosen, (low + shift) / 2, 0.0)
     top[cols] = np.where(chosen, np.log(highest + shift), 0.0)
-    return use, sign, offset, floor, top
+    return use, offset, floor, top
 
 
 class LogScale(nn.Module):
@@ -121,13 +122,12 @@ class LogScale(nn.Module):
     def __init__(self, n_features: int):
         super().__init__()
         self.register_buffer("use", torch.zeros(n_features, dtype=torch.bool))
-        self.register_buffer("sign", torch.ones(n_features))
         for name in ("offset", "floor", "top"):
             self.register_buffer(name, torch.zeros(n_features))
 
     def fit(self, x: np.ndarray, observed: np.ndarray) -> np.ndarray:
         """Choose the features and their scales from the observed train entries; returns `use`."""
-        for name, values in zip(("use", "sign", "offset", "floor", "top"), fit_log_scale(x, observed)):
+        for name, values in zip(("use", "offset", "floor", "top"), fit_log_scale(x, observed)):
             getattr(self, name).copy_(torch.from_numpy(values))
         return self.use.cpu().numpy()
 
@@ -138,7 +138,7 @@ class LogScale(nn.Module):
     def warp(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return x
-        return torch.where(self.use, torch.log(torch.maximum(self.sign * x - self.offset, self.floor)), x)
+        return torch.where(self.use, torch.log(torch.maximum(x - self.offset, self.floor)), x)
 
     def unwarp(self, t: torch.Tensor) -> torch.Tensor:
         """Back to X's scale, no further than the train range's far end (`top`). A fill maps back
@@ -147,7 +147,7 @@ class LogScale(nn.Module):
         0.96, pbc 311 against 268)."""
         if not self.active:
             return t
-        return torch.where(self.use, self.sign * (torch.exp(torch.minimum(t, self.top)) + self.offset), t)
+        return torch.where(self.use, torch.exp(torch.minimum(t, self.top)) + self.offset, t)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, buffer in self.named_buffers():  # checkpoints from before: the identity
@@ -156,17 +156,18 @@ class LogScale(nn.Module):
 
 
 def choose_for(scales: list[LogScale], train: dict[str, torch.Tensor], names: list[str], family: str,
-               log_normalised: bool) -> None:
+               log_normalised: bool) -> str:
     """Fit the first of a model's `scales` (one per ensemble member) on the train tensors, copy
-    it to the others, and log the decision with its setting."""
+    it to the others, and log the decision with its setting; returns what was chosen."""
     setting = f"setting: the {family}'s log_skewed: false"
     if log_normalised:  # log1p of counts is already the log scale a count gene needs
         LOG.info("decision: log_skewed = no feature (the input is log-normalised counts, already on a log scale; %s)", setting)
-        return
+        return "no feature (log-normalised counts)"
     use = scales[0].fit(train["x"].numpy(), train["observed"].numpy())
     for other in scales[1:]:
         other.load_state_dict(scales[0].state_dict())
     chosen = np.flatnonzero(use)
     listed = "" if not len(chosen) else ": " + ", ".join(names[i] for i in chosen[:10]) + (" ..." if len(chosen) > 10 else "")
-    LOG.info("decision: log_skewed = %d of %d features fit on a log scale (skewed, and the log halves their train "
-             "values' distance from a Gaussian%s; %s)", len(chosen), len(use), listed, setting)
+    LOG.info("decision: log_skewed = %d of %d features fit on a log scale (values >= 0, right-skewed, and the log "
+             "halves their train values' distance from a Gaussian%s; %s)", len(chosen), len(use), listed, setting)
+    return f"{len(chosen)} of {len(use)} features on a log scale{listed}"

@@ -339,8 +339,9 @@ class VAE(SeedEnsemble, GenerativeModel):
         Gaussian with `log_skewed`: first choose the features fit on a log scale."""
         train = self.tensors(adata, "train")
         if not self.counts_model and self.hparams.get("log_skewed", False):
-            logscale.choose_for([member.log_scale for member in self.members], train, list(adata.var_names), self.family,
-                                log_normalised=meta(adata).get("input_scale") == "counts")
+            self.data_choices["log_skewed"] = logscale.choose_for(
+                [member.log_scale for member in self.members], train, list(adata.var_names), self.family,
+                log_normalised=meta(adata).get("input_scale") == "counts")
         for member in self.members:
             member._member_init(train)
 
