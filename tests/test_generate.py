@@ -203,10 +203,13 @@ def test_sample_noise_follows_each_features_own_scale(tmp_path):
     data = make_expression(n_cells=300)
     data.X[:, 0] *= 1e5
     data.X[:, 1] *= 1e-3
+    # numerical noise around 0 (a speech table's wavelet means): constant to the networks, yet its
+    # samples keep its spread (they took an sd of 1e-15 when the residual was summed in float32)
+    data.X[:, 2] = np.random.default_rng(5).normal(0, 1e-19, 300).astype(np.float32)
     data.write_h5ad(tmp_path / "masked.h5ad")
     ckpt = train(tmp_path / "masked.h5ad", tmp_path / "vae", "vae", {"hidden_dim": 32}, {"max_epochs": 20}, seed=0)
     out = ad.read_h5ad(generate(tmp_path / "masked.h5ad", ckpt, tmp_path / "samples.h5ad", 600, seed=0))
     real = np.nanstd(data.X[(data.obs["split"] == "train").to_numpy()], axis=0)
     ratio = np.asarray(out.X).std(axis=0) / real
-    assert 0.6 < ratio[0] < 1.6 and 0.6 < ratio[1] < 1.6
-    assert 0.6 < np.median(ratio[2:]) < 1.6
+    assert 0.6 < ratio[0] < 1.6 and 0.6 < ratio[1] < 1.6 and 0.5 < ratio[2] < 2.0
+    assert 0.6 < np.median(ratio[3:]) < 1.6

@@ -529,7 +529,9 @@ class VAE(SeedEnsemble, GenerativeModel):
                 draws.append(mean + sd * rng.standard_normal(mean.shape))
                 if not self.counts_model:
                     decoded = self.decode(self.decoder_input(torch.as_tensor(draws[-1], dtype=torch.float32, device=self.device), label_rows))
-                    squares = squares + (((x - decoded) ** 2) * seen).sum(0)
+                    # float64: a feature of sd 1e-19 (a speech table's wavelet means) has squares
+                    # below float32's range, and its samples then took an sd of 1e-15
+                    squares = squares + (((x - decoded).double() ** 2) * seen).sum(0)
                     counts = counts + seen.sum(0)
         said = ""
         if not self.counts_model:
@@ -558,7 +560,7 @@ class VAE(SeedEnsemble, GenerativeModel):
         is the wider, honest one (rows decoded with every entry seen gave hepatic's assays 0.80x
         their spread), and it stays wherever it can hold the residual."""
         learned = self.log_var().detach()
-        residual = (squares / counts.clamp_min(1)).clamp_min(1e-30).log()
+        residual = (squares / counts.clamp_min(1)).clamp_min(1e-300).log().float()
         outside = ((residual < LOG_VAR_RANGE[0]) | (residual > LOG_VAR_RANGE[1])) & (counts > 0)
         inside = ~outside & (counts > 0)
         widen = float((learned - residual)[inside].median().clamp_min(0)) if inside.any() else 0.0
