@@ -66,7 +66,9 @@ def test_sequence_families_get_their_steps_not_new_capacity():
 
 
 def test_denoising_hides_a_fresh_share_of_observed_entries_only():
-    observed = torch.rand(400, 50, generator=torch.Generator().manual_seed(0)) > 0.3
+    # not seed 0: a job before this one in the process may leave torch's global generator seeded
+    # 0 (generate does), and the global draws would then be these very draws
+    observed = torch.rand(400, 50, generator=torch.Generator().manual_seed(2024)) > 0.3
     seen = hide_at_random(observed, 0.25, None)
     assert not (seen & ~observed).any()
     assert (observed & ~seen).sum() / observed.sum() == pytest.approx(0.25, abs=0.02)
