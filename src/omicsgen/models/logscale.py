@@ -124,35 +124,49 @@ class LogScale(nn.Module):
         self.register_buffer("use", torch.zeros(n_features, dtype=torch.bool))
         for name in ("offset", "floor", "top"):
             self.register_buffer(name, torch.zeros(n_features))
+        self._columns = None  # indices of `use`, kept: training warps every batch
 
     def fit(self, x: np.ndarray, observed: np.ndarray) -> np.ndarray:
         """Choose the features and their scales from the observed train entries; returns `use`."""
         for name, values in zip(("use", "offset", "floor", "top"), fit_log_scale(x, observed)):
             getattr(self, name).copy_(torch.from_numpy(values))
+        self._columns = None
         return self.use.cpu().numpy()
+
+    def columns(self) -> torch.Tensor:
+        if self._columns is None or self._columns.device != self.use.device:
+            self._columns = torch.nonzero(self.use).flatten()
+        return self._columns
 
     @property
     def active(self) -> bool:
-        return bool(self.use.any())
+        return len(self.columns()) > 0
 
     def warp(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.active:
+        """Only the logged columns are computed (a table may log 1 of 256): a whole-width
+        `where` made the flu VAE's training 36% slower."""
+        cols = self.columns()
+        if not len(cols):
             return x
-        return torch.where(self.use, torch.log(torch.maximum(x - self.offset, self.floor)), x)
+        logged = torch.log(torch.maximum(x[..., cols] - self.offset[cols], self.floor[cols]))
+        return x.index_copy(x.dim() - 1, cols, logged.to(x.dtype))
 
     def unwarp(self, t: torch.Tensor) -> torch.Tensor:
         """Back to X's scale, no further than the train range's far end (`top`). A fill maps back
         its mean on the log scale, the median: the mean exp(t + var / 2) under the learned
         variance gave worse fills on all three tables tried (test RMSE: hepatic 2.14 against
         0.96, pbc 311 against 268)."""
-        if not self.active:
+        cols = self.columns()
+        if not len(cols):
             return t
-        return torch.where(self.use, torch.exp(torch.minimum(t, self.top)) + self.offset, t)
+        back = torch.exp(torch.minimum(t[..., cols], self.top[cols])) + self.offset[cols]
+        return t.index_copy(t.dim() - 1, cols, back.to(t.dtype))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, buffer in self.named_buffers():  # checkpoints from before: the identity
             state_dict.setdefault(prefix + name, buffer.clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._columns = None
 
 
 def choose_for(scales: list[LogScale], train: dict[str, torch.Tensor], names: list[str], family: str,

@@ -431,11 +431,12 @@ class VAE(SeedEnsemble, GenerativeModel):
         """The members' mean loss: each hides its own entries and draws its own z (the same
         batch), and the mean keeps the loss on one member's scale for early stopping."""
         kl_weight = self.kl_weight()  # the epoch is the trainer's: members are plain modules
+        if not self.counts_model:  # onto the model's scale once: every member has the same one
+            batch = {**batch, "x": self.warp(batch["x"]) * batch["observed"]}  # unobserved entries stay 0
         return torch.stack([member._member_loss(batch, kl_weight) for member in self.members]).mean()
 
     def _member_loss(self, batch, kl_weight: float):
-        x, observed, labels = batch["x"], batch["observed"], batch.get("labels")
-        x = self.warp(x) * observed  # unobserved entries stay 0
+        x, observed, labels = batch["x"], batch["observed"], batch.get("labels")  # x on the model's scale
         seen = self._denoising_input(observed)
         if bool(observed.all()):
             observed = None  # skips the mask's work in the encoder and the likelihood
