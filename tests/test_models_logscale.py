@@ -7,7 +7,7 @@ import json
 import anndata as ad
 import numpy as np
 import pytest
-from test_models import make_expression
+from test_models import make_expression, make_timecourse
 
 from omicsgen.generate import generate
 from omicsgen.impute import impute
@@ -85,3 +85,29 @@ def test_a_lognormal_feature_keeps_its_shape_in_samples_and_fills(tmp_path, log_
     assert (fills > 0).all() and (fills <= real.max() * 1.001).all()
     truth = skewed_expression().X[np.asarray(data.layers["heldout"])[:, 0], 0]
     assert np.sqrt(np.mean((fills - truth) ** 2)) < 0.9 * np.std(real)  # better than the feature's mean
+
+
+def test_series_offsets_read_a_persons_level_on_the_log_scale(tmp_path):
+    """Time courses: a row's fill moves by its series' mean residual over its other time points
+    (`series_offsets`), computed on the model's scale, so it works for a logged gene too. Each
+    person has their own level of each gene, which no other gene tells."""
+    data = make_timecourse(n_series=40, n_steps=8, n_genes=12, seed=3)
+    rng = np.random.default_rng(4)
+    person = data.obs["series"].astype("category").cat.codes.to_numpy()
+    x = (rng.normal(0, 2, size=(person.max() + 1, 12))[person] + 0.2 * rng.normal(size=(len(person), 12))).astype(np.float32)
+    x[:, 0] = np.exp(x[:, 0] / 2)  # a right-skewed positive gene: fit on a log scale
+    x[np.isnan(np.asarray(data.X))] = np.nan
+    data.X = x
+    data.write_h5ad(tmp_path / "tc.h5ad")
+    held = np.asarray(data.layers["heldout"])
+    errors = {}
+    for offsets in (True, False):
+        ckpt = train(tmp_path / "tc.h5ad", tmp_path / str(offsets), "vae", {"hidden_dim": 16, "series_offsets": offsets},
+                     {"max_epochs": 40, "size_to_data": False}, seed=0)
+        fills = np.asarray(ad.read_h5ad(impute(tmp_path / "tc.h5ad", ckpt, tmp_path / f"{offsets}.h5ad", seed=0)).layers["imputed"])
+        assert np.isfinite(fills).all() and (fills[:, 0] > 0).all()
+        errors[offsets] = np.sqrt(np.mean((fills - x)[held] ** 2)), np.sqrt(np.mean((fills - x)[held[:, 0], 0] ** 2))
+    params = training_record(ckpt)["params"]
+    params = json.loads(params) if isinstance(params, str) else params
+    assert params["sized_for_data"]["log_skewed"].startswith("1 of 12 features on a log scale: gene0")
+    assert errors[True][0] < 0.5 * errors[False][0] and errors[True][1] < 0.5 * errors[False][1]

@@ -600,17 +600,18 @@ class VAE(SeedEnsemble, GenerativeModel):
             return keep_observed(values, observed, stack_rows(means, self.hparams.n_genes))
         means = [self.decode(self._refined_input(values[rows], observed[rows], codes, rows)) for rows in row_chunks(len(values))]
         means = stack_rows(means, self.hparams.n_genes)  # on the model's scale (`warp`)
-        means = means + self._series_offsets(self._warp_np(values, observed), observed, means, obs)
+        means = means + self._series_offsets(values, observed, means, obs)
         return keep_observed(values, observed, self._unwarp_np(means))
 
     def _series_offsets(self, values: np.ndarray, observed: np.ndarray, means: np.ndarray, obs) -> np.ndarray | float:
         """Time courses (`series_offsets`, Gaussian): each row's fill moves by its series' mean
         residual (observed value - decoded mean) of that gene over the series' other rows,
         shrunk by one pseudo-row. A person's own level of a gene, read off their other time
-        points, which a decoder fit on other people cannot know. 0 without a series column."""
+        points, which a decoder fit on other people cannot know. 0 without a series column.
+        `means` and the offsets are on the model's scale (`warp`), `values` on X's."""
         if not self.hparams.get("series_offsets") or self.counts_model or obs is None or "series" not in obs:
             return 0.0
-        residual = np.where(observed, values - means, 0.0)
+        residual = np.where(observed, self._warp_np(values, observed) - means, 0.0)
         offsets = np.zeros(values.shape, dtype=np.float32)
         series = obs["series"].astype(str).to_numpy()
         for name in np.unique(series):
@@ -676,7 +677,7 @@ class VAE(SeedEnsemble, GenerativeModel):
             return 0.0
         means = stack_rows([self.decode(self._refined_input(values[rows], observed[rows], codes, rows))
                             for rows in row_chunks(len(values))], self.hparams.n_genes)
-        return self._series_offsets(self._warp_np(values, observed), observed, means, obs)
+        return self._series_offsets(values, observed, means, obs)
 
     def _draw_x_at(self, zc: torch.Tensor, library: torch.Tensor | None, at: tuple, generator,
                    shift: np.ndarray | float = 0.0) -> np.ndarray:
