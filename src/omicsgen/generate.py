@@ -23,6 +23,7 @@ import torch
 from .alphabet import PAD, decode, gc_fraction
 from .errors import InputError
 from .models.base import Unsupported, data_rows, modality, split_rows
+from .models.logscale import distinct_counts
 from .models.registry import load_model_for, training_record
 from .provenance import atomic_path, meta, stamp, write_h5ad, write_text
 from .rowwriter import RowWriter
@@ -150,16 +151,12 @@ def nearest(values: np.ndarray, drawn: np.ndarray) -> np.ndarray:
 
 def level_features(x: np.ndarray, observed: np.ndarray) -> dict[int, np.ndarray]:
     """Feature index -> its sorted distinct train values, for features of at most MAX_LEVELS
-    values seen LEVEL_ROWS times each on average."""
-    out = {}
-    for j in range(x.shape[1]):
-        seen = x[observed[:, j], j]
-        if len(seen) == 0:
-            continue
-        values = np.unique(seen)
-        if 1 < len(values) <= MAX_LEVELS and len(seen) >= LEVEL_ROWS * len(values):
-            out[j] = values.astype(np.float32)
-    return out
+    values seen LEVEL_ROWS times each on average. The distinct values of every column are
+    counted in one sort; only the few candidates are then read one by one."""
+    seen_counts = observed.sum(0)
+    distinct = distinct_counts(np.where(observed, x, np.nan))
+    candidates = np.flatnonzero((distinct > 1) & (distinct <= MAX_LEVELS) & (seen_counts >= LEVEL_ROWS * distinct))
+    return {int(j): np.unique(x[observed[:, j], j]).astype(np.float32) for j in candidates}
 
 
 def train_support(reference: ad.AnnData, train_range: bool = False, whole_numbers: bool = True,

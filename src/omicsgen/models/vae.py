@@ -431,7 +431,7 @@ class VAE(SeedEnsemble, GenerativeModel):
         """The members' mean loss: each hides its own entries and draws its own z (the same
         batch), and the mean keeps the loss on one member's scale for early stopping."""
         kl_weight = self.kl_weight()  # the epoch is the trainer's: members are plain modules
-        if not self.counts_model:  # onto the model's scale once: every member has the same one
+        if not self.counts_model and self.log_scale.active:  # onto the model's scale once: every member has the same one
             batch = {**batch, "x": self.warp(batch["x"]) * batch["observed"]}  # unobserved entries stay 0
         return torch.stack([member._member_loss(batch, kl_weight) for member in self.members]).mean()
 
@@ -729,6 +729,8 @@ class VAE(SeedEnsemble, GenerativeModel):
         """Rows on the model's scale (`warp`), 0 where unobserved, and their observed mask."""
         x = torch.from_numpy(np.where(observed, values, 0.0).astype(np.float32)).to(self.device)
         seen = torch.from_numpy(observed).to(self.device)
+        if self.counts_model or not self.log_scale.active:
+            return x, seen
         return self.warp(x) * seen, seen
 
     def _warp_np(self, values: np.ndarray, observed: np.ndarray) -> np.ndarray:
