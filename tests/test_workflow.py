@@ -186,6 +186,25 @@ def test_changing_one_hyper_parameter_reruns_only_that_model(finished_run):
     assert "wildcards: dataset=flu, model=gru" in result.stdout + result.stderr
 
 
+def reversed_keys(value):
+    """`value` with every mapping's keys in reverse order."""
+    if isinstance(value, dict):
+        return {k: reversed_keys(v) for k, v in reversed(value.items())}
+    return value
+
+
+def test_config_saved_with_its_keys_in_another_order_reruns_nothing(finished_run):
+    # YAML tools re-save a config with sorted (or any) key order; only the models' order is
+    # the user's to see (it is the page's order), so it is kept
+    config = yaml.safe_load((finished_run / "config" / "config.yaml").read_text())
+    models = {name: reversed_keys(spec) for name, spec in config.pop("models").items()}
+    shuffled = {**reversed_keys(config), "models": models}
+    assert list(shuffled["preprocess"]["expression"]) != list(config["preprocess"]["expression"])
+    (finished_run / "reordered.yaml").write_text(yaml.safe_dump(shuffled, sort_keys=False))
+    result = snakemake(finished_run, "--dry-run", "--configfile", str(finished_run / "reordered.yaml"))
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
 def test_retraining_reproduces_scores_byte_for_byte(finished_run):
     scores = finished_run / "results" / "cells" / "vae" / "scores.json"
     before, trained = scores.read_bytes(), (finished_run / "results" / "cells" / "vae" / "model.ckpt").stat().st_mtime

@@ -12,7 +12,7 @@ rule baselines:
         n_samples=config["generate"]["n_samples"],
         seed=dataset_seed,
         # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap, c2st_rows); the CLI's defaults match config.yaml
-        scoring=" ".join(f"--{k.replace('_', '-')} {'none' if v is None else v}" for k, v in config.get("evaluate", {}).items()),
+        scoring=scoring_options(),
     log:
         "logs/{dataset}/baselines.log",
     conda:

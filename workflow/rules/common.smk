@@ -118,7 +118,13 @@ def models_for(dataset):
 
 
 def choices_json(wildcards):
-    return json.dumps(as_records(model_choices(wildcards.dataset)))
+    return json.dumps(as_records(model_choices(wildcards.dataset)), sort_keys=True)
+
+
+def scoring_options():
+    """The config's `evaluate:` section as CLI options, sorted: params are compared as text, and a
+    config re-saved with its keys in another order must not rerun anything."""
+    return " ".join(f"--{k.replace('_', '-')} {'none' if v is None else v}" for k, v in sorted(config.get("evaluate", {}).items()))
 
 
 def model_params(wildcards):

@@ -10,7 +10,7 @@ rule complete:
     output:
         report("results/{dataset}/completed.h5ad", caption="../report/completed.rst", category="{dataset}"),
     params:
-        trainer=lambda wildcards: json.dumps({k: config["trainer"][k] for k in ("accelerator", "devices", "precision")}),
+        trainer=lambda wildcards: json.dumps({k: config["trainer"][k] for k in ("accelerator", "devices", "precision")}, sort_keys=True),
         n_draws=config.get("impute", {}).get("n_draws", 20),
         seed=dataset_seed,
         # the slow baselines fit on as many train rows here as in `baselines` (evaluate.max_train_rows)

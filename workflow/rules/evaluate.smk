@@ -14,7 +14,7 @@ rule evaluate:
         products=lambda wildcards: " ".join(f"--{key} {shlex.quote(path)}" for key, path in model_products(wildcards).items()),
         seed=dataset_seed,
         # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap, c2st_rows); the CLI's defaults match config.yaml
-        scoring=" ".join(f"--{k.replace('_', '-')} {'none' if v is None else v}" for k, v in config.get("evaluate", {}).items()),
+        scoring=scoring_options(),
     log:
         "logs/{dataset}/{model}/evaluate.log",
     threads: config.get("threads", {}).get("evaluate", 1)  # 1: two jobs share 2 cores (bench/threads.py)

@@ -6,8 +6,8 @@ checkpoint preprocess:
         data="results/{dataset}/prepared.h5ad",
         facts="results/{dataset}/facts.json",
     params:
-        preprocess=lambda wildcards: json.dumps(config["preprocess"].get(modality(wildcards.dataset), {})),
-        split=json.dumps(config["split"]),
+        preprocess=lambda wildcards: json.dumps(config["preprocess"].get(modality(wildcards.dataset), {}), sort_keys=True),
+        split=json.dumps(config["split"], sort_keys=True),
         seed=dataset_seed,
     log:
         "logs/{dataset}/preprocess.log",
