@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_models import make_clustered_sequences, position_frequency_log_p
 
-from omicsgen.alphabet import FIRST_RESIDUE, GAP, MISSING
+from omicsgen.alphabet import FIRST_RESIDUE, GAP, MISSING, PAD
 from omicsgen.impute import impute
 from omicsgen.models import get_family, load_model
 from omicsgen.models.base import observed_mask
@@ -102,6 +102,21 @@ def test_untrained_sequence_vae_starts_at_the_position_frequencies():
     log_p = model.log_likelihood(tokens)
     frequencies = position_frequency_log_p(tokens, _rows(adata, "train"))
     assert abs(-log_p.mean() - -frequencies.mean()) < 0.3
+
+
+def test_records_of_an_alignment_are_sampled_whole():
+    """No train record ends before the last column, so no sample does: a pad drawn inside a
+    record used to cut it (its small start-up probability, over 1,925 columns of 16S)."""
+    adata = make_clustered_sequences(n=60, length=400)
+    torch.manual_seed(0)
+    model = get_family("vae").from_data(adata, **HPARAMS)  # untrained: the position frequencies
+    samples = model.sample(200, torch.Generator().manual_seed(0))
+    assert (samples != PAD).all()
+    # records that do end (padded, of other lengths) still end where train records did
+    adata.obsm["tokens"][:20, 300:] = PAD
+    model = get_family("vae").from_data(adata, **HPARAMS)
+    lengths = (model.sample(200, torch.Generator().manual_seed(0)) != PAD).sum(1)
+    assert lengths.min() >= 300 and (lengths < 400).any()
 
 
 def test_samples_come_from_the_aggregate_posterior_and_old_checkpoints_keep_the_standard_prior(run, tmp_path):

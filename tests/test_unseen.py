@@ -135,6 +135,26 @@ def test_every_dataset_gets_a_trained_model_scored_on_imputation(unseen_run, dat
     assert scored, f"{dataset}: no trained model with imputation scores; {_why_missing(folder, dataset)}"
 
 
+@pytest.mark.parametrize("dataset", ["bacteria_16s", "globins45"])
+def test_unaligned_families_are_aligned_and_the_positional_models_fit_them(unseen_run, dataset):
+    """Records of other lengths that are one family get a multiple alignment in preprocess, so the
+    sequence VAE and the WGAN run; the samples come back in FASTA as the user gave them: no gaps."""
+    folder, _ = unseen_run
+    results = folder / "results" / dataset
+    facts = json.loads((results / "facts.json").read_text())
+    assert facts["aligned"] and facts["gapped"], _why_missing(folder, dataset)
+    page = (results / "report.html").read_text()
+    assert "aligned with FAMSA" in page
+    assert (results / "vae_seq" / "scores.json").is_file(), _why_missing(folder, dataset)
+    # the WGAN fits alignments of up to 1,000 columns (the globins); 16S genes make ~1,900
+    wide = facts["length"] > 1000
+    assert (results / "wgan" / "scores.json").is_file() != wide
+    assert ("max_length: 1000 (the data has length = " in page) == wide
+    records = (results / "vae_seq" / "samples.fasta").read_text().split(">")[1:]
+    assert len(records) == SIZES["generate"]["n_samples"]
+    assert all("-" not in "".join(record.splitlines()[1:]) for record in records)
+
+
 @pytest.mark.parametrize("dataset", [d for d, (_, _, shape) in CORPUS.items() if shape is not None])
 def test_ingest_reads_every_sample_and_feature_the_right_way_round(unseen_run, dataset):
     folder, _ = unseen_run

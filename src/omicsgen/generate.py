@@ -100,7 +100,8 @@ def generate(data_path, checkpoint, out_path, n_samples: int, seed: int, fasta_p
               "whole_numbers": whole_numbers, "train_range": train_range, "levels": levels}
     stamp(adata, "generate", params, inputs=[data_path, checkpoint], seed=seed)
     if fasta_path is not None:
-        write_text(fasta(adata), fasta_path)
+        # records omicsgen aligned were unaligned in the user's file: the FASTA gives them back so
+        write_text(fasta(adata, ungapped=bool(meta(reference).get("aligned_by"))), fasta_path)
     if data_modality == "expression":
         write_in_chunks(adata, x_chunks, out_path)
     else:
@@ -326,8 +327,10 @@ def sequence_samples(tokens: np.ndarray, reference: ad.AnnData) -> ad.AnnData:
     return adata
 
 
-def fasta(adata: ad.AnnData) -> str:
+def fasta(adata: ad.AnnData, ungapped: bool = False) -> str:
     records = decode(adata.obsm["tokens"], list(adata.uns["alphabet"]["symbols"]))
+    if ungapped:
+        records = [record.replace("-", "") for record in records]
     lines = []
     for record_id, sequence in zip(adata.obs["id"], records):
         lines.append(f">{record_id}")

@@ -75,7 +75,7 @@ def _record_alignment(adata: ad.AnnData, lengths: np.ndarray, n_gapped: int) -> 
         value = "unaligned"
         why = f"record lengths differ ({int(lengths.min()):,}-{int(lengths.max()):,}); {gaps}"
     record_decision(adata, "alignment", value, why,
-                    "none: a property of the file (align the records first, e.g. with MAFFT, to make it aligned)")
+                    "preprocess.sequence.align (auto: preprocess aligns one family's unaligned records with FAMSA)")
 
 
 def _read_fasta(handle, path: Path) -> tuple[list[str], list[bytes]]:

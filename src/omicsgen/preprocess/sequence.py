@@ -5,6 +5,10 @@ Records of different lengths are handled one of three ways (`length_mode`):
 - crop:   cut records longer than `fixed_length` to their first `fixed_length` positions;
 - window: cut records into overlapping windows of `fixed_length`, `window_step` apart (the last
           window ends at the record's end, so no position is lost); obs keeps `source_id`, `start`.
+
+Unaligned records kept whole (`pad`) are aligned with FAMSA when they are one family (`align`:
+auto, the default; true aligns any set; false never): the positional models then fit them
+(omicsgen.alignment). obs["length"] stays each record's own length; the tokens hold the alignment.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .. import alphabet as alph
+from ..alignment import ALIGN_MAX_RECORDS, align_sequences, alignment_facts, family_test
+from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
 from .removed import record_removed
@@ -32,6 +38,8 @@ def prepare_sequences(adata: ad.AnnData, params: dict, removed: list[dict]) -> a
     elif mode == "window":
         adata = _windows(adata, _fixed_length(params, source), int(params.get("window_step") or _fixed_length(params, source)), removed)
     adata.obsm["tokens"] = adata.obsm["tokens"][:, : int(_content_length(adata.obsm["tokens"]).max())]
+    if mode == "pad":
+        _align_family(adata, params.get("align", "auto"), source)
     adata.obs["padded_length"] = adata.obsm["tokens"].shape[1]
     return _duplicates(adata, bool(params.get("deduplicate", False)), removed)
 
@@ -47,6 +55,41 @@ def _filter_length(adata, params, removed, source):
         raise InputError(source, "no record passes the length filter",
                          hint="change min_length / max_length in the config's preprocess section")
     return adata[keep].copy()
+
+
+def _align_family(adata: ad.AnnData, align, source) -> None:
+    """Replace unaligned records by their FAMSA alignment when `align` is true, or "auto" and
+    they are one family (`family_test`); the choice is recorded as a decision either way."""
+    if align not in ("auto", True, False):
+        raise InputError(source, f"preprocess.sequence.align must be auto, true or false, not {align!r}")
+    tokens = adata.obsm["tokens"]
+    if align is False or adata.n_obs < 3 or alignment_facts(tokens)["aligned"]:
+        return
+    setting = "preprocess.sequence.align: auto | true | false"
+    if adata.n_obs > ALIGN_MAX_RECORDS:
+        record_decision(adata, "multiple alignment", "not aligned",
+                        f"{adata.n_obs:,} records, more than the {ALIGN_MAX_RECORDS:,} omicsgen aligns (FAMSA's time "
+                        "grows with their square): align them yourself to fit the positional models", setting)
+        return
+    name = adata.uns["alphabet"]["name"]
+    sequences = alph.decode(tokens, list(adata.uns["alphabet"]["symbols"]))
+    if align == "auto":
+        test = family_test(sequences)
+        evidence = (f"aligned, {test['probe']} records match at {test['identity']:.2f} pairwise identity against "
+                    f"{test['shuffled_identity']:.2f} with their residues shuffled")
+        if not test["family"]:
+            record_decision(adata, "multiple alignment", "not aligned",
+                            f"not one family: {evidence} (a family is 0.1 above); the positional models do not run", setting)
+            return
+    else:
+        evidence = "asked for in the config"
+    rows = align_sequences(sequences)
+    table = alph.lookup_table(name)
+    aligned = table[np.frombuffer("".join(rows).encode(), dtype=np.uint8)].reshape(len(rows), -1).astype(np.int8)
+    adata.obsm["tokens"] = aligned
+    meta(adata).update(aligned_by="famsa", aligned=True, gapped=True)
+    record_decision(adata, "multiple alignment", f"aligned with FAMSA: {aligned.shape[1]:,} columns",
+                    f"one family ({evidence}); samples are written to FASTA without the gaps", setting)
 
 
 def _fixed_length(params: dict, source) -> int:
