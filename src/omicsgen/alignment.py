@@ -24,7 +24,7 @@ from .alphabet import GAP, PAD
 
 MARGIN = 0.1        # conservation above the rotated records' that counts as aligned
 MAX_RECORDS = 2000  # a seeded sample is enough to judge, and keeps this cheap at any size
-FAMILY_PROBE = 200          # records aligned to judge whether a set is one family (seconds, at 1.5 kb)
+FAMILY_PROBE = 100          # records aligned to judge whether a set is one family (~10 CPU s at 2 kb)
 FAMILY_MARGIN = 0.1         # the probe's pairwise identity above its shuffled records' that makes a family
 ALIGN_MAX_RECORDS = 10_000  # more records are not aligned: FAMSA's time grows with their square
 IDENTITY_PAIRS = 2000       # record pairs whose identity is averaged
