@@ -83,3 +83,15 @@ def test_align_takes_auto_true_or_false(tiny_data):
     assert alignment_facts(forced.obsm["tokens"])["gapped"] and residues(forced) == residues(peaks)
     with pytest.raises(InputError, match="align must be auto, true or false"):
         prepare_sequences(peaks.copy(), {"align": "yes"}, [])
+
+
+def test_rna_is_aligned_though_famsa_has_no_u(tmp_path):
+    # the same real genes written as RNA: FAMSA's alphabet has no U, so it aligns them as DNA
+    genes = read_dataset(UNSEEN / "bacteria_16s.fa.gz", "sequence")[:12]
+    rna = tmp_path / "genes_rna.fa"
+    rna.write_text("".join(f">{i}\n{r.replace('T', 'U')}\n" for i, r in zip(genes.obs["id"], residues(genes))))
+    records = read_dataset(rna, "sequence")
+    assert records.uns["alphabet"]["name"] == "rna"
+    prepared = prepare_sequences(records.copy(), {}, [])
+    assert alignment_facts(prepared.obsm["tokens"])["gapped"] and residues(prepared) == residues(records)
+    assert "U" in residues(prepared)[0] and "T" not in "".join(residues(prepared))

@@ -9,7 +9,7 @@ same records give once each is rotated by a random offset (which keeps the compo
 number of records, so a 5-record alignment is judged against 5 rotated records).
 
 Unaligned records of one family (16S genes, globins of other lengths) can be aligned here with
-FAMSA (`align_family`), so the positional models (the sequence VAE, the WGAN) can fit them. A set
+FAMSA (`family_test`, `align_sequences`; preprocess decides), so the positional models (the sequence VAE, the WGAN) can fit them. A set
 counts as one family when a seeded probe of its records, aligned, matches far better than the
 same records with their residues shuffled and aligned the same way: 16S genes 0.75 pairwise
 identity against 0.33 shuffled, globins 0.47 against 0.09, Pfam's fn3 domains 0.18 against 0.07;
@@ -79,16 +79,20 @@ def alignment_facts(tokens: np.ndarray, seed: int = 0) -> dict:
 
 
 # ---- aligning one family ---------------------------------------------------------------------
-def align_sequences(sequences: list[str]) -> list[str]:
+def align_sequences(sequences: list[str], rna: bool = False) -> list[str]:
     """FAMSA's multiple alignment of `sequences` (residue letters), in their order, gaps as '-'.
-    One thread: the same input gives the same alignment."""
+    One thread: the same input gives the same alignment. FAMSA's alphabet has no U: RNA is
+    aligned as DNA (`rna`: U read as T and written back)."""
     import pyfamsa
 
+    if rna:
+        sequences = [s.replace("U", "T") for s in sequences]
     tree = "upgma" if len(sequences) <= 1000 else "sl"  # UPGMA is the more accurate; its memory grows with n^2
     aligner = pyfamsa.Aligner(threads=1, guide_tree=tree, keep_duplicates=True)
     aligned = aligner.align([pyfamsa.Sequence(str(i).encode(), s.encode()) for i, s in enumerate(sequences)])
     by_index = {int(row.id): row.sequence.decode() for row in aligned}
-    return [by_index[i] for i in range(len(sequences))]
+    rows = [by_index[i] for i in range(len(sequences))]
+    return [row.replace("T", "U") for row in rows] if rna else rows
 
 
 def pairwise_identity(rows: list[str], seed: int = 0) -> float:
@@ -106,7 +110,7 @@ def pairwise_identity(rows: list[str], seed: int = 0) -> float:
     return float(identity.mean()) if identity.size else float("nan")
 
 
-def family_test(sequences: list[str], seed: int = 0) -> dict:
+def family_test(sequences: list[str], seed: int = 0, rna: bool = False) -> dict:
     """Whether `sequences` are one family: {"family", "identity", "shuffled_identity", "probe"}.
     A seeded probe of at most FAMILY_PROBE records is aligned as they are and with each record's
     residues shuffled (same lengths and composition); a family's identity is FAMILY_MARGIN above."""
@@ -114,7 +118,7 @@ def family_test(sequences: list[str], seed: int = 0) -> dict:
     picked = np.sort(rng.choice(len(sequences), min(FAMILY_PROBE, len(sequences)), replace=False))
     probe = [sequences[i] for i in picked]
     shuffled = ["".join(rng.permutation(list(s))) for s in probe]
-    identity = pairwise_identity(align_sequences(probe), seed)
-    control = pairwise_identity(align_sequences(shuffled), seed)
+    identity = pairwise_identity(align_sequences(probe, rna), seed)
+    control = pairwise_identity(align_sequences(shuffled, rna), seed)
     return {"family": bool(identity >= control + FAMILY_MARGIN), "identity": round(identity, 3),
             "shuffled_identity": round(control, 3), "probe": len(probe)}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import alphabet as alph
-from ..alignment import ALIGN_MAX_RECORDS, align_sequences, alignment_facts, family_test
+from ..alignment import ALIGN_MAX_RECORDS, FAMILY_MARGIN, align_sequences, alignment_facts, family_test
 from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
@@ -74,18 +74,22 @@ def _align_family(adata: ad.AnnData, align, source) -> None:
     name = adata.uns["alphabet"]["name"]
     sequences = alph.decode(tokens, list(adata.uns["alphabet"]["symbols"]))
     if align == "auto":
-        test = family_test(sequences)
+        test = family_test(sequences, rna=name == "rna")
         evidence = (f"aligned, {test['probe']} records match at {test['identity']:.2f} pairwise identity against "
                     f"{test['shuffled_identity']:.2f} with their residues shuffled")
         if not test["family"]:
             record_decision(adata, "multiple alignment", "not aligned",
-                            f"not one family: {evidence} (a family is 0.1 above); the positional models do not run", setting)
+                            f"not one family: {evidence} (a family is {FAMILY_MARGIN} above); the positional models do not run", setting)
             return
     else:
         evidence = "asked for in the config"
-    rows = align_sequences(sequences)
-    table = alph.lookup_table(name)
-    aligned = table[np.frombuffer("".join(rows).encode(), dtype=np.uint8)].reshape(len(rows), -1).astype(np.int8)
+    rows = align_sequences(sequences, rna=name == "rna")
+    changed = next((i for i, (row, record) in enumerate(zip(rows, sequences)) if row.replace("-", "") != record), None)
+    if changed is not None:  # the aligner may only add gaps: never a user's residue changed
+        raise InputError(source, f"record {adata.obs['id'].iloc[changed]}: its alignment changed its residues",
+                         hint="set preprocess.sequence.align: false, or align the records yourself")
+    aligned = alph.lookup_table(name)[np.frombuffer("".join(rows).encode(), dtype=np.uint8)]
+    aligned = aligned.reshape(len(rows), -1).astype(np.int8)
     adata.obsm["tokens"] = aligned
     meta(adata).update(aligned_by="famsa", aligned=True, gapped=True)
     record_decision(adata, "multiple alignment", f"aligned with FAMSA: {aligned.shape[1]:,} columns",
