@@ -111,7 +111,7 @@ def unmet(conditions: dict, facts: dict) -> list[str]:
     """The conditions the facts do not meet, each said in words. A condition on a fact the data's
     modality does not have (`aligned` of a table, `series` of cells) does not apply to it."""
     problems = []
-    for key, wanted in conditions.items():
+    for key, wanted in sorted(conditions.items()):  # sorted: the page reads the same whatever the config's key order
         bound, _, fact = key.partition("_") if key.startswith(("min_", "max_")) else ("", "", key)
         have = facts.get(fact)
         if have is None and fact != "modality":
@@ -162,7 +162,7 @@ def _configured_choice(name: str, spec: dict, facts: dict, dataset: str, asked: 
     if needed:
         why.append("the data has what it needs (" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in needed.items()) + ")")
     if spec.get("when"):
-        why.append("its `when:` holds (" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in spec["when"].items()) + ")")
+        why.append("its `when:` holds (" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(spec["when"].items())) + ")")
     return Choice(name, spec["family"], True, "; ".join(why))
 
 
