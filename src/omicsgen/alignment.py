@@ -12,8 +12,8 @@ Unaligned records of one family (16S genes, globins of other lengths) can be ali
 FAMSA (`family_test`, `align_sequences`; preprocess decides), so the positional models (the sequence VAE, the WGAN) can fit them. A set
 counts as one family when a seeded probe of its records, aligned, matches far better than the
 same records with their residues shuffled and aligned the same way: 16S genes 0.75 pairwise
-identity against 0.33 shuffled, globins 0.47 against 0.09, Pfam's fn3 domains 0.18 against 0.07;
-ChIP-seq peaks 0.30 against 0.28 (unrelated windows; bench/figures.md).
+identity against 0.33 shuffled, globins 0.47 against 0.09, Pfam's fn3 domains 0.19 against 0.07;
+ChIP-seq peaks 0.33 against 0.30 (unrelated windows; bench/figures.md).
 """
 
 from __future__ import annotations
