@@ -96,6 +96,9 @@ write.table(e$mycounts[1:1500, ], file.path(out, "marioni_counts.tsv"), sep = "\
 # two names hold commas, so write.csv quotes them
 m <- get1("pcaMethods/data/metaboliteData.RData", "metaboliteData")
 write.csv(t(m), file.path(out, "metabolites_cold.csv"))
+# the same table complete: the measurements behind its NAs (bench/small_data.py scores fills on them)
+write.csv(t(get1("pcaMethods/data/metaboliteDataComplete.RData", "metaboliteDataComplete")),
+          file.path(out, "metabolites_cold_complete.csv"))
 
 # human lung microbiome OTU counts: the 500 OTUs (rows) of most reads x 78 samples
 otus <- read.delim(file.path(lib, "metagenomeSeq/extdata/CHK_NAME.otus.count.csv"), check.names = FALSE, row.names = 1)

@@ -127,6 +127,22 @@ def test_a_val_tie_goes_to_sklearns_iterative_imputer():
     assert choose(_scores(tied), "knn", "here")[0] == "knn"  # a forced method is never overruled
 
 
+def test_a_blend_within_the_noise_of_its_part_gives_way_to_it():
+    """A blend of two models fills only where it beats its better part beyond two paired standard
+    errors; the better part within the noise fills instead; a blend with `iterative` stays the tie's hedge."""
+    rng = np.random.default_rng(1)
+    base = rng.chisquare(1, 400)
+    noise = rng.normal(0, 0.5, 400)
+    far = {"iterative": base + 1.0, "mean": base + 2.0}
+    hair = {**far, "vae": base + noise - noise.mean() + 0.02, "ae": base + 0.4, "vae+ae": base}
+    chosen, why = choose(_scores(hair), "auto", "here")
+    assert chosen == "vae" and "vae+ae had the lowest" in why and "beats its parts beyond the noise" in why
+    clear = {**far, "vae": base + 0.3, "ae": base + 0.4, "vae+ae": base}
+    assert choose(_scores(clear), "auto", "here")[0] == "vae+ae"
+    hedge = {**far, "iterative": base + 0.3, "vae": base + noise - noise.mean() + 0.02, "vae+iterative": base}
+    assert choose(_scores(hedge), "auto", "here")[0] == "vae+iterative"
+
+
 def test_slow_baselines_fit_on_capped_train_rows(run):
     """The val choice fits kNN, MICE, MissForest and MAGIC on a seeded subsample of the train
     rows, as `omicsgen baselines` does; mean, median and SVD on every one; same seed, same fills."""
