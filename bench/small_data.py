@@ -160,7 +160,7 @@ def dense(x) -> np.ndarray:
 
 
 def heldout_rmse(masked: ad.AnnData, filled: np.ndarray, rows: np.ndarray) -> float:
-    held = np.asarray(masked.layers["heldout"], dtype=bool) & rows[:, None]
+    held = dense(masked.layers["heldout"]).astype(bool) & rows[:, None]
     truth = dense(masked.X)
     return float(np.sqrt(np.mean((filled[held] - truth[held]) ** 2)))
 
@@ -176,7 +176,7 @@ def model_rmse(masked_path: Path, folder: Path, family: str, hparams: dict, seed
     impute(masked_path, checkpoint, folder / "imputed.h5ad", seed, n_draws=0)
     masked, imputed = ad.read_h5ad(masked_path), ad.read_h5ad(folder / "imputed.h5ad")
     test = (masked.obs["split"] == "test").to_numpy()
-    return heldout_rmse(masked, np.asarray(imputed.layers["imputed"], dtype=np.float64), test), time.process_time() - cpu
+    return heldout_rmse(masked, dense(imputed.layers["imputed"]), test), time.process_time() - cpu
 
 
 def baseline_rmses(masked_path: Path, seed: int) -> dict[str, float]:

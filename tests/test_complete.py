@@ -83,6 +83,28 @@ def test_choice_never_reads_test_rows(run):
     assert all(np.array_equal(after["squared_in_sd"][name], errors) for name, errors in before["squared_in_sd"].items())
 
 
+def test_choice_scores_the_rows_a_candidate_was_fit_on(run):
+    """The refit fills the NAs of rows it trained on: a candidate exact on the val rows' held-out
+    entries but far off on the train rows' (a network that fills new rows well and its own
+    training rows badly) is scored on both and loses to the feature means."""
+    folder, _, _, runs = run
+    masked = ad.read_h5ad(folder / "masked.h5ad")
+    imputed = ad.read_h5ad(runs["vae"]["imputed"])
+    split = masked.obs["split"].to_numpy()
+    fill = np.asarray(imputed.layers["imputed"], dtype=np.float64)
+    truth = np.asarray(masked.X, dtype=np.float64)
+    spread = np.nanstd(truth, axis=0)
+    fill[split == "val"] = truth[split == "val"]
+    fill[split == "train"] = truth[split == "train"] + 3 * spread
+    imputed.layers["imputed"] = fill.astype(np.float32)
+    imputed.write_h5ad(folder / "val_only.h5ad")
+    scores = val_scores(masked, {"val_only": {"imputed": folder / "val_only.h5ad"}}, 0)
+    assert scores["rmse_in_sd"]["val_only"] > 2 * scores["rmse_in_sd"]["mean"]
+    assert choose(scores, "auto", "here")[0] != "val_only"
+    n_train_held = int(np.asarray(masked.layers["heldout"], bool)[split == "train"].sum())
+    assert scores["n_entries"] > n_train_held  # the train rows' entries and the val rows'
+
+
 def test_choice_weighs_every_feature_alike_whatever_its_unit(run):
     """The choice reads errors in each feature's sd on the train rows: a feature recorded in
     units 1,000 times larger leaves the feature-mean fill's score as it was, while its RMSE on

@@ -449,16 +449,20 @@ def numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None =
 SVD_MAX_ENTRIES = 100_000_000
 
 
-def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None = None) -> tuple[dict, dict, dict]:
+def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None = None,
+                      fill_rows: np.ndarray | None = None) -> tuple[dict, dict, dict]:
     """Test rows with every unobserved entry filled, per imputation baseline, as three maps:
     name -> filled test rows, name -> why it was skipped, name -> training rows it was fit on.
+    `fill_rows` (a boolean row mask) fills those rows instead of the test split's: they may be
+    training rows too (`complete` fills the rows a method was fit on, as its refit will).
 
     The slow baselines (CAPPED) fit on a seeded subsample of at most `max_train_rows` training
     rows (`data.train_rows`: the same rows for the same split and seed); sizes a method cannot
     handle are skipped with a reason, and neighbours / components shrink to what the rows allow.
     Mean and median read every training row a block of genes at a time, so a million cells are
     never one dense matrix; only the test rows and the capped rows are densified whole."""
-    is_train, is_test = data.split_rows(adata, "train"), data.split_rows(adata, "test")
+    is_train = data.split_rows(adata, "train")
+    is_test = data.split_rows(adata, "test") if fill_rows is None else np.asarray(fill_rows, dtype=bool)
     n_train, n_features = int(is_train.sum()), adata.n_vars
     test = data.observed_rows(adata, is_test)
     capped_rows = data.train_rows(adata.obs["split"].to_numpy(), seed, max_train_rows)
