@@ -228,14 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-draws", type=int, default=20,
                    help="imputations drawn for uncertainty when the family can draw them (0: none)")
 
-    p = stage("complete", _complete, "the input with its native NAs filled by the method best on val entries", seed=True)
+    p = stage("complete", _complete, "the input with its native NAs filled by the method best on held-out entries of the train and val rows", seed=True)
     p.add_argument("--masked", required=True, help="masked.h5ad (the val held-out entries choose the method)")
     p.add_argument("--imputed", nargs="*", default=[], help="each model's imputed.h5ad (model.ckpt beside it)")
     p.add_argument("--trainer", type=_json, default={}, help="trainer settings for refitting a chosen model")
     p.add_argument("--n-draws", type=int, default=20)
     p.add_argument("--method", default="auto", help="a model or baseline name instead of the val choice")
     p.add_argument("--max-train-rows", type=_rows, default=2000,
-                   help="training rows the slow baselines fit on to score the val rows (evaluate.max_train_rows)")
+                   help="training rows the slow baselines fit on, and the train rows scored (evaluate.max_train_rows)")
 
     p = stage("evaluate", _evaluate, "score a model's imputations and samples", seed=True)
     p.add_argument("--imputed", default=None, help="imputed.h5ad (left out for a family that cannot impute)")

@@ -79,7 +79,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
         scores = val_scores(masked, runs, seed, max_train_rows)
         chosen, why = choose(scores, method, masked_path)
         record = {"chosen": chosen, "kind": candidate_kind(chosen, runs), "why": why,
-                  "val_rmse": scores["rmse"], "val_rmse_in_sd": scores["rmse_in_sd"], "n_val_entries": scores["n_entries"], "split_used": CHOICE_SPLIT,
+                  "val_rmse": scores["rmse"], "val_rmse_in_sd": scores["rmse_in_sd"], "n_val_entries": scores["n_entries"], "split_used": f"train and {CHOICE_SPLIT}",
                   "n_native_missing": native_count, "val_baseline_fit_rows": scores["baseline_fit_rows"]}
         completed.X = dense(given.X, np.float64).copy()
         completed.layers["filled"] = np.zeros(completed.shape, dtype=bool)

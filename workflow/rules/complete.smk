@@ -1,6 +1,6 @@
 rule complete:
-    # The user's table back with its native NAs filled by the method best on the val rows'
-    # held-out entries (a model or a baseline), refit on every row (omicsgen.complete).
+    # The user's table back with its native NAs filled by the method best on the train and val
+    # rows' held-out entries (a model or a baseline), refit on every row (omicsgen.complete).
     input:
         data="results/{dataset}/ingested.h5ad",
         masked="results/{dataset}/masked.h5ad",
