@@ -229,11 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imputations drawn for uncertainty when the family can draw them (0: none)")
 
     p = stage("complete", _complete, "the input with its native NAs filled by the method best on held-out entries of the train and val rows", seed=True)
-    p.add_argument("--masked", required=True, help="masked.h5ad (the val held-out entries choose the method)")
+    p.add_argument("--masked", required=True, help="masked.h5ad (the held-out entries of its train and val rows choose the method)")
     p.add_argument("--imputed", nargs="*", default=[], help="each model's imputed.h5ad (model.ckpt beside it)")
     p.add_argument("--trainer", type=_json, default={}, help="trainer settings for refitting a chosen model")
     p.add_argument("--n-draws", type=int, default=20)
-    p.add_argument("--method", default="auto", help="a model or baseline name instead of the val choice")
+    p.add_argument("--method", default="auto", help="a model or baseline name instead of the choice on held-out entries")
     p.add_argument("--max-train-rows", type=_rows, default=2000,
                    help="training rows the slow baselines fit on, and the train rows scored (evaluate.max_train_rows)")
 

@@ -66,7 +66,7 @@ def complete(ingested_path, masked_path, runs: dict[str, dict], out_path, seed: 
              max_train_rows: int | None = MAX_TRAIN_ROWS) -> Path:
     """Write completed.h5ad. `runs` maps a model name to {"imputed": imputed.h5ad, "checkpoint":
     model.ckpt}; `trainer` holds the trainer settings a chosen model is refit with (its own
-    recorded settings fill the rest); `method` forces a candidate instead of the val choice."""
+    recorded settings fill the rest); `method` forces a candidate instead of the choice on held-out entries."""
     ingested_path, masked_path, out_path = Path(ingested_path), Path(masked_path), Path(out_path)
     given, masked = ad.read_h5ad(ingested_path), ad.read_h5ad(masked_path)
     if meta(masked).get("modality") == "sequence":
@@ -153,7 +153,7 @@ def choice_rows(masked: ad.AnnData, seed: int, max_train_rows: int | None = MAX_
 
 # A blend "a+b" fills with the mean of two candidates' fills. Two methods that err differently
 # (a network that pulls towards the rows it resembles, a regression that extrapolates) cancel
-# part of each other's error; it is scored on the same val entries as every other candidate.
+# part of each other's error; it is scored on the same held-out entries as every other candidate.
 BLEND = "+"
 
 
@@ -456,6 +456,6 @@ def _record(completed: ad.AnnData, record: dict, chosen: str, why: str, method: 
     meta(completed)["completion"] = json.dumps(record, sort_keys=True, default=float)
     kind = KINDS.get(record["kind"], "no missing value")
     record_decision(completed, "method that fills the native missing values", f"{chosen} ({kind})", why,
-                    "config complete: {method: NAME}, or omicsgen complete --method NAME (auto: the val choice)")
+                    "config complete: {method: NAME}, or omicsgen complete --method NAME (auto: the choice on held-out entries)")
     LOG.info("completed: %s filled %d native missing values (%s)", chosen, record.get("n_filled", 0), why)
 
