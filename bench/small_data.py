@@ -48,6 +48,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from omicsgen.evaluate.data import dense
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 # The imputing families run on every table (WGAN cannot impute; forecasters only on time courses).
@@ -63,6 +65,9 @@ UNSEEN = {name: ROOT / "tests" / "unseen" / file for name, file in (
     ("guo_qpcr", "guo_qpcr.csv"), ("marioni_counts", "marioni_counts.tsv"),
     ("metabolites_cold", "metabolites_cold.csv"), ("khan_srbct", "khan_srbct.csv.gz"),
     ("pbc_clinical", "pbc_clinical.csv"), ("lung_clinical", "lung_clinical.csv"), ("lung_otus", "lung_otus.tsv"))}
+# What a user writes in the sheet after the first run stops and says to (tests/test_unseen.py's
+# SHEET_EXTRA): lung_clinical holds whole numbers and one negative, so it is not counts.
+UNSEEN_OPTIONS = {"lung_clinical": {"values": "normalised"}}
 # pcaMethods ships the metabolite table complete too: the true values behind its 419 NAs.
 KNOWN_VALUES = {"metabolites_cold": ROOT / "tests" / "unseen" / "metabolites_cold_complete.csv"}
 
@@ -137,8 +142,8 @@ def prepare(name: str, folder: Path, seed: int, known: bool = False) -> tuple[Pa
     truth = None
     if modality == "timecourse":
         source, options = ROOT / "resources" / "flu_timecourse.tsv.gz", {"label": "condition"}
-    elif name in UNSEEN:  # what tests/test_unseen.py's sheet says (lung_clinical: whole numbers, one negative)
-        source, options = UNSEEN[name], {"values": "normalised"} if name == "lung_clinical" else {}
+    elif name in UNSEEN:
+        source, options = UNSEEN[name], UNSEEN_OPTIONS.get(name, {})
         if known:  # the measurements behind the file's own NAs
             truth = pd.read_csv(KNOWN_VALUES[name], index_col=0)
     else:
@@ -154,14 +159,9 @@ def prepare(name: str, folder: Path, seed: int, known: bool = False) -> tuple[Pa
     return folder / "ingested.h5ad", folder / "masked.h5ad", truth
 
 
-def dense(x) -> np.ndarray:
-    """X as float64 (count tables such as lung_otus are stored sparse)."""
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
-
-
 def heldout_rmse(masked: ad.AnnData, filled: np.ndarray, rows: np.ndarray) -> float:
-    held = dense(masked.layers["heldout"]).astype(bool) & rows[:, None]
-    truth = dense(masked.X)
+    held = dense(masked.layers["heldout"], bool) & rows[:, None]
+    truth = dense(masked.X, np.float64)
     return float(np.sqrt(np.mean((filled[held] - truth[held]) ** 2)))
 
 
@@ -176,7 +176,7 @@ def model_rmse(masked_path: Path, folder: Path, family: str, hparams: dict, seed
     impute(masked_path, checkpoint, folder / "imputed.h5ad", seed, n_draws=0)
     masked, imputed = ad.read_h5ad(masked_path), ad.read_h5ad(folder / "imputed.h5ad")
     test = (masked.obs["split"] == "test").to_numpy()
-    return heldout_rmse(masked, dense(imputed.layers["imputed"]), test), time.process_time() - cpu
+    return heldout_rmse(masked, dense(imputed.layers["imputed"], np.float64), test), time.process_time() - cpu
 
 
 def baseline_rmses(masked_path: Path, seed: int) -> dict[str, float]:
@@ -199,7 +199,7 @@ def run_table(name: str, seed: int, models: dict, known: bool) -> dict:
         ingested, masked_path, truth = prepare(name, folder, seed, known)
         masked = ad.read_h5ad(masked_path)
         result = {"table": name, "seed": seed, "shape": list(masked.shape),
-                  "native_na": float(np.isnan(dense(masked.X)).mean()),
+                  "native_na": float(np.isnan(dense(masked.X, np.float64)).mean()),
                   "baselines": baseline_rmses(masked_path, seed), "models": {}, "cpu": {}}
         chosen = dict(models)
         if masked.uns["omicsgen"].get("input_scale") == "counts":
@@ -226,7 +226,7 @@ def known_na_errors(ingested: Path, masked_path: Path, folder: Path, truth: pd.D
     complete(ingested, masked_path, runs, out, seed, trainer={**CONFIG["trainer"], "accelerator": "cpu"})
     completed = ad.read_h5ad(out)
     given = ad.read_h5ad(ingested)
-    values = dense(given.X)
+    values = dense(given.X, np.float64)
     missing = np.isnan(values)
     true = truth.loc[given.obs_names, given.var_names].to_numpy()
 
@@ -237,7 +237,7 @@ def known_na_errors(ingested: Path, masked_path: Path, folder: Path, truth: pd.D
         warnings.simplefilter("ignore")
         iterative = IterativeImputer(max_iter=10, random_state=seed).fit_transform(values)
     record = json.loads(completed.uns["omicsgen"]["completion"])
-    return {"completed": error(dense(completed.X)), "iterative_imputer": error(iterative),
+    return {"completed": error(dense(completed.X, np.float64)), "iterative_imputer": error(iterative),
             "chosen": record["chosen"], "val_rmse_in_sd": record.get("val_rmse_in_sd"), "why": record["why"]}
 
 
