@@ -542,3 +542,28 @@ def test_baselines_use_the_model_metric_keys(tmp_path, make):
         for section, keys in scores.items():
             assert set(keys) == (generation_keys if section == "generation" else set(model[section]))
     assert all_keys(result) <= documented_keys()
+
+
+def test_the_c2st_of_a_table_in_mixed_units_sees_every_feature():
+    """A PCA of raw values is the largest-unit features alone: generated rows off by three sds in
+    one ratio went unseen beside 25 features in units 1e3-1e6 times larger. On z-scored features
+    (auto: the sds span over 20x their median) the test sees it; an expression-like table keeps
+    its raw PCA, and `pca_scale` overrides either way."""
+    from omicsgen.evaluate.scoring import NumericGenerationScorer, pca_units
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(600, 30))
+    generated = real[:300] + rng.normal(size=(300, 30)) * 0.05
+    generated[:, 29] += 3
+    units = np.r_[10 ** rng.uniform(3, 6, 25), np.ones(5)]
+    assert pca_units(real)[0] is None and pca_units(real, "zscore")[0] is not None
+    divisors, space = pca_units(real * units)
+    assert divisors is not None and space.startswith("z-scored features") and "evaluate.pca_scale: auto" in space
+    train, test = slice(300, 450), slice(450, 600)
+    as_is = NumericGenerationScorer(real[train] * units, real[test] * units, pca_scale="raw").score(generated * units)
+    scaled = NumericGenerationScorer(real[train] * units, real[test] * units).score(generated * units)
+    plain = NumericGenerationScorer(real[train], real[test]).score(generated)
+    assert as_is["c2st_auc"] < 0.65 and scaled["c2st_auc"] > 0.8
+    assert plain["c2st_auc"] > 0.8 and plain["pca_space"].startswith("raw values")
+    with pytest.raises(ValueError, match="pca_scale"):
+        pca_units(real, "minmax")

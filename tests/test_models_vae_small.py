@@ -132,3 +132,26 @@ def test_checkpoints_without_zscore_buffers_still_load():
     fresh = VAE(n_genes=5, hidden_dim=8, latent_dim=2, n_layers=1, beta=1.0, kl_warmup_epochs=0, learning_rate=1e-3)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.x_center, torch.zeros(5)) and torch.equal(fresh.x_scale, torch.ones(5))
+
+
+def test_a_feature_in_other_units_does_not_take_the_fit_from_the_rest(tmp_path):
+    """The learned noise variance is bounded in each feature's own units: one feature in units a
+    million times larger (an acoustic table's energies beside its ratios) gets the same weight in
+    the likelihood as the others. Bounded on X's scale (sd 0.03 to 12) it weighed ~1e10 times the
+    rest, and the other features' fills fell back towards their means."""
+    from test_models import make_expression
+
+    errors = {}
+    for factor in (1.0, 1e6):
+        data = make_expression(n_cells=300, n_genes=20, seed=2)
+        x = np.asarray(data.X).copy()
+        x[:, 0] *= factor
+        data.X = x
+        data.write_h5ad(tmp_path / f"{factor}.h5ad")
+        ckpt = train(tmp_path / f"{factor}.h5ad", tmp_path / str(factor), "vae", {"hidden_dim": 32},
+                     {"max_epochs": 40, "size_to_data": False}, seed=0)
+        fills = np.asarray(ad.read_h5ad(impute(tmp_path / f"{factor}.h5ad", ckpt, tmp_path / f"i{factor}.h5ad", seed=0)).layers["imputed"])
+        truth = np.asarray(make_expression(n_cells=300, n_genes=20, seed=2).layers["heldout"])
+        held = truth[:, 1:]
+        errors[factor] = np.sqrt(np.mean((fills[:, 1:] - x[:, 1:])[held] ** 2))
+    assert errors[1e6] < 1.2 * errors[1.0]

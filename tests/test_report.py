@@ -85,6 +85,8 @@ def test_dataset_report_is_self_contained_and_shows_every_score(tmp_path, make):
     assert "sha256:abab" in page and "expressed in &lt; 3 cells" in page  # provenance and filters
     # how the c2st was run: the baselines' protocol (these tests score with one draw)
     assert "fits one balanced draw (<code>evaluate.c2st_rows</code>: 0)" in page
+    if make is not make_sequence:  # the PCA space of MMD and the c2st, with its setting
+        assert "work in a PCA of raw values (feature sds span" in page and "evaluate.pca_scale: auto" in page
     assert page.count("<img") >= {make_expression: 4, make_timecourse: 6, make_sequence: 2}[make]
     assert "<h2>Winners</h2>" in page
     if make is make_timecourse:

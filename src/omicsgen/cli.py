@@ -88,7 +88,8 @@ def _baselines(a):
 def _scoring(a):
     from .evaluate.scores import Settings
 
-    return Settings(max_rows=a.max_rows, max_train_rows=a.max_train_rows, bootstrap=a.bootstrap, c2st_rows=a.c2st_rows)
+    return Settings(max_rows=a.max_rows, max_train_rows=a.max_train_rows, bootstrap=a.bootstrap, c2st_rows=a.c2st_rows,
+                    pca_scale=a.pca_scale)
 
 
 def _rows(text: str) -> int | None:
@@ -110,6 +111,9 @@ def _scoring_options(p) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="resamples of the 95%% intervals of headline scores (0 = none)")
     p.add_argument("--c2st-rows", type=_non_negative, default=500,
                    help="rows a side the c2st's averaged draws target on a small test split (0 = one draw)")
+    p.add_argument("--pca-scale", choices=("auto", "raw", "zscore"), default="auto",
+                   help="features of the PCA that MMD and the c2st work in: raw, z-scored, or auto (z-scored when "
+                        "their sds span over 20x their median: mixed units)")
 
 
 def _report(a):

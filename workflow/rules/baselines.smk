@@ -11,7 +11,7 @@ rule baselines:
     params:
         n_samples=config["generate"]["n_samples"],
         seed=dataset_seed,
-        # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap, c2st_rows); the CLI's defaults match config.yaml
+        # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap, c2st_rows, pca_scale); the CLI's defaults match config.yaml
         scoring=scoring_options(),
     log:
         "logs/{dataset}/baselines.log",

@@ -13,7 +13,7 @@ rule evaluate:
     params:
         products=lambda wildcards: " ".join(f"--{key} {shlex.quote(path)}" for key, path in model_products(wildcards).items()),
         seed=dataset_seed,
-        # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap, c2st_rows); the CLI's defaults match config.yaml
+        # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap, c2st_rows, pca_scale); the CLI's defaults match config.yaml
         scoring=scoring_options(),
     log:
         "logs/{dataset}/{model}/evaluate.log",

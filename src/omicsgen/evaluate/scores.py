@@ -37,12 +37,15 @@ class Settings:
     it; None = all); `max_train_rows`: training rows the slow baselines fit on; `bootstrap`:
     resamples of the 95% intervals of the headline scores (0 = none); `c2st_rows`: rows a side
     the classifier two-sample test's averaged balanced draws target on a small test split
-    (`metrics.c2st_repeats`; 0, or any value up to the rows a side, = a single draw)."""
+    (`metrics.c2st_repeats`; 0, or any value up to the rows a side, = a single draw);
+    `pca_scale`: the features of the PCA that MMD and the c2st of expression-like data work in,
+    raw or z-scored (auto: z-scored when in mixed units, `scoring.pca_units`)."""
 
     max_rows: int | None = data.MAX_ROWS
     max_train_rows: int | None = data.MAX_TRAIN_ROWS
     bootstrap: int = data.BOOTSTRAP_RESAMPLES
     c2st_rows: int = metrics.C2ST_ROWS
+    pca_scale: str = "auto"
 
 
 def single_threaded(function):
@@ -116,7 +119,7 @@ def evaluate(
     if samples_path is not None:
         samples, n_generated = _read_samples(samples_path, modality, seed)
         _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings.bootstrap,
-                                                                           settings.c2st_rows, n_generated))
+                                                                           settings.c2st_rows, n_generated, settings.pca_scale))
     else:
         not_scored["generation"] = _why_not(checkpoint, "sample")
     scores["protocol"] = protocol(adata, seed) | rows.protocol()
@@ -146,11 +149,14 @@ def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPA
     # raw counts are scored on the test rows only: not read for the (maybe million) training rows
     adata = data.read_rows(data_path, rows.read, skip_layers={"counts"})
     modality = data.modality(adata)
+    space = None  # the PCA space of the numeric generation scores, in words
     if modality == "sequence":
         methods, fit_rows = _sequence_baselines(adata, seed, n_samples, settings)
     else:
-        methods, fit_rows = _numeric_baselines(adata, seed, n_samples, settings, data.read_rows(data_path, rows.scored))
+        methods, fit_rows, space = _numeric_baselines(adata, seed, n_samples, settings, data.read_rows(data_path, rows.scored))
     baseline_protocol = rows.protocol() | {"max_train_rows": settings.max_train_rows, "baseline_fit_rows": fit_rows}
+    if space:
+        baseline_protocol["pca_space"] = space
     result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods, "protocol": baseline_protocol}
     return _write(result, out_path)
 
@@ -281,7 +287,7 @@ def _read_samples(samples_path, modality: str, seed: int) -> tuple[ad.AnnData, i
 
 
 def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int, resamples: int = 0,
-                      c2st_rows: int = metrics.C2ST_ROWS, n_generated: int | None = None) -> dict:
+                      c2st_rows: int = metrics.C2ST_ROWS, n_generated: int | None = None, pca_scale: str = "auto") -> dict:
     """Samples against the real test split, the real-data reference, and per label for
     conditional samples (samples.obs["label"] = the label each row was asked for). Every c2st,
     per label too, targets `c2st_rows` rows a side. `n_generated`: the rows generated when
@@ -297,7 +303,7 @@ def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed
     else:
         generated = _samples_in_gene_order(samples, adata, samples_path)
         make_scorer = functools.partial(scoring.NumericGenerationScorer, seed=seed, names=list(adata.var_names),
-                                        c2st_rows=c2st_rows)
+                                        c2st_rows=c2st_rows, pca_scale=pca_scale)
     # Intervals for the whole set only: per-label scores keep their point values.
     scorer = make_scorer(truth[train], truth[test], resamples=resamples)
     counted = {} if n_generated is None else {"n_generated": n_generated}
@@ -442,9 +448,12 @@ def _score_likelihood(adata: ad.AnnData, likelihood: LogLikelihood) -> dict:
 # ---------------------------------------------------------------------------- baselines
 
 
-def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings, scored: ad.AnnData) -> tuple[dict, dict]:
+def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings,
+                       scored: ad.AnnData) -> tuple[dict, dict, str | None]:
     """Every training row is read, but only the test rows and the frame's rows are made dense.
-    `scored` holds the scored test rows alone, with their raw counts."""
+    `scored` holds the scored test rows alone, with their raw counts. Returns the methods'
+    scores, the rows the slow baselines fit on and the generation scores' PCA space (None when
+    generation is not scored)."""
     train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
     truth_test, heldout_test = data.dense(adata.X[test]).astype(np.float64), data.heldout_rows(adata, test)
     methods: dict[str, dict] = {}
@@ -463,7 +472,7 @@ def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: S
     try:
         frame_truth = data.dense(adata.X[frame]).astype(np.float64)
         scorer = scoring.NumericGenerationScorer(frame_truth, truth_test, seed, list(adata.var_names), settings.bootstrap,
-                                                 settings.c2st_rows)
+                                                 settings.c2st_rows, settings.pca_scale)
     except scoring.TooSmall as err:
         scorer = None
         methods.setdefault("mean", {}).setdefault("not_scored", {})["generation"] = str(err)
@@ -474,7 +483,7 @@ def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: S
         task = scoring.ForecastTask(adata, SCORED_SPLIT)
         for name, forecaster in baseline_methods.forecasters(adata).items():
             methods.setdefault(name, {})["forecast"] = task.score(forecaster)
-    return methods, fit_rows
+    return methods, fit_rows, None if scorer is None else scorer.space
 
 
 def _sequence_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: Settings) -> tuple[dict, dict]:

@@ -36,6 +36,7 @@ from .base import (
 )
 
 # Bounds on the per-gene log-variance: keeps the NLL finite for genes that are constant in training.
+# The VAE applies them in each gene's own units (`log_var_bounds`), the AE on X's scale.
 LOG_VAR_RANGE = (-7.0, 5.0)
 # Pseudo-rows that shrink a series' mean residual towards 0 (`series_offsets`).
 SERIES_SHRINK = 1.0
@@ -237,8 +238,9 @@ class VAE(SeedEnsemble, GenerativeModel):
         # fill is their mean (`SeedEnsemble`; Gaussian only). models/sizing.py sets 5 on small data.
         "ensemble": 1,
         # Gaussian, on input that is not log-normalised counts: fit each right-skewed positive
-        # feature (concentrations, areas, energies) on a log scale (models/logscale.py); fills and
-        # samples come back on X's scale. false: every feature on its own scale.
+        # feature (concentrations, areas, energies) on a log scale, and each feature no log brings
+        # near a Gaussian on normal scores (models/logscale.py); fills and samples come back on
+        # X's scale. false: every feature on its own scale.
         "log_skewed": True,
     }
     has_latent = True
@@ -378,7 +380,7 @@ class VAE(SeedEnsemble, GenerativeModel):
             self.x_center.copy_(mean)
             self.x_scale.copy_(feature_scale(var))
             self.to_gene_mean.bias.zero_()
-            self.gene_log_var.copy_(var.clamp_min(1e-3).log().clamp(*LOG_VAR_RANGE))
+            self.gene_log_var.copy_(torch.clamp(var.clamp_min(1e-300).log(), *self.log_var_bounds()))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Gaussian checkpoints from before the z-score buffers: keep 0 / 1, the identity.
@@ -425,7 +427,15 @@ class VAE(SeedEnsemble, GenerativeModel):
         return self.count_head(self.decoder(zc))
 
     def log_var(self) -> torch.Tensor:
-        return self.gene_log_var.clamp(*LOG_VAR_RANGE)
+        return torch.clamp(self.gene_log_var, *self.log_var_bounds())
+
+    def log_var_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """LOG_VAR_RANGE in each feature's own units (sd 0.03 to 12 times its train sd). On X's
+        scale, a feature in units a million times larger than the rest (a speech table's energy
+        coefficients of ~1e10 beside its ratios) could not widen its variance to its errors and
+        outweighed every other feature in the loss (pd_speech's train loss ~1e12)."""
+        shift = 2 * torch.log(divisor(self.x_scale))
+        return LOG_VAR_RANGE[0] + shift, LOG_VAR_RANGE[1] + shift
 
     def loss(self, batch):
         """The members' mean loss: each hides its own entries and draws its own z (the same
@@ -553,8 +563,9 @@ class VAE(SeedEnsemble, GenerativeModel):
 
     def residual_log_var(self, squares: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, str]:
         """Each gene's log noise variance for `sample`, and what it chose, for the log. The learned
-        variance is bounded on X's scale (LOG_VAR_RANGE: sd 0.03 to 12), which weights training as
-        intended but gives samples of a gene of sd 1e9 or 0.001 far too little or too much noise.
+        variance is bounded (`log_var_bounds`: sd 0.03 to 12 times the gene's train sd), which
+        keeps the NLL finite but gives a gene that the decoder fits closer or looser than that
+        (a constant one, an exact function of others) too much or too little noise.
         A gene whose mean squared residual around the decoded train rows is outside the bounds
         gets that residual variance instead, widened by the median ratio of learned to residual
         variance of the other genes: the learned one, trained on entries hidden from the encoder,
@@ -562,7 +573,8 @@ class VAE(SeedEnsemble, GenerativeModel):
         their spread), and it stays wherever it can hold the residual."""
         learned = self.log_var().detach()
         residual = (squares / counts.clamp_min(1)).clamp_min(1e-300).log().float()
-        outside = ((residual < LOG_VAR_RANGE[0]) | (residual > LOG_VAR_RANGE[1])) & (counts > 0)
+        low, high = self.log_var_bounds()
+        outside = ((residual < low) | (residual > high)) & (counts > 0)
         inside = ~outside & (counts > 0)
         widen = float((learned - residual)[inside].median().clamp_min(0)) if inside.any() else 0.0
         chosen = torch.where(outside, residual + widen, learned)

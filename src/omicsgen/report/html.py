@@ -160,8 +160,10 @@ def _scoring_protocol(protocol: dict) -> str:
             f" The classifier two-sample test averages balanced draws until about {rows} rows a side were fit "
             f"(<code>evaluate.c2st_rows</code>: {rows})." if rows else
             " The classifier two-sample test fits one balanced draw (<code>evaluate.c2st_rows</code>: 0).")
+    space = protocol.get("pca_space")
+    space = f" MMD and the classifier two-sample test work in a PCA of {_e(space)}." if space else ""
     return (f"<p>Every model and baseline is scored on {scored}; numbers in brackets are 95% bootstrap intervals "
-            f"over those rows.{capped}{c2st}</p>")
+            f"over those rows.{capped}{c2st}{space}</p>")
 
 
 def _winners(model_scores: dict, baseline_methods: dict) -> str:
