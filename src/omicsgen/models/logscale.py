@@ -14,13 +14,6 @@ shift, and whether to log at all, follow the normal probability-plot correlation
 of the train values: a log must bring them much closer to a Gaussian. Skewness alone is fooled
 by a spike at the minimum (an assay's detection floor of 4 beside a few 5-7): a log anchored
 there put the spike far below the rest, and fills of such a feature came back 20-50x too large.
-
-A measured feature that stays far from a Gaussian on its chosen scale (two humps, a negative
-heavy tail, a spike beside a hump: a speech table's entropy coefficients from -5e6 to 16) is fit
-on normal scores instead: its train quantiles mapped onto a standard normal's, and samples and
-fills mapped back through the train quantiles, so they stay in the train range (the margins of
-a Gaussian copula). The mapping is piecewise linear between N_KNOTS quantiles; a run of equal
-values (a spike) maps to its middle quantile, and back.
 """
 
 from __future__ import annotations
@@ -45,14 +38,6 @@ SHIFT_FACTORS = (1e-2, 1e-1, 1.0)
 # The log is used when it cuts the distance from a Gaussian (1 - probability-plot correlation)
 # to at most this share of X's own.
 GAIN_NEEDED = 0.5
-# A measured feature still this far from a Gaussian on its chosen scale (log or its own; Filliben's
-# 5% critical value at 20 values) is fit on normal scores instead: each train value's quantile
-# mapped onto a standard normal's, and back through the train quantiles (a Gaussian copula's
-# margins). A speech table's entropies and energy coefficients (-5e6 to 16, spikes, two humps):
-# the VAE's samples were told from real rows at AUC 1.00; on normal scores 0.63 (bench/figures.md).
-NORMAL_SCORES_ABOVE = 0.05
-# Quantile knots kept per such feature (the train values themselves when there are fewer).
-N_KNOTS = 256
 
 
 def skewness(values: np.ndarray) -> np.ndarray:
@@ -129,80 +114,24 @@ def fit_log_scale(x: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, ...]
     return use, offset, floor, top
 
 
-def fit_normal_scores(x: np.ndarray, observed: np.ndarray, use_log: np.ndarray, offset: np.ndarray,
-                      floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(columns, knots_x, knots_t): the measured features still over NORMAL_SCORES_ABOVE from a
-    Gaussian on their chosen scale, and per such feature N_KNOTS train quantiles on X's scale
-    (Hazen plotting positions, so the ends are the train minimum and maximum) and the standard
-    normal's quantiles at the same probabilities."""
-    from scipy.special import ndtri
-
-    values = np.where(observed, x, np.nan).astype(np.float64)
-    scaled = values.copy()
-    scaled[:, use_log] = np.log(np.maximum(values[:, use_log] - offset[use_log], floor[use_log]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        measured = (observed.sum(0) >= MIN_VALUES) & (distinct_counts(values) >= MIN_DISTINCT)
-    columns = np.flatnonzero(measured & (normality(scaled) > NORMAL_SCORES_ABOVE))
-    knots_x = np.zeros((len(columns), N_KNOTS))
-    knots_t = np.zeros((len(columns), N_KNOTS))
-    for i, j in enumerate(columns):
-        column = values[:, j][observed[:, j]]
-        n = len(column)
-        probabilities = np.linspace(0.5 / n, 1 - 0.5 / n, N_KNOTS)
-        knots_x[i] = np.quantile(column, probabilities, method="hazen")
-        knots_t[i] = ndtri(probabilities)
-    return columns, knots_x, knots_t
-
-
-def _interpolate(points: torch.Tensor, knots_from: torch.Tensor, knots_to: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear map of `points` (rows x columns) from each column's `knots_from` (sorted,
-    ties allowed) onto its `knots_to`, flat past the ends. A point on a run of tied knots (a
-    spike of equal values) maps to the middle of the run's targets, as a mid-rank does."""
-    by_column = points.T.contiguous().to(knots_from.dtype)
-    above = torch.searchsorted(knots_from, by_column, right=True)  # knots <= point
-    below = torch.searchsorted(knots_from, by_column, right=False)  # knots < point
-    last = knots_from.shape[1] - 1
-    lo, hi = (below - 1).clamp(0, last), below.clamp(0, last)
-    x0, x1 = knots_from.gather(1, lo), knots_from.gather(1, hi)
-    y0, y1 = knots_to.gather(1, lo), knots_to.gather(1, hi)
-    share = torch.where(x1 > x0, (by_column - x0) / (x1 - x0).clamp_min(1e-300), torch.zeros_like(by_column))
-    between = y0 + share.clamp(0, 1) * (y1 - y0)
-    on_knots = knots_to.gather(1, ((below + above - 1) // 2).clamp(0, last))  # the run's middle knot
-    return torch.where(above > below, on_knots, between).T.to(points.dtype)
-
-
 class LogScale(nn.Module):
-    """The per-feature scale a Gaussian model fits in: a log (`fit_log_scale`), or normal scores
-    (`fit_normal_scores`) for features no log brings near a Gaussian. `warp` maps X's scale to the
-    model's, `unwarp` maps back. Identity until `fit` chooses a feature, and for checkpoints made
-    before it existed (before normal scores: none)."""
+    """The per-feature log scale a Gaussian model fits in (`fit_log_scale`): `warp` maps X's
+    scale to the model's, `unwarp` maps back. Identity until `fit` chooses a feature, and for
+    checkpoints made before it existed."""
 
     def __init__(self, n_features: int):
         super().__init__()
         self.register_buffer("use", torch.zeros(n_features, dtype=torch.bool))
         for name in ("offset", "floor", "top"):
             self.register_buffer(name, torch.zeros(n_features))
-        # The normal-score features and their knots: sized by `fit` (few features need them)
-        self.register_buffer("ranked", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("knots_x", torch.zeros(0, N_KNOTS))
-        self.register_buffer("knots_t", torch.zeros(0, N_KNOTS))
         self._columns = None  # indices of `use`, kept: training warps every batch
 
     def fit(self, x: np.ndarray, observed: np.ndarray) -> np.ndarray:
-        """Choose the features and their scales from the observed train entries; returns which
-        features are on a log scale, and the normal-score ones (`ranked`) are in `self.ranked`."""
-        use, offset, floor, top = fit_log_scale(x, observed)
-        ranked, knots_x, knots_t = fit_normal_scores(x, observed, use, offset, floor)
-        use[ranked] = False  # a rank does not depend on a log taken first
-        for name, values in zip(("use", "offset", "floor", "top"), (use, offset, floor, top)):
+        """Choose the features and their scales from the observed train entries; returns `use`."""
+        for name, values in zip(("use", "offset", "floor", "top"), fit_log_scale(x, observed)):
             getattr(self, name).copy_(torch.from_numpy(values))
-        device = self.use.device
-        self.ranked = torch.from_numpy(ranked).long().to(device)
-        self.knots_x = torch.from_numpy(knots_x).float().to(device)
-        self.knots_t = torch.from_numpy(knots_t).float().to(device)
         self._columns = None
-        return use
+        return self.use.cpu().numpy()
 
     def columns(self) -> torch.Tensor:
         if self._columns is None or self._columns.device != self.use.device:
@@ -211,38 +140,31 @@ class LogScale(nn.Module):
 
     @property
     def active(self) -> bool:
-        return len(self.columns()) > 0 or len(self.ranked) > 0
+        return len(self.columns()) > 0
 
     def warp(self, x: torch.Tensor) -> torch.Tensor:
-        """Only the chosen columns are computed (a table may log 1 of 256): a whole-width
+        """Only the logged columns are computed (a table may log 1 of 256): a whole-width
         `where` made the flu VAE's training 36% slower."""
-        cols, last = self.columns(), x.dim() - 1
-        if len(cols):
-            logged = torch.log(torch.maximum(x[..., cols] - self.offset[cols], self.floor[cols]))
-            x = x.index_copy(last, cols, logged.to(x.dtype))
-        if len(self.ranked):
-            x = x.index_copy(last, self.ranked, _interpolate(x[..., self.ranked], self.knots_x, self.knots_t))
-        return x
+        cols = self.columns()
+        if not len(cols):
+            return x
+        logged = torch.log(torch.maximum(x[..., cols] - self.offset[cols], self.floor[cols]))
+        return x.index_copy(x.dim() - 1, cols, logged.to(x.dtype))
 
     def unwarp(self, t: torch.Tensor) -> torch.Tensor:
-        """Back to X's scale, no further than the train range's far end (`top`; normal scores:
-        the train range's ends). A fill maps back its mean on the log scale, the median: the mean
-        exp(t + var / 2) under the learned variance gave worse fills on all three tables tried
-        with the first, minimum-anchored version of this scale (test RMSE: hepatic 2.14 against
-        0.96, pbc 311 against 268)."""
-        cols, last = self.columns(), t.dim() - 1
-        if len(cols):
-            back = torch.exp(torch.minimum(t[..., cols], self.top[cols])) + self.offset[cols]
-            t = t.index_copy(last, cols, back.to(t.dtype))
-        if len(self.ranked):
-            t = t.index_copy(last, self.ranked, _interpolate(t[..., self.ranked], self.knots_t, self.knots_x))
-        return t
+        """Back to X's scale, no further than the train range's far end (`top`). A fill maps back
+        its mean on the log scale, the median: the mean exp(t + var / 2) under the learned
+        variance gave worse fills on all three tables tried with the first, minimum-anchored
+        version of this scale (test RMSE: hepatic 2.14 against 0.96, pbc 311 against 268)."""
+        cols = self.columns()
+        if not len(cols):
+            return t
+        back = torch.exp(torch.minimum(t[..., cols], self.top[cols])) + self.offset[cols]
+        return t.index_copy(t.dim() - 1, cols, back.to(t.dtype))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, buffer in self.named_buffers():  # checkpoints from before: the identity
             state_dict.setdefault(prefix + name, buffer.clone())
-        for name in ("ranked", "knots_x", "knots_t"):  # sized by the fit that made the checkpoint
-            setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.use.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._columns = None
 
@@ -260,11 +182,6 @@ def choose_for(scales: list[LogScale], train: dict[str, torch.Tensor], names: li
         other.load_state_dict(scales[0].state_dict())
     chosen = np.flatnonzero(use)
     listed = "" if not len(chosen) else ": " + ", ".join(names[i] for i in chosen[:10]) + (" ..." if len(chosen) > 10 else "")
-    ranked = scales[0].ranked.cpu().numpy()
-    on_scores = "" if not len(ranked) else (
-        f"; {len(ranked)} on normal scores: " + ", ".join(names[i] for i in ranked[:10]) + (" ..." if len(ranked) > 10 else ""))
-    chosen_text = f"{len(chosen)} of {len(use)} features on a log scale{listed}{on_scores}"
-    LOG.info("decision: log_skewed = %s (a log where a right-skewed feature of values >= 0 comes to half its train "
-             "values' distance from a Gaussian; normal scores where a feature stays over %.2f from a Gaussian: its "
-             "train quantiles mapped onto a standard normal's; %s)", chosen_text, NORMAL_SCORES_ABOVE, setting)
-    return chosen_text
+    LOG.info("decision: log_skewed = %d of %d features fit on a log scale (values >= 0, right-skewed, and the log "
+             "halves their train values' distance from a Gaussian%s; %s)", len(chosen), len(use), listed, setting)
+    return f"{len(chosen)} of {len(use)} features on a log scale{listed}"

@@ -238,9 +238,8 @@ class VAE(SeedEnsemble, GenerativeModel):
         # fill is their mean (`SeedEnsemble`; Gaussian only). models/sizing.py sets 5 on small data.
         "ensemble": 1,
         # Gaussian, on input that is not log-normalised counts: fit each right-skewed positive
-        # feature (concentrations, areas, energies) on a log scale, and each feature no log brings
-        # near a Gaussian on normal scores (models/logscale.py); fills and samples come back on
-        # X's scale. false: every feature on its own scale.
+        # feature (concentrations, areas, energies) on a log scale (models/logscale.py); fills and
+        # samples come back on X's scale. false: every feature on its own scale.
         "log_skewed": True,
     }
     has_latent = True

@@ -89,9 +89,8 @@ def _training_choices(model_dirs: dict) -> str:
         return ""
     return ("<p>Training settings chosen for the data: for its size (small-data regime, or a language model's budget of "
             "positions on many long records; <code>models/sizing.py</code>; "
-            "docs/small-data.md says why), and the skewed features a Gaussian VAE fits on a log scale, or on "
-            "normal scores when no log makes them near Gaussian (<code>log_skewed</code>, "
-            "<code>models/logscale.py</code>):</p>"
+            "docs/small-data.md says why), and the skewed features a Gaussian VAE fits on a log scale "
+            "(<code>log_skewed</code>, <code>models/logscale.py</code>):</p>"
             "<table><thead><tr><th>model</th><th>setting</th><th>chosen</th></tr></thead>"
             f"<tbody>{rows}</tbody></table><p class='note'>Change one with that setting in the model's entry of "
             "the config, or turn the regime off with <code>trainer: {size_to_data: false}</code>.</p>")
