@@ -111,6 +111,7 @@ def _scoring_options(p) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="resamples of the 95%% intervals of headline scores (0 = none)")
     p.add_argument("--c2st-rows", type=_non_negative, default=500,
                    help="rows a side the c2st's averaged draws target on a small test split (0 = one draw)")
+    # scoring.PCA_SCALES and MIXED_UNITS_SPREAD, written out: importing scoring would slow every --help
     p.add_argument("--pca-scale", choices=("auto", "raw", "zscore"), default="auto",
                    help="features of the PCA that MMD and the c2st work in: raw, z-scored, or auto (z-scored when "
                         "their sds span over 20x their median: mixed units)")
