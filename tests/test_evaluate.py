@@ -544,6 +544,36 @@ def test_baselines_use_the_model_metric_keys(tmp_path, make):
     assert all_keys(result) <= documented_keys()
 
 
+@pytest.mark.parametrize("make", [make_expression, make_sequence])
+def test_evaluate_copies_the_reference_baselines_wrote_once(tmp_path, make):
+    """The real-data reference is the same for every model of a dataset: `baselines` writes it
+    once and each evaluate copies it, with the scores it would have computed itself. One made
+    with other scoring settings is refused, naming the file and what differs, and nothing is
+    written."""
+    adata = make()
+    adata.write_h5ad(tmp_path / "masked.h5ad")
+    fill, samples = (
+        (data.tokens(adata), sequence_samples(data.tokens(adata)))
+        if data.modality(adata) == "sequence"
+        else (noisy_truth(adata), numeric_samples(noisy_truth(adata), adata.var_names))
+    )
+    imputed, samples_path = write_model_outputs(tmp_path / "model", adata, fill, samples)
+    masked, reference = tmp_path / "masked.h5ad", tmp_path / "baselines" / "reference.json"
+    baselines(masked, tmp_path / "baselines" / "scores.json", settings=ONE_DRAW, reference_path=reference)
+    computed = evaluate(masked, imputed, samples_path, tmp_path / "computed.json", settings=ONE_DRAW)
+    copied = evaluate(masked, imputed, samples_path, tmp_path / "copied.json", settings=ONE_DRAW, reference_path=reference)
+    assert (tmp_path / "copied.json").read_text() == (tmp_path / "computed.json").read_text()
+    made = json.loads(reference.read_text())
+    assert copied["generation"]["reference_train_vs_test"] == made["reference_train_vs_test"]
+    made["reference_train_vs_test"]["c2st_auc"] = 0.123  # read from the file, not computed again
+    reference.write_text(json.dumps(made))
+    again = evaluate(masked, imputed, samples_path, tmp_path / "again.json", settings=ONE_DRAW, reference_path=reference)
+    assert again["generation"]["reference_train_vs_test"]["c2st_auc"] == 0.123
+    with pytest.raises(ValueError, match=r"reference\.json.*differs: c2st_rows"):
+        evaluate(masked, imputed, samples_path, tmp_path / "other.json", settings=Settings(c2st_rows=200), reference_path=reference)
+    assert not (tmp_path / "other.json").exists()
+
+
 def test_the_c2st_of_a_table_in_mixed_units_sees_every_feature():
     """A PCA of raw values is the largest-unit features alone: generated rows off by three sds in
     one ratio went unseen beside 25 features in units 1e3-1e6 times larger. On z-scored features

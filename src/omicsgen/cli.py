@@ -76,13 +76,14 @@ def _complete(a):
 def _evaluate(a):
     from .evaluate import evaluate
 
-    evaluate(a.input, a.imputed, a.samples, a.output, checkpoint=a.checkpoint, seed=a.seed, settings=_scoring(a))
+    evaluate(a.input, a.imputed, a.samples, a.output, checkpoint=a.checkpoint, seed=a.seed, settings=_scoring(a),
+             reference_path=a.reference)
 
 
 def _baselines(a):
     from .evaluate import baselines
 
-    baselines(a.input, a.output, seed=a.seed, n_samples=a.n_samples, settings=_scoring(a))
+    baselines(a.input, a.output, seed=a.seed, n_samples=a.n_samples, settings=_scoring(a), reference_path=a.reference)
 
 
 def _scoring(a):
@@ -246,10 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imputed", default=None, help="imputed.h5ad (left out for a family that cannot impute)")
     p.add_argument("--samples", default=None, help="samples.h5ad (left out for a family that cannot sample)")
     p.add_argument("--checkpoint", default=None)
+    p.add_argument("--reference", default=None,
+                   help="the dataset's reference.json (written by baselines): its real-data reference is copied, not recomputed")
     _scoring_options(p)
 
     p = stage("baselines", _baselines, "score the classical baselines", seed=True)
     p.add_argument("--n-samples", type=int, default=1000, help="rows each generation baseline draws")
+    p.add_argument("--reference", default=None,
+                   help="also write the real-data reference of generation here, which every model's evaluate reads")
     _scoring_options(p)
 
     p = stage("report", _report, "write an HTML report", inputs=False)

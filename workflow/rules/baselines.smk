@@ -2,12 +2,14 @@ rule baselines:
     input:
         "results/{dataset}/masked.h5ad",
     output:
-        report(
+        scores=report(
             "results/{dataset}/baselines/scores.json",
             caption="../report/baselines.rst",
             category="{dataset}",
             subcategory="baselines",
         ),
+        # the real-data reference of generation, the same for every model: computed here once, read by evaluate
+        reference="results/{dataset}/baselines/reference.json",
     params:
         n_samples=config["generate"]["n_samples"],
         seed=dataset_seed,
@@ -18,4 +20,4 @@ rule baselines:
     conda:
         "../../envs/omicsgen.yaml"
     shell:
-        "omicsgen baselines --input {input:q} --output {output:q} --n-samples {params.n_samples} --seed {params.seed} {params.scoring} > {log:q} 2>&1"
+        "omicsgen baselines --input {input:q} --output {output.scores:q} --reference {output.reference:q} --n-samples {params.n_samples} --seed {params.seed} {params.scoring} > {log:q} 2>&1"

@@ -3,6 +3,7 @@ rule evaluate:
         unpack(model_products),  # imputed / samples: only what the model's family can make
         data="results/{dataset}/masked.h5ad",
         model="results/{dataset}/{model}/model.ckpt",
+        reference="results/{dataset}/baselines/reference.json",
     output:
         report(
             "results/{dataset}/{model}/scores.json",
@@ -22,4 +23,4 @@ rule evaluate:
         "../../envs/omicsgen.yaml"
     shell:
         "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE omicsgen evaluate --input {input.data:q} {params.products}"
-        " --checkpoint {input.model:q} --output {output:q} --seed {params.seed} {params.scoring} > {log:q} 2>&1"
+        " --checkpoint {input.model:q} --reference {input.reference:q} --output {output:q} --seed {params.seed} {params.scoring} > {log:q} 2>&1"

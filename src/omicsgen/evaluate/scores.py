@@ -84,6 +84,7 @@ def evaluate(
     forecast_fn: Forecaster | None = None,
     likelihood_fn: LogLikelihood | None = None,
     settings: Settings = Settings(),
+    reference_path=None,
 ) -> dict:
     """Score a model's imputation, samples and (time course) forecasts; write and return scores.json.
 
@@ -93,6 +94,8 @@ def evaluate(
     Time courses are forecast with `forecast_fn`, else with the model in `checkpoint`; a model
     that cannot forecast (no `forecast` method) gets no forecast section. When imputed.h5ad holds
     imputation draws (`uns["imputation_draws"]`), their calibration is scored too.
+    `reference_path`: the dataset's reference.json (`reference`, written by `baselines`), whose
+    real-data reference is copied in rather than computed again for every model.
 
     Only the scored test rows (`data.scored_rows`) and the rows of the generation frame (at most
     `settings.max_rows` train rows) are read from either file: a million-row input is never
@@ -118,8 +121,9 @@ def evaluate(
         not_scored["imputation"] = _why_not(checkpoint, "impute")
     if samples_path is not None:
         samples, n_generated = _read_samples(samples_path, modality, seed)
-        _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings.bootstrap,
-                                                                           settings.c2st_rows, n_generated, settings.pca_scale))
+        known = None if reference_path is None else _read_reference(reference_path, scores["dataset"], rows)
+        _guard(scores, not_scored, "generation", lambda: _score_generation(adata, samples, samples_path, seed, settings,
+                                                                           n_generated, known))
     else:
         not_scored["generation"] = _why_not(checkpoint, "sample")
     scores["protocol"] = protocol(adata, seed) | rows.protocol()
@@ -137,14 +141,18 @@ def evaluate(
 
 
 @single_threaded
-def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPARE_ROWS, settings: Settings = Settings()) -> dict:
-    """Score every baseline with the same keys as a model; write and return baselines/scores.json.
+def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPARE_ROWS, settings: Settings = Settings(),
+              reference_path=None) -> dict:
+    """Score every baseline with the same keys as a model; write and return baselines/scores.json,
+    and with `reference_path` the dataset's real-data reference there too (`reference`).
 
     Generation baselines draw `n_samples` rows, as many as the models generate. They are scored on
     the same test rows as the models (`data.scored_rows`); mean, median and SVD fit on every
     training row, kNN, MICE, MissForest and MAGIC on at most `settings.max_train_rows` of them
     (`protocol` records both). A baseline the data are too small for is skipped with its reason
     (`not_scored`), never with a traceback."""
+    if reference_path is not None:  # first: the scores are what marks the job done
+        _write(reference(data_path, seed, settings), reference_path)
     rows = Rows.of(data_path, seed, settings, all_train=True)
     # raw counts are scored on the test rows only: not read for the (maybe million) training rows
     adata = data.read_rows(data_path, rows.read, skip_layers={"counts"})
@@ -159,6 +167,40 @@ def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPA
         baseline_protocol["pca_space"] = space
     result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods, "protocol": baseline_protocol}
     return _write(result, out_path)
+
+
+def reference(data_path, seed: int = 0, settings: Settings = Settings()) -> dict:
+    """The dataset's real-data reference of generation: its train split scored as if it had been
+    generated, on the rows and with the settings of `evaluate`. The same for every model of the
+    dataset, so `baselines` writes it once (reference.json) and `evaluate` copies it into each
+    model's scores; `protocol` is what evaluate checks it was made the same way."""
+    rows = Rows.of(data_path, seed, settings)
+    adata = data.read_rows(data_path, rows.read)
+    result = {"dataset": data.dataset(adata), "protocol": _reference_protocol(rows, settings)}
+    truth, train, test = _generation_truth(adata)
+    try:
+        scorer = _generation_scorer(adata, settings, seed)(truth[train], truth[test], resamples=settings.bootstrap)
+        result["reference_train_vs_test"] = scorer.reference()
+    except scoring.TooSmall as err:
+        result["not_scored"] = str(err)
+    return result
+
+
+def _reference_protocol(rows: Rows, settings: Settings) -> dict:
+    return rows.protocol() | {"pca_scale": settings.pca_scale}
+
+
+def _read_reference(path, dataset: str, rows: Rows) -> dict | None:
+    """The real-data reference in `path` (None when it could not be scored there), after checking
+    it was made for this dataset with this run's rows and settings."""
+    made = json.loads(Path(path).read_text())
+    expected = _reference_protocol(rows, rows.settings)
+    if made.get("dataset") != dataset or made.get("protocol") != _json_ready(expected):
+        differs = sorted(k for k in expected if made.get("protocol", {}).get(k) != _json_ready(expected[k]))
+        raise ValueError(f"{path}: the reference was made for dataset {made.get('dataset')!r} with other scoring "
+                         f"settings than this evaluation of {dataset!r} (differs: {', '.join(differs) or 'dataset'}); "
+                         "rerun `omicsgen baselines` with the same --seed and scoring options")
+    return made.get("reference_train_vs_test")
 
 
 @dataclass
@@ -286,28 +328,26 @@ def _read_samples(samples_path, modality: str, seed: int) -> tuple[ad.AnnData, i
     return data.read_rows(samples_path, scoring.subsample(np.arange(len(obs)), seed)), len(obs)
 
 
-def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int, resamples: int = 0,
-                      c2st_rows: int = metrics.C2ST_ROWS, n_generated: int | None = None, pca_scale: str = "auto") -> dict:
-    """Samples against the real test split, the real-data reference, and per label for
-    conditional samples (samples.obs["label"] = the label each row was asked for). Every c2st,
-    per label too, targets `c2st_rows` rows a side. `n_generated`: the rows generated when
-    `samples` holds only the scored subsample of them (`_read_samples`)."""
-    truth = data.tokens(adata) if data.modality(adata) == "sequence" else data.values(adata)
-    train, test = data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed: int, settings: Settings,
+                      n_generated: int | None = None, known_reference: dict | None = None) -> dict:
+    """Samples against the real test split, the real-data reference (`known_reference` when
+    given, else computed), and per label for conditional samples (samples.obs["label"] = the label
+    each row was asked for). Every c2st, per label too, targets `settings.c2st_rows` rows a side.
+    `n_generated`: the rows generated when `samples` holds only the scored subsample of them
+    (`_read_samples`)."""
+    truth, train, test = _generation_truth(adata)
+    make_scorer = _generation_scorer(adata, settings, seed)
     if data.modality(adata) == "sequence":
         if data.alphabet(samples) != data.alphabet(adata):
             raise ValueError(f"{samples_path}: alphabet {data.alphabet(samples)[0]!r} differs from the data's")
         generated = data.tokens(samples)
-        make_scorer = functools.partial(scoring.SequenceGenerationScorer, alphabet=data.alphabet(adata), seed=seed,
-                                        c2st_rows=c2st_rows)
     else:
         generated = _samples_in_gene_order(samples, adata, samples_path)
-        make_scorer = functools.partial(scoring.NumericGenerationScorer, seed=seed, names=list(adata.var_names),
-                                        c2st_rows=c2st_rows, pca_scale=pca_scale)
     # Intervals for the whole set only: per-label scores keep their point values.
-    scorer = make_scorer(truth[train], truth[test], resamples=resamples)
+    scorer = make_scorer(truth[train], truth[test], resamples=settings.bootstrap)
     counted = {} if n_generated is None else {"n_generated": n_generated}
-    generation = {**scorer.score(generated, **counted), "reference_train_vs_test": scorer.reference()}
+    reference = known_reference if known_reference is not None else scorer.reference()
+    generation = {**scorer.score(generated, **counted), "reference_train_vs_test": reference}
     if "label" in samples.obs and "label" in adata.obs:
         requested = samples.obs["label"].astype(str).to_numpy()
         conditional = scoring.conditional_scores(adata, truth, requested, generated, make_scorer, scorer)
@@ -315,6 +355,21 @@ def _score_generation(adata: ad.AnnData, samples: ad.AnnData, samples_path, seed
         generation["reference_train_vs_test"]["label_accuracy"] = conditional["reference_label_accuracy"]
         generation["per_label"] = conditional["per_label"]
     return generation
+
+
+def _generation_truth(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The values (tokens, for sequences) generation is scored on, and the train and test rows."""
+    truth = data.tokens(adata) if data.modality(adata) == "sequence" else data.values(adata)
+    return truth, data.split_rows(adata, "train"), data.split_rows(adata, SCORED_SPLIT)
+
+
+def _generation_scorer(adata: ad.AnnData, settings: Settings, seed: int):
+    """make_scorer(train, test, resamples=0): the generation scorer of this modality and run."""
+    if data.modality(adata) == "sequence":
+        return functools.partial(scoring.SequenceGenerationScorer, alphabet=data.alphabet(adata), seed=seed,
+                                 c2st_rows=settings.c2st_rows)
+    return functools.partial(scoring.NumericGenerationScorer, seed=seed, names=list(adata.var_names),
+                             c2st_rows=settings.c2st_rows, pca_scale=settings.pca_scale)
 
 
 def _score_calibration(adata: ad.AnnData, draws: dict, imputed_path, file_rows: np.ndarray) -> dict:
