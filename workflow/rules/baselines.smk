@@ -15,6 +15,7 @@ rule baselines:
         seed=dataset_seed,
         # the config's `evaluate:` section (max_rows, max_train_rows, bootstrap, c2st_rows, pca_scale); the CLI's defaults match config.yaml
         scoring=scoring_options(),
+    priority: PRIORITY_LONG
     log:
         "logs/{dataset}/baselines.log",
     conda:

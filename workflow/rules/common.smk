@@ -25,6 +25,13 @@ config["models"] = {**config["models"], **config.pop("extra_models", {})}
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+# The order jobs start in when they wait for cores (each rule's `priority`): every dataset's
+# preparation first, then the long jobs (training, baselines), then the short ones after them. Left
+# to itself the scheduler started an 87 s LSTM 373 s into a 479 s default run, and one core idled
+# for its last 54 s (bench/figures.md, issue 13).
+PRIORITY_PREPARE = 2
+PRIORITY_LONG = 1
+
 
 def read_sheet(path):
     """The dataset sheet, checked row by row: an error names the sheet file and the row."""

@@ -10,6 +10,7 @@ rule ingest:
         orientation=lambda wildcards: sheet_option(wildcards.dataset, "orientation"),
         label=lambda wildcards: sheet_option(wildcards.dataset, "label"),
         values=lambda wildcards: sheet_option(wildcards.dataset, "values"),
+    priority: PRIORITY_PREPARE
     log:
         "logs/{dataset}/ingest.log",
     conda:

@@ -12,6 +12,7 @@ rule mask:
         if config["mask"].get("nonzero_only", False) and modality(wildcards.dataset) != "sequence"
         else "",
         seed=dataset_seed,
+    priority: PRIORITY_PREPARE
     log:
         "logs/{dataset}/mask.log",
     conda:

@@ -9,6 +9,7 @@ checkpoint preprocess:
         preprocess=lambda wildcards: json.dumps(config["preprocess"].get(modality(wildcards.dataset), {}), sort_keys=True),
         split=json.dumps(config["split"], sort_keys=True),
         seed=dataset_seed,
+    priority: PRIORITY_PREPARE
     log:
         "logs/{dataset}/preprocess.log",
     conda:

@@ -18,6 +18,7 @@ rule train:
         trainer=model_trainer,
         seed=dataset_seed,
         launch=train_launcher,
+    priority: PRIORITY_LONG
     log:
         "logs/{dataset}/{model}/train.log",
     threads: config.get("threads", {}).get("train", 1)  # 1: two jobs share 2 cores (bench/threads.py)
