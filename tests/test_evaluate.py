@@ -519,16 +519,20 @@ def test_evaluate_refuses_imputed_rows_that_do_not_match(tmp_path):
     assert not (tmp_path / "scores.json").exists()
 
 
-@pytest.mark.parametrize("make", [make_expression, make_timecourse, make_sequence])
-def test_baselines_use_the_model_metric_keys(tmp_path, make):
-    adata = make()
-    adata.write_h5ad(tmp_path / "masked.h5ad")
+def _data_and_model_outputs(folder: Path, adata: ad.AnnData) -> tuple[Path, Path]:
+    """masked.h5ad in `folder`, and a model's imputed and samples files (near the truth)."""
+    adata.write_h5ad(folder / "masked.h5ad")
     fill, samples = (
         (data.tokens(adata), sequence_samples(data.tokens(adata)))
         if data.modality(adata) == "sequence"
         else (noisy_truth(adata), numeric_samples(noisy_truth(adata), adata.var_names))
     )
-    imputed, samples_path = write_model_outputs(tmp_path / "model", adata, fill, samples)
+    return write_model_outputs(folder / "model", adata, fill, samples)
+
+
+@pytest.mark.parametrize("make", [make_expression, make_timecourse, make_sequence])
+def test_baselines_use_the_model_metric_keys(tmp_path, make):
+    imputed, samples_path = _data_and_model_outputs(tmp_path, make())
     uniform = lambda tokens, observed: np.full(tokens.shape, np.log(0.25))
     model = evaluate(
         tmp_path / "masked.h5ad", imputed, samples_path, tmp_path / "model.json", forecast_fn=lambda h, t: h[-1], likelihood_fn=uniform,
@@ -550,14 +554,7 @@ def test_evaluate_copies_the_reference_baselines_wrote_once(tmp_path, make):
     once and each evaluate copies it, with the scores it would have computed itself. One made
     with other scoring settings is refused, naming the file and what differs, and nothing is
     written."""
-    adata = make()
-    adata.write_h5ad(tmp_path / "masked.h5ad")
-    fill, samples = (
-        (data.tokens(adata), sequence_samples(data.tokens(adata)))
-        if data.modality(adata) == "sequence"
-        else (noisy_truth(adata), numeric_samples(noisy_truth(adata), adata.var_names))
-    )
-    imputed, samples_path = write_model_outputs(tmp_path / "model", adata, fill, samples)
+    imputed, samples_path = _data_and_model_outputs(tmp_path, make())
     masked, reference = tmp_path / "masked.h5ad", tmp_path / "baselines" / "reference.json"
     baselines(masked, tmp_path / "baselines" / "scores.json", settings=ONE_DRAW, reference_path=reference)
     computed = evaluate(masked, imputed, samples_path, tmp_path / "computed.json", settings=ONE_DRAW)
