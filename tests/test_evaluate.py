@@ -13,6 +13,7 @@ import pytest
 
 from omicsgen.alphabet import GAP, MISSING, PAD, symbols
 from omicsgen.evaluate import baseline_methods as methods
+from omicsgen.errors import InputError
 from omicsgen.evaluate import baselines, data, evaluate, metrics
 from omicsgen.evaluate.scores import Settings
 
@@ -566,9 +567,22 @@ def test_evaluate_copies_the_reference_baselines_wrote_once(tmp_path, make):
     reference.write_text(json.dumps(made))
     again = evaluate(masked, imputed, samples_path, tmp_path / "again.json", settings=ONE_DRAW, reference_path=reference)
     assert again["generation"]["reference_train_vs_test"]["c2st_auc"] == 0.123
-    with pytest.raises(ValueError, match=r"reference\.json.*differs: c2st_rows"):
+    with pytest.raises(InputError, match=r"reference\.json.*differs: c2st_rows"):
         evaluate(masked, imputed, samples_path, tmp_path / "other.json", settings=Settings(c2st_rows=200), reference_path=reference)
+    reference.write_text('{"dataset": ')  # cut short
+    with pytest.raises(InputError, match=r"reference\.json: cannot read the reference"):
+        evaluate(masked, imputed, samples_path, tmp_path / "other.json", settings=ONE_DRAW, reference_path=reference)
     assert not (tmp_path / "other.json").exists()
+
+
+def test_baselines_that_fail_leave_no_reference_behind(tmp_path, monkeypatch):
+    from omicsgen.evaluate import scores
+
+    make_expression().write_h5ad(tmp_path / "masked.h5ad")
+    monkeypatch.setattr(scores, "_numeric_baselines", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        baselines(tmp_path / "masked.h5ad", tmp_path / "scores.json", settings=ONE_DRAW, reference_path=tmp_path / "reference.json")
+    assert not (tmp_path / "reference.json").exists() and not (tmp_path / "scores.json").exists()
 
 
 def test_the_c2st_of_a_table_in_mixed_units_sees_every_feature():

@@ -20,6 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..alphabet import GAP, MISSING
+from ..errors import InputError
 from ..provenance import write_json
 from . import baseline_methods, data, metrics, scoring
 from .baseline_methods import Forecaster
@@ -151,8 +152,7 @@ def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPA
     training row, kNN, MICE, MissForest and MAGIC on at most `settings.max_train_rows` of them
     (`protocol` records both). A baseline the data are too small for is skipped with its reason
     (`not_scored`), never with a traceback."""
-    if reference_path is not None:  # first: the scores are what marks the job done
-        _write(reference(data_path, seed, settings), reference_path)
+    real = None if reference_path is None else reference(data_path, seed, settings)
     rows = Rows.of(data_path, seed, settings, all_train=True)
     # raw counts are scored on the test rows only: not read for the (maybe million) training rows
     adata = data.read_rows(data_path, rows.read, skip_layers={"counts"})
@@ -166,6 +166,8 @@ def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPA
     if space:
         baseline_protocol["pca_space"] = space
     result = {"dataset": data.dataset(adata), "modality": modality, "methods": methods, "protocol": baseline_protocol}
+    if real is not None:  # written only once everything is scored: a failed job leaves neither file
+        _write(real, reference_path)
     return _write(result, out_path)
 
 
@@ -193,13 +195,18 @@ def _reference_protocol(rows: Rows, settings: Settings) -> dict:
 def _read_reference(path, dataset: str, rows: Rows) -> dict | None:
     """The real-data reference in `path` (None when it could not be scored there), after checking
     it was made for this dataset with this run's rows and settings."""
-    made = json.loads(Path(path).read_text())
+    rerun = "rerun `omicsgen baselines --reference` with this evaluation's --seed and scoring options"
+    try:
+        made = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"cannot read the reference of generation: {err}", hint=rerun) from err
+    if not isinstance(made, dict):
+        raise InputError(path, "not a reference.json (a JSON object written by `omicsgen baselines --reference`)")
     expected = _reference_protocol(rows, rows.settings)
     if made.get("dataset") != dataset or made.get("protocol") != _json_ready(expected):
-        differs = sorted(k for k in expected if made.get("protocol", {}).get(k) != _json_ready(expected[k]))
-        raise ValueError(f"{path}: the reference was made for dataset {made.get('dataset')!r} with other scoring "
-                         f"settings than this evaluation of {dataset!r} (differs: {', '.join(differs) or 'dataset'}); "
-                         "rerun `omicsgen baselines` with the same --seed and scoring options")
+        differs = sorted(k for k in expected if (made.get("protocol") or {}).get(k) != _json_ready(expected[k]))
+        raise InputError(path, f"the reference was made for dataset {made.get('dataset')!r} with other scoring settings "
+                               f"than this evaluation of {dataset!r} (differs: {', '.join(differs) or 'dataset'})", hint=rerun)
     return made.get("reference_train_vs_test")
 
 
