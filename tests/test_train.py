@@ -316,27 +316,3 @@ def test_one_log_line_per_epoch_and_the_best_val_weights_kept(tmp_path, tiny_dat
         fake = model.generate(scaled, observed & ~hide, torch.full_like(scaled, NOISE_SCALE / 2))
         loss = float(((fake - scaled) ** 2 * hide).sum() / hide.sum().clamp_min(1))
     assert loss == pytest.approx(metrics["val_loss"].min(), rel=1e-4)
-
-
-def test_validation_runs_each_val_batch_in_eval_mode_without_gradients_and_restores_modes():
-    """`train`'s own validation pass (in place of Lightning's loop): every val batch in order,
-    eval mode, no autograd, then the epoch-end hook; each submodule's mode is put back."""
-    from omicsgen.train import Validation
-
-    class Recorder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body, self.frozen = torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)
-            self.calls = []
-
-        def validation_step(self, batch, batch_idx):
-            self.calls.append((batch_idx, batch["x"].item(), self.training, self.body.training, torch.is_grad_enabled()))
-
-        def on_validation_epoch_end(self):
-            self.calls.append("end")
-
-    module = Recorder()
-    module.frozen.eval()  # a submodule the family keeps in eval mode while training
-    Validation([{"x": torch.tensor(5.0)}, {"x": torch.tensor(7.0)}]).on_train_epoch_end(None, module)
-    assert module.calls == [(0, 5.0, False, False, False), (1, 7.0, False, False, False), "end"]
-    assert module.training and module.body.training and not module.frozen.training

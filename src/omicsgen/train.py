@@ -24,7 +24,6 @@ import random
 import shutil
 import signal
 import time
-import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -270,7 +269,7 @@ class DeviceResidentData(Callback):
 
 class Throughput(Callback):
     """Seconds spent in training batches (validation and checkpoints excluded), for the log line
-    `train rows/s` that bench/scale.py reads. Listed before `Validation`, whose pass it excludes."""
+    `train rows/s` that bench/scale.py reads."""
 
     def __init__(self):
         self.seconds, self.started = 0.0, None
@@ -278,7 +277,13 @@ class Throughput(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.started = time.perf_counter()
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._stop()
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         if self.started is not None:
             self.seconds += time.perf_counter() - self.started
             self.started = None
@@ -291,32 +296,6 @@ class Throughput(Callback):
 # Seconds between two full checkpoints (`last.ckpt`): what an interrupted job can lose. Writing
 # one every epoch cost a third of GAIN's training time on 569 rows (4 steps an epoch).
 CHECKPOINT_SECONDS = 60.0
-
-
-class Validation(Callback):
-    """The module's validation hooks over the in-memory val batches at the end of every training
-    epoch, where Lightning's evaluation loop would run them: model in eval mode, no gradients,
-    `validation_step` on each batch in order, then `on_validation_epoch_end`. The same calls in the
-    same order, so the same losses and random draws, without the loop's hook dispatch and result
-    bookkeeping: a fifth less time an epoch outside its training batches (AE and GAIN on 569 rows,
-    ~1-1.5 ms an epoch; small data trains for hundreds of epochs; bench/figures.md).
-    A non-monitoring callback: it runs before the module's `on_train_epoch_end` and before early
-    stopping, the best weights, the checkpoint and the learning-rate schedule read `val_loss`."""
-
-    def __init__(self, batches: InMemoryBatches):
-        self.batches = batches
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        modes = {module: module.training for module in pl_module.modules()}
-        pl_module.eval()
-        try:
-            with torch.no_grad():
-                for batch_idx, batch in enumerate(self.batches):
-                    pl_module.validation_step(batch, batch_idx)
-                pl_module.on_validation_epoch_end()
-        finally:
-            for module, training in modes.items():
-                module.train(training)
 
 
 class ThrottledCheckpoint(ModelCheckpoint):
@@ -350,7 +329,7 @@ class BestWeights(Checkpoint):
         self.score, self.epoch, self.weights = float("inf"), -1, None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Runs after the epoch's validation (`Validation`: callbacks that are not a Checkpoint run first).
+        # Runs after the epoch's validation (Lightning 2 validates inside the epoch loop).
         value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
         if value is None or not bool(torch.isfinite(value)) or float(value) >= self.score:
             return
@@ -425,7 +404,7 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     val_batches = InMemoryBatches(val_tensors, batch_size) if has_val else None
     throughput = Throughput()
     callbacks += [best, last, RandomState(), FollowTrainerEpoch(train_batches), DeviceResidentData(train_batches, val_batches),
-                  throughput, *([Validation(val_batches)] if has_val else []), EpochProgress(settings["max_epochs"])]
+                  throughput, EpochProgress(settings["max_epochs"])]
     if killing:
         callbacks.append(KillAfterEpoch(int(killing)))
     trainer = lightning.Trainer(
@@ -446,13 +425,10 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,  # the `Validation` callback validates
         log_every_n_steps=1,
     )
     resume_from, first_epoch = _resumable(work_dir / "last.ckpt")
-    with warnings.catch_warnings():  # validation does run: the `Validation` callback
-        warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
-        trainer.fit(model, train_dataloaders=train_batches, ckpt_path=resume_from)
+    trainer.fit(model, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume_from)
     throughput.report(trainer.current_epoch - first_epoch, train_batches.n_rows)
     for batches in (train_batches, val_batches):  # the trainer outlives this call: release the data
         if batches is not None:
