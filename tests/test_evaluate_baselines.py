@@ -3,6 +3,8 @@ non-zero-only protocol and novelty as a distance to the nearest training record.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,19 @@ def test_magic_kernels_are_cached_on_disk_for_the_next_baselines_job(tmp_path):
     )
     cached = kernels_cached_by(script, tmp_path / "numba")
     assert any(name.startswith("_numba_") for name in cached), cached
+
+
+def test_baselines_log_each_method_and_its_time(tmp_path, caplog):
+    """A baselines job on a large table runs for minutes: its log names each step as it ends."""
+    make_timecourse().write_h5ad(tmp_path / "series.h5ad")
+    with caplog.at_level("INFO", logger="omicsgen.evaluate"):
+        result = baselines(tmp_path / "series.h5ad", tmp_path / "scores.json", settings=ONE_DRAW,
+                           reference_path=tmp_path / "reference.json")
+    lines = [r.getMessage() for r in caplog.records]
+    fitted = [name for name, scored in result["methods"].items() if "imputation" in scored]
+    assert {"iterative", "missforest", "linear"} <= set(fitted)
+    for name in fitted:
+        assert any(re.fullmatch(rf"baseline {name}: \d+ rows filled(, fit on \d+ training rows)? in \d+\.\d s", line)
+                   for line in lines), (name, lines)
+    assert any(re.fullmatch(r"the real-data reference .* in \d+\.\d s", line) for line in lines), lines
+    assert any(line.startswith("baseline linear: forecasts scored in ") for line in lines), lines

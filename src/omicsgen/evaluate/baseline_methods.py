@@ -16,6 +16,7 @@ import numpy as np
 
 from ..alphabet import GAP, MISSING, PAD
 from ..jit import cache_jit_kernels
+from ..progress import timed
 from . import data
 from .data import feature_means
 from .metrics import content_mask
@@ -492,8 +493,11 @@ def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | No
     for name, (n_fit, fill) in methods.items():
         reason = _too_small(name, n_fit, len(test), n_features, len(capped) + len(test))
         if reason is None:
-            reason, filled = _attempt(name, fill)
+            fit = f", fit on {n_fit} training rows" if n_fit else ""
+            with timed(log, f"baseline {name}: {len(test)} rows filled{fit}"):
+                reason, filled = _attempt(name, fill)
         if reason is not None:
+            log.info("baseline %s not scored: %s", name, reason)
             skipped[name] = reason
             continue
         fills[name], fit_rows[name] = filled, n_fit

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from ..alphabet import GAP, MISSING
 from ..errors import InputError
+from ..progress import timed
 from ..provenance import write_json
 from . import baseline_methods, data, metrics, scoring
 from .baseline_methods import Forecaster
@@ -152,7 +153,10 @@ def baselines(data_path, out_path, seed: int = 0, n_samples: int = scoring.COMPA
     training row, kNN, MICE, MissForest and MAGIC on at most `settings.max_train_rows` of them
     (`protocol` records both). A baseline the data are too small for is skipped with its reason
     (`not_scored`), never with a traceback."""
-    real = None if reference_path is None else reference(data_path, seed, settings)
+    real = None
+    if reference_path is not None:
+        with timed(log, "the real-data reference (train rows scored as if generated)"):
+            real = reference(data_path, seed, settings)
     rows = Rows.of(data_path, seed, settings, all_train=True)
     # raw counts are scored on the test rows only: not read for the (maybe million) training rows
     adata = data.read_rows(data_path, rows.read, skip_layers={"counts"})
@@ -253,7 +257,8 @@ class Rows:
 def _guard(scores: dict, not_scored: dict, section: str, compute) -> None:
     """scores[section] = compute(), or not_scored[section] = why, when the data are too small for it."""
     try:
-        scores[section] = compute()
+        with timed(log, f"{section} scored"):
+            scores[section] = compute()
     except scoring.TooSmall as err:
         log.warning("%s not scored: %s", section, err)
         not_scored[section] = str(err)
@@ -540,11 +545,13 @@ def _numeric_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: S
         methods.setdefault("mean", {}).setdefault("not_scored", {})["generation"] = str(err)
     if scorer is not None:
         for name, generated in baseline_methods.numeric_samples(adata, seed, n_samples).items():
-            methods.setdefault(name, {})["generation"] = scorer.score(generated)
+            with timed(log, f"baseline {name}: {len(generated)} samples scored"):
+                methods.setdefault(name, {})["generation"] = scorer.score(generated)
     if data.modality(adata) == "timecourse":
         task = scoring.ForecastTask(adata, SCORED_SPLIT)
         for name, forecaster in baseline_methods.forecasters(adata).items():
-            methods.setdefault(name, {})["forecast"] = task.score(forecaster)
+            with timed(log, f"baseline {name}: forecasts scored"):
+                methods.setdefault(name, {})["forecast"] = task.score(forecaster)
     return methods, fit_rows, None if scorer is None else scorer.space
 
 
@@ -556,12 +563,15 @@ def _sequence_baselines(adata: ad.AnnData, seed: int, n_samples: int, settings: 
     if not train.any() or not test.any():
         why = f"the baselines need training and test records ({int(train.sum())} train, {int(test.sum())} test)"
         return {name: {"not_scored": {"imputation": why, "generation": why}} for name in names}, {}
-    for name, filled in baseline_methods.sequence_fills(adata).items():
-        methods.setdefault(name, {})["imputation"] = _sequence_imputation(truth[test], filled, heldout[test], seed, settings.bootstrap)
+    with timed(log, f"baselines {' and '.join(names)}: {int(test.sum())} test records filled and scored"):
+        for name, filled in baseline_methods.sequence_fills(adata).items():
+            methods.setdefault(name, {})["imputation"] = _sequence_imputation(truth[test], filled, heldout[test], seed,
+                                                                              settings.bootstrap)
     scorer = scoring.SequenceGenerationScorer(truth[train], truth[test], data.alphabet(adata), seed, settings.bootstrap,
                                               settings.c2st_rows)
     for name, generated in baseline_methods.sequence_samples(adata, seed, n_samples).items():
-        methods.setdefault(name, {})["generation"] = scorer.score(generated)
+        with timed(log, f"baseline {name}: {len(generated)} samples scored"):
+            methods.setdefault(name, {})["generation"] = scorer.score(generated)
     for name, likelihood in baseline_methods.sequence_likelihoods(adata).items():
         methods.setdefault(name, {})["likelihood"] = _score_likelihood(adata, likelihood)
     return methods, {name: int(train.sum()) for name in names}
