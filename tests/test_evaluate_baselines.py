@@ -110,15 +110,22 @@ def test_magic_kernels_are_cached_on_disk_for_the_next_baselines_job(tmp_path):
     assert any(name.startswith("_numba_") for name in cached), cached
 
 
-def test_baselines_log_each_method_and_its_time(tmp_path, caplog):
-    """A baselines job on a large table runs for minutes: its log names each step as it ends."""
+def test_baselines_log_each_method_and_its_time(tmp_path, caplog, monkeypatch):
+    """A baselines job on a large table runs for minutes: its log names each step as it ends,
+    and a baseline that fails is not logged as filled."""
+    def fails(*args, **kwargs):
+        raise ValueError("singular matrix")
+
+    monkeypatch.setattr(methods, "missforest_impute", fails)
     make_timecourse().write_h5ad(tmp_path / "series.h5ad")
     with caplog.at_level("INFO", logger="omicsgen.evaluate"):
         result = baselines(tmp_path / "series.h5ad", tmp_path / "scores.json", settings=ONE_DRAW,
                            reference_path=tmp_path / "reference.json")
     lines = [r.getMessage() for r in caplog.records]
     fitted = [name for name, scored in result["methods"].items() if "imputation" in scored]
-    assert {"iterative", "missforest", "linear"} <= set(fitted)
+    assert {"iterative", "mice", "linear"} <= set(fitted) and "missforest" not in fitted
+    assert "singular matrix" in result["methods"]["missforest"]["not_scored"]["imputation"]
+    assert not any(line.startswith("baseline missforest:") for line in lines), lines
     for name in fitted:
         assert any(re.fullmatch(rf"baseline {name}: \d+ rows filled(, fit on \d+ training rows)? in \d+\.\d s", line)
                    for line in lines), (name, lines)

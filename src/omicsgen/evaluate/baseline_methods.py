@@ -492,12 +492,12 @@ def fit_numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | No
     fills, skipped, fit_rows = {}, {}, {}
     for name, (n_fit, fill) in methods.items():
         reason = _too_small(name, n_fit, len(test), n_features, len(capped) + len(test))
-        if reason is None:
-            fit = f", fit on {n_fit} training rows" if n_fit else ""
-            with timed(log, f"baseline {name}: {len(test)} rows filled{fit}"):
-                reason, filled = _attempt(name, fill)
         if reason is not None:
             log.info("baseline %s not scored: %s", name, reason)
+        else:
+            fit = f", fit on {n_fit} training rows" if n_fit else ""
+            reason, filled = _attempt(name, fill, f"baseline {name}: {len(test)} rows filled{fit}")
+        if reason is not None:
             skipped[name] = reason
             continue
         fills[name], fit_rows[name] = filled, n_fit
@@ -548,11 +548,13 @@ def _too_small(name: str, n_fit: int, n_test: int, n_features: int, n_graph: int
     return None
 
 
-def _attempt(name: str, fill) -> tuple[str | None, np.ndarray | None]:
-    """Run one baseline; a numerical failure of the library on odd data skips it with the error
-    as its reason (logged), so one baseline never costs the dataset its page."""
+def _attempt(name: str, fill, done: str) -> tuple[str | None, np.ndarray | None]:
+    """Run one baseline, logging `done` and its seconds when it succeeds; a numerical failure of
+    the library on odd data skips it with the error as its reason (logged), so one baseline never
+    costs the dataset its page."""
     try:
-        return None, fill()
+        with timed(log, done):
+            return None, fill()
     except (ValueError, np.linalg.LinAlgError, IndexError) as err:
         log.warning("baseline %s skipped: %s: %s", name, type(err).__name__, err)
         return f"it failed on these data: {type(err).__name__}: {err}", None
