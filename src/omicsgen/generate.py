@@ -25,6 +25,7 @@ from .errors import InputError
 from .models.base import Unsupported, data_rows, modality, split_rows
 from .models.logscale import distinct_counts
 from .models.registry import load_model_for, training_record
+from .progress import Progress
 from .provenance import atomic_path, meta, stamp, write_h5ad, write_text
 from .rowwriter import RowWriter
 
@@ -255,9 +256,11 @@ def expression_layout(n: int, reference: ad.AnnData) -> ad.AnnData:
 
 def sample_chunks(model, n: int, generator: torch.Generator, labels):
     """Samples of GENERATE_CHUNK rows at a time, in row order, from one seeded generator."""
+    progress = Progress(LOG, f"{model.family}: sampling {n:,} rows", n)
     for start in range(0, n, GENERATE_CHUNK):
         rows = slice(start, min(start + GENERATE_CHUNK, n))
         yield np.asarray(model.sample(rows.stop - rows.start, generator, **label_kwargs(labels, rows)), dtype=np.float32)
+        progress.advance(rows.stop - rows.start)
 
 
 def write_in_chunks(adata: ad.AnnData, blocks, out_path: Path) -> None:

@@ -21,6 +21,7 @@ from .alphabet import MISSING
 from .generate import inherited_provenance, unsupported
 from .models.base import INFERENCE_CHUNK, Unsupported, data_rows, is_sparse, modality, split_rows
 from .models.registry import load_model_for
+from .progress import Progress
 from .provenance import atomic_path, meta, stamp
 from .rowwriter import RowWriter
 
@@ -108,6 +109,7 @@ def write_fills(out: h5py.File, adata: ad.AnnData, model, n_draws: int, seed: in
     sequence = modality(adata) == "sequence"
     read_rows = split_rows(adata, FILLED_SEQUENCE_SPLITS) if sequence else None
     n_unfilled = 0
+    progress = Progress(log, f"{model.family}: filling {adata.n_obs:,} rows", adata.n_obs)
     for rows in row_blocks(adata, model):
         values, observed = data_rows(adata, rows)
         obs = adata.obs.iloc[rows]
@@ -124,6 +126,7 @@ def write_fills(out: h5py.File, adata: ad.AnnData, model, n_draws: int, seed: in
         if draws is not None:
             for key, layer in draws.summarise(rows, values, observed, obs).items():
                 put("layers", key, layer, as_sparse=sparse)
+        progress.advance(rows.stop - rows.start)
     for writer in writers.values():
         writer.close()
     if sequence:

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..alphabet import GAP, MISSING, PAD
+from ..progress import Progress
 from .base import (
     GenerativeModel,
     inference,
@@ -310,11 +311,13 @@ class RecurrentLanguageModel(GenerativeModel):
         as unobserved whatever `observed` says."""
         unobserved = ~observed | (values == MISSING)
         fill = self._fill_two_sided if self.hparams.impute_mode == "two_sided" else self._fill_greedy
-        filled = [fill(values[rows], unobserved[rows]) for rows in row_chunks(len(values))]
+        progress = Progress(LOG, f"{self.family}: filling {len(values):,} records of {values.shape[1]:,} positions",
+                            values.size)
+        filled = [fill(values[rows], unobserved[rows], progress) for rows in row_chunks(len(values))]
         predicted = np.concatenate(filled) if filled else values
         return keep_observed(values, ~unobserved, predicted)
 
-    def _fill_greedy(self, tokens: np.ndarray, unobserved: np.ndarray) -> np.ndarray:
+    def _fill_greedy(self, tokens: np.ndarray, unobserved: np.ndarray, progress: Progress) -> np.ndarray:
         tokens_t = torch.from_numpy(tokens.astype(np.int64)).to(self.device)
         unobserved_t = torch.from_numpy(unobserved).to(self.device)
         current, state, out = torch.full_like(tokens_t[:, :1], self.bos), None, tokens_t.clone()
@@ -323,9 +326,10 @@ class RecurrentLanguageModel(GenerativeModel):
             best_content = logits[:, -1, GAP:].argmax(-1) + GAP
             out[:, position] = torch.where(unobserved_t[:, position], best_content, tokens_t[:, position])
             current = out[:, position : position + 1]
+            progress.advance(len(tokens))
         return out.cpu().numpy().astype(np.int8)
 
-    def _fill_two_sided(self, tokens: np.ndarray, unobserved: np.ndarray) -> np.ndarray:
+    def _fill_two_sided(self, tokens: np.ndarray, unobserved: np.ndarray, progress: Progress) -> np.ndarray:
         tokens_t = torch.from_numpy(tokens.astype(np.int64)).to(self.device)
         unobserved_t = torch.from_numpy(unobserved).to(self.device)
         # What the right-hand windows see: unobserved -> MISSING, then the end (pad) after position L-1.
@@ -339,6 +343,7 @@ class RecurrentLanguageModel(GenerativeModel):
                 right = visible[rows, position + 1 : position + 1 + self.hparams.impute_window]
                 out[rows, position] = self._best_candidate(logits[rows, -1], _select_state(state, rows), right, position)
             current = out[:, position : position + 1]
+            progress.advance(len(tokens))
         return out.cpu().numpy().astype(np.int8)
 
     def _best_candidate(self, logits: torch.Tensor, state, right: torch.Tensor, position: int) -> torch.Tensor:
@@ -366,11 +371,13 @@ class RecurrentLanguageModel(GenerativeModel):
         """n x L int8 records by ancestral sampling; MISSING is never drawn, a record stops at its
         first pad and is padded after it; records are cut at L."""
         temperature = self.sampling_temperature if temperature is None else temperature
-        batches = [self._sample_batch(rows.stop - rows.start, generator, temperature) for rows in row_chunks(n)]
         length = self.hparams.max_length
+        progress = Progress(LOG, f"{self.family}: sampling {n:,} records of {length:,} positions", n * length)
+        batches = [self._sample_batch(rows.stop - rows.start, generator, temperature, progress)
+                   for rows in row_chunks(n)]
         return np.concatenate(batches) if batches else np.zeros((0, length), dtype=np.int8)
 
-    def _sample_batch(self, n: int, generator: torch.Generator, temperature: float) -> np.ndarray:
+    def _sample_batch(self, n: int, generator: torch.Generator, temperature: float, progress: Progress) -> np.ndarray:
         out = torch.zeros(n, self.hparams.max_length, dtype=torch.int64)
         ended = torch.zeros(n, dtype=torch.bool)
         target = self._target_lengths(n, generator)
@@ -387,6 +394,7 @@ class RecurrentLanguageModel(GenerativeModel):
             out[:, position] = drawn.masked_fill(ended, PAD)
             ended |= drawn == PAD
             current = out[:, position : position + 1].to(self.device)
+            progress.advance(n)
         return out.numpy().astype(np.int8)
 
     def _target_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
