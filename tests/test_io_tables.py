@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -297,6 +298,37 @@ def test_table_written_without_row_names(tmp_path):
     assert list(adata.obs_names[:3]) == ["1", "2", "3"]
     np.testing.assert_allclose(adata.X, frame.to_numpy(), rtol=1e-6)
     assert "'alcohol'" in decided(adata)["row names"]["why"]
+
+
+def test_table_without_a_header_line(tmp_path):
+    """scikit-learn's digits file as it ships (numbers only, no header, gzip): line 1 is a row of
+    data, the columns are named V1.. as R names them, one row a sample; each choice is recorded.
+    Tab-separated, with a ragged row, the line it names counts the first line as data."""
+    import sklearn
+
+    shipped = Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz"
+    expected = np.loadtxt(shipped, delimiter=",")
+    adata = read_dataset(shipped, "expression")
+    assert adata.shape == expected.shape == (1797, 65)
+    np.testing.assert_array_equal(adata.X, expected)
+    assert list(adata.var_names[:2]) == ["V1", "V2"] and list(adata.obs_names[:2]) == ["1", "2"]
+    choices = decided(adata)
+    assert "no header line" in choices["orientation"]["why"] and adata.uns["omicsgen"]["orientation"] == "samples_as_rows"
+    assert "line 1 holds only numbers" in choices["column names"]["why"]
+    assert "header line" in choices["column names"]["setting"]
+    rows = ["\t".join(map(str, row)) for row in expected[:6].astype(int)]
+    rows[3] += "\t7"
+    (tmp_path / "ragged.tsv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError, match="line 4"):
+        read_dataset(tmp_path / "ragged.tsv", "expression")
+
+
+def test_a_header_of_unique_whole_numbers_stays_a_header(tmp_path):
+    """pandas writes its default column labels 0..n-1 so: names, not a row of data."""
+    frame = pd.DataFrame(np.arange(12.0).reshape(4, 3) / 7)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    adata = read_dataset(tmp_path / "t.csv", "expression", orientation="samples_as_rows")
+    assert list(adata.var_names) == ["0", "1", "2"] and adata.n_obs == 4 and "column names" not in decided(adata)
 
 
 def test_text_columns_are_kept_as_annotations(tmp_path):

@@ -31,8 +31,9 @@ TEXT_SHARE = 0.5
 
 
 class Structure(NamedTuple):
-    header: list[str]  # the header's fields, unquoted
+    header: list[str]  # the header's fields, unquoted (V1..Vn, as R names them, when the file has no header)
     lines: np.ndarray  # the file line on which each data record starts (blank lines and line breaks inside quotes counted)
+    headerless: bool = False  # the first line is data (`first_line_is_data`)
 
 
 class Table(NamedTuple):
@@ -42,6 +43,7 @@ class Table(NamedTuple):
     unnamed: list[int]  # file lines of rows whose name was empty or NA, now named by that line
     data_first_column: str | None  # the first column's name when it held data, not row names (rows numbered 1..n)
     annotations: pd.DataFrame | None = None  # the text columns (mostly words), one row a row of `values`
+    headerless: bool = False  # no header line in the file: columns named V1..Vn
 
 
 def read_numeric_table(path: Path, fmt: str) -> Table:
@@ -52,7 +54,7 @@ def read_numeric_table(path: Path, fmt: str) -> Table:
     dtypes = {name: np.float32 for name in structure.header[1:]}
     annotations = None
     try:
-        table, first = _first_column_as_data(_read_csv(path, sep, dtype=dtypes))
+        table, first = _first_column_as_data(_read_csv(path, sep, dtypes, structure))
         values = table.to_numpy(dtype=np.float32)
     except ValueError:  # a cell is not a number: text columns, or a word to report
         table, first = _first_column_as_data(read_text_table(path, fmt))
@@ -62,7 +64,7 @@ def read_numeric_table(path: Path, fmt: str) -> Table:
     else:
         _require_finite(values, table, path, structure.lines)
     rows, unnamed = _name_missing(table.index, structure.lines)
-    return Table(values, rows, table.columns, unnamed, first, annotations)
+    return Table(values, rows, table.columns, unnamed, first, annotations, structure.headerless)
 
 
 def _first_column_as_data(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -110,17 +112,18 @@ def _name_missing(index: pd.Index, lines: np.ndarray) -> tuple[pd.Index, list[in
 
 def read_text_table(path: Path, fmt: str) -> pd.DataFrame:
     """All cells as text, first column as the row index; NA, NaN and empty cells become NaN."""
-    check_structure(path, SEPARATORS[fmt], fmt)
-    table = _read_csv(path, SEPARATORS[fmt], dtype=str)
+    structure = check_structure(path, SEPARATORS[fmt], fmt)
+    table = _read_csv(path, SEPARATORS[fmt], str, structure)
     table.index = table.index.astype(str)
     return table
 
 
-def _read_csv(path: Path, sep: str, dtype) -> pd.DataFrame:
+def _read_csv(path: Path, sep: str, dtype, structure: Structure) -> pd.DataFrame:
     # pandas' C parser follows RFC 4180 quoting and drops a UTF-8 byte-order mark itself
+    names = {"header": None, "names": structure.header} if structure.headerless else {}
     try:
         return pd.read_csv(path, sep=sep, index_col=0, dtype=dtype, engine="c", quotechar=QUOTE,
-                           compression="gzip" if is_gzip(path) else None)
+                           compression="gzip" if is_gzip(path) else None, **names)
     except pd.errors.ParserError as err:
         raise InputError(path, f"rows of different lengths: {err}".rstrip(), hint="every row needs one value per column") from None
     except DAMAGED as err:
@@ -139,18 +142,33 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
             other = "tab" if sep == "," else "comma"
             raise InputError(path, f"found a single column with the '{fmt}' delimiter",
                              hint=f"is the file {other}-separated? set 'format' in the sheet")
+        headerless = first_line_is_data(header)
+        if headerless:
+            header = [f"V{j}" for j in range(1, len(header) + 1)]  # as R names a headerless table's columns
         require_unique(pd.Index(header[1:]), path, "column name")
         header_lines = max(1, header_text.count("\n"))
-        flat = itertools.chain.from_iterable(_records(handle, sep, header_lines))
+        first_record = [(1, len(header), 1)] if headerless else []
+        flat = itertools.chain.from_iterable(itertools.chain(first_record, _records(handle, sep, header_lines)))
         lines, fields, spans = np.fromiter(flat, dtype=np.int64).reshape(-1, 3).T
     if not len(lines):
         raise InputError(path, "the table has a header but no rows")
     if (spans < 0).any() or not _is_rectangular(fields, len(header)):
         # Quote counting is exact for RFC 4180 files; a stray quote inside an unquoted field
         # (5"UTR) is literal to pandas and the csv module, so let the csv module judge before failing.
-        lines, fields, spans = _csv_records(path, sep)
+        lines, fields, spans = _csv_records(path, sep, headerless)
         _require_rectangular(lines, fields, spans, len(header), path)
-    return Structure(header, lines)
+    return Structure(header, lines, headerless)
+
+
+def first_line_is_data(fields: list[str]) -> bool:
+    """A first line of numbers only, some repeated or with fractions, is a row of data: the file
+    has no header (numpy.savetxt, R's write.table(col.names = FALSE)). Unique whole numbers stay
+    column names (pandas writes its default column labels 0..n-1 so)."""
+    try:
+        values = np.array([float(field) for field in fields])
+    except ValueError:
+        return False
+    return len(set(fields)) < len(fields) or bool((values != np.round(values)).any()) or bool(np.isnan(values).any())
 
 
 def _header_record(handle) -> str:
@@ -194,15 +212,16 @@ def _records(lines, sep: str, header_lines: int):
         yield pending[0], pending[1] + 1, -1
 
 
-def _csv_records(path: Path, sep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _csv_records(path: Path, sep: str, headerless: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same as `_records`, parsed by the csv module (slow; used only to confirm a fault)."""
     starts, fields, spans = [], [], []
     consumed = 0
     with open_text(path) as handle:
         reader = csv.reader(handle, delimiter=sep)
         try:
-            next(reader)  # the header
-            consumed = reader.line_num
+            if not headerless:
+                next(reader)  # the header
+                consumed = reader.line_num
             for row in reader:
                 if row and not (len(row) == 1 and not row[0].strip()):
                     starts.append(consumed + 1)

@@ -119,12 +119,15 @@ def _has_values(matrix) -> bool:
 def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
-    matrix, rows, columns, unnamed, data_first_column, annotations = read_numeric_table(path, fmt)
+    matrix, rows, columns, unnamed, data_first_column, annotations, headerless = read_numeric_table(path, fmt)
     if not len(columns):
         words = [] if annotations is None else annotations.columns
         raise InputError(path, f"no column of numbers: every column is mostly words ({_names(words)})",
                          hint="an expression table holds one number a cell; NA or an empty cell is a missing value")
-    if orientation == "auto":
+    if orientation == "auto" and headerless:
+        genes_as_rows, why = False, ("the file has no header line, so no names tell the axes apart: one row a "
+                                     "sample, as a matrix without names is laid out (numpy.savetxt, scikit-learn)")
+    elif orientation == "auto":
         genes_as_rows, why = decide(rows, columns, path)
     else:
         genes_as_rows, why = orientation == "genes_as_rows", "set in the sheet"
@@ -137,6 +140,10 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
     record_row_names(adata, len(rows), unnamed, data_first_column)
+    if headerless:
+        record_decision(adata, "column names", "none in the file: line 1 is data, columns named by position "
+                        "(V1, V2, ... as R names them)", "line 1 holds only numbers, some repeated or with fractions",
+                        "put a header line of column names first")
     _keep_annotations(adata, annotations, genes_as_rows)
     return adata
 
