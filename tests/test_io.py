@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -165,6 +166,35 @@ def test_h5ad_and_10x_h5(tmp_path, tiny_data):
     tenx = read_dataset(path, "expression")
     assert list(tenx.var_names) == ["GeneA", "GeneB"] and tenx.n_obs == 3
     np.testing.assert_array_equal(tenx.X.toarray(), [[1, 0], [0, 3], [2, 0]])
+
+
+def test_h5ad_matrix_chosen_among_x_raw_and_layers(tmp_path, tiny_data):
+    """scanpy's own shipped pbmc68k_reduced keeps scaled values in X and log-normalised ones in
+    .raw; a scanpy user's file often keeps counts in a layer. X is modelled unless the sheet's
+    `matrix` names another, and the page says which matrices there were."""
+    import scanpy
+
+    shipped = Path(scanpy.__file__).parent / "datasets" / "10x_pbmc68k_reduced.h5ad"
+    adata = read_dataset(shipped, "expression")
+    said = {d["what"]: d for d in json.loads(adata.uns["omicsgen"]["decisions"])}
+    assert said["matrix"]["value"] == "X" and "raw (700 x 765)" in said["matrix"]["why"]
+    assert "'matrix' column" in said["matrix"]["setting"] and adata.uns["omicsgen"]["input_scale"] == "normalised"
+    raw = read_dataset(shipped, "expression", matrix="raw")
+    assert raw.X.min() >= 0 and adata.X.min() < 0  # log-normalised, not scaled
+    with pytest.raises(InputError, match=r"no matrix 'counts'.*X \(700 x 765\), raw \(700 x 765\)"):
+        read_dataset(shipped, "expression", matrix="counts")
+
+    cells = read_dataset(tiny_data["cells"], "expression")
+    assert "matrix" not in {d["what"] for d in json.loads(cells.uns["omicsgen"]["decisions"])}  # X alone
+    counts = cells.X.copy()
+    cells.layers["counts"] = counts
+    cells.X = np.log1p(counts.toarray())
+    del cells.uns["omicsgen"]
+    cells.write_h5ad(tmp_path / "processed.h5ad")
+    chosen = read_dataset(tmp_path / "processed.h5ad", "expression", matrix="counts")
+    assert chosen.uns["omicsgen"]["input_scale"] == "counts" and (chosen.X != counts).nnz == 0
+    with pytest.raises(InputError, match="holds one matrix"):
+        read_dataset(tiny_data["flu"], "expression", matrix="raw")
 
 
 def write_10x_h5(path, genes_by_cells, barcodes, ids, names):

@@ -243,3 +243,19 @@ def test_lint_is_clean(tmp_path, tiny_data):
     result = snakemake(folder, "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_sheet_matrix_column_reaches_ingest(tmp_path, tiny_data):
+    """A scanpy user's file: log values in X, counts in a layer; the sheet's `matrix` picks the layer."""
+    cells = ad.read_h5ad(tiny_data["cells"])
+    cells.layers["counts"] = cells.X.copy()
+    cells.X = cells.X.log1p()
+    cells.write_h5ad(tmp_path / "processed.h5ad")
+    folder = make_project(tmp_path / "run", tiny_data, [])
+    (folder / "config" / "datasets.tsv").write_text(
+        f"dataset\tmodality\tpath\tmatrix\nproc\texpression\t{tmp_path / 'processed.h5ad'}\tcounts\n")
+    result = snakemake(folder, "results/proc/ingested.h5ad")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ingested = ad.read_h5ad(folder / "results" / "proc" / "ingested.h5ad")
+    assert ingested.uns["omicsgen"]["input_scale"] == "counts"
+    assert '"what": "matrix", "value": "counts"' in ingested.uns["omicsgen"]["decisions"]

@@ -28,7 +28,7 @@ def _json(text: str) -> dict:
 def _ingest(a):
     from .ingest import ingest
 
-    ingest(a.input, a.output, a.dataset, a.modality, a.format, a.alphabet, a.orientation, a.label, a.values)
+    ingest(a.input, a.output, a.dataset, a.modality, a.format, a.alphabet, a.orientation, a.label, a.values, a.matrix)
 
 
 def _preprocess(a):
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alphabet", default="auto")
     p.add_argument("--orientation", default="auto")
     p.add_argument("--values", default="auto", help="auto, counts or normalised (expression tables)")
+    p.add_argument("--matrix", default="X", help="h5ad / zarr: X, raw or a layer's name")
     p.add_argument("--label", default=None, help="regex with one group over FASTA headers, or an annotation column")
 
     p = stage("preprocess", _preprocess, "QC, normalise, select features, split", seed=True)

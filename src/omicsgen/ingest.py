@@ -18,14 +18,14 @@ log = logging.getLogger(__name__)
 
 def ingest(path, out, dataset: str, modality: str, fmt: str | None = None,
            alphabet: str = "auto", orientation: str = "auto", label: str | None = None,
-           values: str = "auto") -> None:
-    adata = read_dataset(path, modality, fmt, alphabet, orientation, values)
+           values: str = "auto", matrix: str = "X") -> None:
+    adata = read_dataset(path, modality, fmt, alphabet, orientation, values, matrix)
     if label:
         adata.obs["label"] = read_labels(adata, label, modality, path)
     info = meta(adata)
     info.update(dataset=dataset, modality=modality, source=str(path))
     stamp(adata, "ingest", {"format": fmt, "alphabet": alphabet, "orientation": orientation, "label": label,
-                              "values": values},
+                              "values": values, "matrix": matrix},
           inputs=[path])
     log.info("%s: read %d %s x %d features from %s", dataset, adata.n_obs,
              "records" if modality == "sequence" else "samples", adata.n_vars, Path(path).name)

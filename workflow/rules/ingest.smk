@@ -10,6 +10,7 @@ rule ingest:
         orientation=lambda wildcards: sheet_option(wildcards.dataset, "orientation"),
         label=lambda wildcards: sheet_option(wildcards.dataset, "label"),
         values=lambda wildcards: sheet_option(wildcards.dataset, "values"),
+        matrix=lambda wildcards: sheet_option(wildcards.dataset, "matrix"),
     priority: PRIORITY_PREPARE
     log:
         "logs/{dataset}/ingest.log",
@@ -17,4 +18,5 @@ rule ingest:
         "../../envs/omicsgen.yaml"
     shell:
         "omicsgen ingest --input {input:q} --output {output:q} --dataset {wildcards.dataset}"
-        " --modality {params.modality} {params.format} {params.alphabet} {params.orientation} {params.label} {params.values} > {log:q} 2>&1"
+        " --modality {params.modality} {params.format} {params.alphabet} {params.orientation} {params.label} {params.values}"
+        " {params.matrix} > {log:q} 2>&1"

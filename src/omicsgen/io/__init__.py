@@ -34,7 +34,7 @@ def guess_format(path: str | Path) -> str:
 
 
 def read_dataset(path, modality: str, fmt: str | None = None, alphabet: str = "auto",
-                 orientation: str = "auto", values: str = "auto") -> ad.AnnData:
+                 orientation: str = "auto", values: str = "auto", matrix: str = "X") -> ad.AnnData:
     """Read one dataset of the sheet into AnnData; raises InputError on anything malformed."""
     path = Path(path)
     if modality not in MODALITIES:
@@ -49,7 +49,7 @@ def read_dataset(path, modality: str, fmt: str | None = None, alphabet: str = "a
     if modality == "sequence":
         return read_sequences(path, fmt, alphabet)
     if modality == "expression":
-        return read_expression(path, fmt, orientation, values)
+        return read_expression(path, fmt, orientation, values, matrix)
     adata = read_timecourse(path, fmt)
     # Count time courses (RNA-seq or 16S counts over time) are log-normalised like count tables:
     # a Gaussian model on raw counts (mouse diet OTUs, 0 to 1,360) drew 345 where real rows hold 0.

@@ -19,11 +19,15 @@ EXPRESSION_FORMATS = ("csv", "tsv", "h5ad", "10x-h5", "10x-mtx", "zarr")
 VALUES = ("auto", "counts", "normalised")
 
 
-def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str = "auto") -> ad.AnnData:
+def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str = "auto",
+                    matrix: str = "X") -> ad.AnnData:
+    if matrix != "X" and fmt not in ("h5ad", "zarr"):
+        raise InputError(path, f"matrix '{matrix}' asked of a {fmt} file, which holds one matrix",
+                         hint="'matrix' chooses among the matrices of an h5ad or zarr file (X, raw, layers)")
     if fmt in ("csv", "tsv"):
         adata = _read_delimited(path, fmt, orientation)
     else:
-        adata = _read_container(path, fmt)
+        adata = choose_matrix(_read_container(path, fmt), matrix, path)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(path, f"the matrix is empty ({adata.n_obs} samples x {adata.n_vars} genes)")
     adata.X = _as_float32(adata.X)
@@ -217,6 +221,34 @@ def _read_container(path: Path, fmt: str) -> ad.AnnData:
         adata.var_names_make_unique()
         meta(adata)["renamed_duplicate_genes"] = duplicated
     return adata
+
+
+def choose_matrix(adata: ad.AnnData, matrix: str, path: Path) -> ad.AnnData:
+    """The matrix to model from a file that may hold several (scanpy keeps log-normalised or
+    scaled values in X, counts in a layer or in .raw): X unless `matrix` names raw or a layer.
+    The choice is recorded whenever the file held another matrix."""
+    held = {"X": adata.shape}
+    if adata.raw is not None:
+        held["raw"] = adata.raw.shape
+    held.update({name: layer.shape for name, layer in adata.layers.items()})
+    if matrix not in held:
+        raise InputError(path, f"no matrix '{matrix}' in the file", hint=f"it holds {_held(held)}")
+    chosen = adata
+    if matrix == "raw":  # .raw may hold more genes than X: its own var
+        chosen = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var, uns=adata.uns, obsm=adata.obsm)
+    elif matrix != "X":
+        chosen.X = adata.layers[matrix]
+    if len(held) > 1:
+        others = _held({name: shape for name, shape in held.items() if name != matrix})
+        why = "set in the sheet" if matrix != "X" else "the file's main matrix"
+        record_decision(chosen, "matrix", matrix, f"{why}; the file also holds {others}, not used",
+                        "the sheet's 'matrix' column (X, raw or a layer's name, e.g. counts)")
+    return chosen
+
+
+def _held(held: dict) -> str:
+    return ", ".join(f"{'layer ' if name not in ('X', 'raw') else ''}{name} ({shape[0]} x {shape[1]})"
+                     for name, shape in held.items())
 
 
 def _as_float32(matrix):
