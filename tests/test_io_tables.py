@@ -273,7 +273,7 @@ def test_alphabet_and_alignment_recorded(tmp_path, tiny_data):
 def test_missing_row_names_are_kept_and_named_by_line(tmp_path, cells):
     """R writes NA for a missing row name (Khan's SRBCT genes have some), pandas an empty cell."""
     frame = cells.T.iloc[:10].copy()  # genes as rows
-    names = frame.index.to_numpy(dtype=object)
+    names = frame.index.to_numpy(dtype=object).copy()  # not a view of the shared fixture's names
     names[3], names[7] = np.nan, np.nan
     frame.index = pd.Index(names, name="gene")
     text = frame.to_csv()
@@ -321,6 +321,30 @@ def test_table_without_a_header_line(tmp_path):
     (tmp_path / "ragged.tsv").write_text("\n".join(rows) + "\n")
     with pytest.raises(InputError, match="line 4"):
         read_dataset(tmp_path / "ragged.tsv", "expression")
+
+
+def test_space_separated_tables_as_r_writes_them(tmp_path, cells):
+    """R's write.table() default: fields separated by spaces, names quoted (one may hold a space),
+    the header without the row-name column; and scikit-learn's shipped diabetes file (spaces, no
+    header). A ragged row is named by its line."""
+    import sklearn
+
+    frame = cells.iloc[:12, :8].copy()
+    frame.index = [f"cell {i}" for i in range(12)]
+    lines = [" ".join(f'"{c}"' for c in frame.columns)]
+    lines += [f'"{name}"  ' + " ".join(map(str, row)) for name, row in zip(frame.index, frame.to_numpy())]
+    (tmp_path / "counts.txt").write_text("\n".join(lines) + "\n")
+    assert_reads_as(tmp_path / "counts.txt", frame, orientation="samples_as_rows")
+
+    shipped = Path(sklearn.__file__).parent / "datasets" / "data" / "diabetes_data_raw.csv.gz"
+    diabetes = read_dataset(shipped, "expression")
+    np.testing.assert_allclose(diabetes.X, np.loadtxt(shipped), rtol=1e-6)
+    assert diabetes.shape == (442, 10) and "column names" in decided(diabetes)
+
+    lines[5] += " 3"
+    (tmp_path / "ragged.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="line 6"):
+        read_dataset(tmp_path / "ragged.txt", "expression")
 
 
 def test_a_header_of_unique_whole_numbers_stays_a_header(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import logging
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,7 +24,10 @@ import pandas as pd
 from ..errors import InputError
 from ._open import DAMAGED, is_gzip, open_text
 
+log = logging.getLogger(__name__)
+
 SEPARATORS = {"csv": ",", "tsv": "\t"}
+WHITESPACE = r"\s+"  # runs of spaces or tabs: R's write.table() default, aligned text tables
 QUOTE = '"'
 # A column is text (an annotation) when fewer than half of its non-empty cells are numbers;
 # otherwise numbers, where a word is a typo to report.
@@ -33,7 +37,8 @@ TEXT_SHARE = 0.5
 class Structure(NamedTuple):
     header: list[str]  # the header's fields, unquoted (V1..Vn, as R names them, when the file has no header)
     lines: np.ndarray  # the file line on which each data record starts (blank lines and line breaks inside quotes counted)
-    headerless: bool = False  # the first line is data (`first_line_is_data`)
+    headerless: bool  # the first line is data (`first_line_is_data`)
+    sep: str  # the format's delimiter, or WHITESPACE when the file is separated by spaces
 
 
 class Table(NamedTuple):
@@ -49,12 +54,11 @@ class Table(NamedTuple):
 def read_numeric_table(path: Path, fmt: str) -> Table:
     """The table's numbers and labels; the first column holds the row names unless it is data.
     Text columns come back apart, as `annotations`."""
-    sep = SEPARATORS[fmt]
-    structure = check_structure(path, sep, fmt)
+    structure = check_structure(path, SEPARATORS[fmt], fmt)
     dtypes = {name: np.float32 for name in structure.header[1:]}
     annotations = None
     try:
-        table, first = _first_column_as_data(_read_csv(path, sep, dtypes, structure))
+        table, first = _first_column_as_data(_read_csv(path, dtypes, structure))
         values = table.to_numpy(dtype=np.float32)
     except ValueError:  # a cell is not a number: text columns, or a word to report
         table, first = _first_column_as_data(read_text_table(path, fmt))
@@ -113,16 +117,16 @@ def _name_missing(index: pd.Index, lines: np.ndarray) -> tuple[pd.Index, list[in
 def read_text_table(path: Path, fmt: str) -> pd.DataFrame:
     """All cells as text, first column as the row index; NA, NaN and empty cells become NaN."""
     structure = check_structure(path, SEPARATORS[fmt], fmt)
-    table = _read_csv(path, SEPARATORS[fmt], str, structure)
+    table = _read_csv(path, str, structure)
     table.index = table.index.astype(str)
     return table
 
 
-def _read_csv(path: Path, sep: str, dtype, structure: Structure) -> pd.DataFrame:
+def _read_csv(path: Path, dtype, structure: Structure) -> pd.DataFrame:
     # pandas' C parser follows RFC 4180 quoting and drops a UTF-8 byte-order mark itself
     names = {"header": None, "names": structure.header} if structure.headerless else {}
     try:
-        return pd.read_csv(path, sep=sep, index_col=0, dtype=dtype, engine="c", quotechar=QUOTE,
+        return pd.read_csv(path, sep=structure.sep, index_col=0, dtype=dtype, engine="c", quotechar=QUOTE,
                            compression="gzip" if is_gzip(path) else None, **names)
     except pd.errors.ParserError as err:
         raise InputError(path, f"rows of different lengths: {err}".rstrip(), hint="every row needs one value per column") from None
@@ -137,7 +141,11 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
         header_text = _header_record(handle)
         if not header_text.strip():
             raise InputError(path, "the file is empty")
-        header = next(csv.reader(io.StringIO(header_text), delimiter=sep))
+        header = _fields(header_text, sep)
+        if len(header) == 1 and len(_fields(header_text, WHITESPACE)) > 1 and "\t" not in header_text:
+            sep, header = WHITESPACE, _fields(header_text, WHITESPACE)
+            log.info("%s: no '%s' delimiter in its first line: read as separated by spaces (as R's write.table "
+                     "writes)", path.name, fmt)
         if len(header) == 1:
             other = "tab" if sep == "," else "comma"
             raise InputError(path, f"found a single column with the '{fmt}' delimiter",
@@ -155,9 +163,17 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
     if (spans < 0).any() or not _is_rectangular(fields, len(header)):
         # Quote counting is exact for RFC 4180 files; a stray quote inside an unquoted field
         # (5"UTR) is literal to pandas and the csv module, so let the csv module judge before failing.
-        lines, fields, spans = _csv_records(path, sep, headerless)
+        if sep != WHITESPACE:  # whitespace records were split exactly: no quoted field spans lines
+            lines, fields, spans = _csv_records(path, sep, headerless)
         _require_rectangular(lines, fields, spans, len(header), path)
-    return Structure(header, lines, headerless)
+    return Structure(header, lines, headerless, sep)
+
+
+def _fields(line: str, sep: str) -> list[str]:
+    """A line's fields, unquoted; under WHITESPACE a run of blanks is one delimiter."""
+    if sep == WHITESPACE:
+        return next(csv.reader([line.replace("\t", " ").strip()], delimiter=" ", skipinitialspace=True), [""])
+    return next(csv.reader(io.StringIO(line), delimiter=sep))
 
 
 def first_line_is_data(fields: list[str]) -> bool:
@@ -191,6 +207,11 @@ def _records(lines, sep: str, header_lines: int):
     quote "" leaves an empty outside segment between two inside ones), so only every other
     segment's separators count, and an odd number of quotes carries the open field to the next line.
     """
+    if sep == WHITESPACE:  # no quoted field spans lines here
+        for number, line in enumerate(lines, start=header_lines + 1):
+            if line.strip():
+                yield number, len(line.split() if QUOTE not in line else _fields(line, sep)), 1
+        return
     pending = None  # (first line, separators so far) of a record whose quoted field is open
     for number, line in enumerate(lines, start=header_lines + 1):
         if pending is None:
