@@ -142,14 +142,17 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
         if not header_text.strip():
             raise InputError(path, "the file is empty")
         header = _fields(header_text, sep)
-        if len(header) == 1 and len(_fields(header_text, WHITESPACE)) > 1 and "\t" not in header_text:
+        if len(header) == 1 and len(_fields(header_text, WHITESPACE)) > 1 and not {"\t", ";"} & set(header_text):
             sep, header = WHITESPACE, _fields(header_text, WHITESPACE)
             log.info("%s: no '%s' delimiter in its first line: read as separated by spaces (as R's write.table "
                      "writes)", path.name, fmt)
         if len(header) == 1:
             other = "tab" if sep == "," else "comma"
-            raise InputError(path, f"found a single column with the '{fmt}' delimiter",
-                             hint=f"is the file {other}-separated? set 'format' in the sheet")
+            hint = f"is the file {other}-separated? set 'format' in the sheet"
+            if ";" in header_text:  # what spreadsheets write as CSV where the decimal mark is a comma
+                hint = "its fields look separated by ';', as spreadsheets write CSV where the decimal mark " \
+                       "is a comma: save it as tab-separated text (decimal points) and set format tsv"
+            raise InputError(path, f"found a single column with the '{fmt}' delimiter", hint=hint)
         headerless = first_line_is_data(header)
         if headerless:
             header = [f"V{j}" for j in range(1, len(header) + 1)]  # as R names a headerless table's columns
