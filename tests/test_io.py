@@ -276,8 +276,13 @@ def test_timecourse_errors(tmp_path):
 def test_format_from_name_and_dispatch_errors(tmp_path):
     assert guess_format("x.fa.gz") == "fasta" and guess_format("x.tsv.gz") == "tsv"
     assert guess_format("x.h5") == "10x-h5"
+    assert guess_format("GCF_000005845.2_genomic.gbff.gz") == "genbank" and guess_format("x.fsa") == "fasta"
     with pytest.raises(InputError, match="cannot tell the format"):
         guess_format(tmp_path / "x.weird")
+    for name, what_to_do in [("counts.xlsx", "save the sheet as CSV"), ("peaks.fa.bz2", "recompress it with gzip"),
+                             ("matrix.mtx", "the folder that holds it"), ("pbmc.loom", "save it as h5ad")]:
+        with pytest.raises(InputError, match=what_to_do):
+            guess_format(tmp_path / name)
     with pytest.raises(InputError, match="no such file"):
         read_dataset(tmp_path / "absent.fa", "sequence")
     with pytest.raises(InputError, match="unknown modality 'proteome'"):

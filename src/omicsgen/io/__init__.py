@@ -22,15 +22,30 @@ def guess_format(path: str | Path) -> str:
     suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bgz")]
     suffix = suffixes[-1] if suffixes else ""
     by_suffix = {
-        ".fa": "fasta", ".fasta": "fasta", ".fna": "fasta", ".faa": "fasta", ".fas": "fasta",
-        ".fq": "fastq", ".fastq": "fastq", ".gb": "genbank", ".gbk": "genbank", ".sto": "stockholm",
+        ".fa": "fasta", ".fasta": "fasta", ".fna": "fasta", ".faa": "fasta", ".fas": "fasta", ".fsa": "fasta",
+        ".ffn": "fasta", ".frn": "fasta", ".mfa": "fasta", ".afa": "fasta",
+        ".fq": "fastq", ".fastq": "fastq", ".gb": "genbank", ".gbk": "genbank", ".gbff": "genbank",
+        ".sto": "stockholm", ".stk": "stockholm",
         ".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv",
         ".h5ad": "h5ad", ".h5": "10x-h5",
     }
+    if suffix in UNREADABLE:
+        raise InputError(path, f"a {suffix} file cannot be read", hint=UNREADABLE[suffix])
     if suffix not in by_suffix:
         raise InputError(path, f"cannot tell the format from the file name (suffix '{suffix}')",
                          hint="add a 'format' column to the dataset sheet")
     return by_suffix[suffix]
+
+
+_COMPRESSED = "omicsgen reads plain and gzip-compressed files: decompress it, or recompress it with gzip"
+_CONVERT = "save it as h5ad (anndata), or write the matrix as CSV / tab-separated text"
+# Suffixes users give that no format reads, with what to do instead.
+UNREADABLE = {
+    ".xlsx": "an Excel workbook: save the sheet as CSV or tab-separated text", ".xls": "an Excel workbook: save the "
+    "sheet as CSV or tab-separated text", ".bz2": _COMPRESSED, ".xz": _COMPRESSED, ".zip": _COMPRESSED, ".zst": _COMPRESSED,
+    ".mtx": "a Matrix Market file: give the folder that holds it with its barcodes and features (Cell Ranger's layout)",
+    ".loom": _CONVERT, ".rds": _CONVERT, ".rda": _CONVERT, ".h5seurat": _CONVERT,
+}
 
 
 def read_dataset(path, modality: str, fmt: str | None = None, alphabet: str = "auto",
