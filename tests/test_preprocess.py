@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -15,6 +17,7 @@ from omicsgen.ingest import ingest
 from omicsgen.preprocess import preprocess
 
 SPLIT = {"val": 0.2, "test": 0.2}
+UNSEEN = Path(__file__).parent / "unseen"
 
 
 def run(tmp_path, source, modality, params, name="d", **ingest_options):
@@ -137,6 +140,46 @@ def test_crop_and_window_keep_every_position(tmp_path):
     assert list(windows.obs["source_id"]) == ["long"] * 3 + ["short", "four"]
     with pytest.raises(InputError, match="needs fixed_length"):
         run(tmp_path, fasta, "sequence", {"length_mode": "window"}, name="x")
+
+
+def _16s_records(n):
+    """Real 16S rRNA genes (tests/unseen, not shipped): (id, sequence) of the first n."""
+    from Bio import SeqIO
+
+    with gzip.open(UNSEEN / "bacteria_16s.fa.gz", "rt") as handle:
+        return [(r.id, str(r.seq)) for r, _ in zip(SeqIO.parse(handle, "fasta"), range(n))]
+
+
+def test_too_few_or_too_long_records_become_windows(tmp_path):
+    """One or two records cannot be split into train, validation and test, and a contig cannot be
+    one row: under the default `pad` they are cut into windows of 200, and the page says why.
+    Three records stay whole, and so does whatever the config asks for."""
+    genes = _16s_records(3)
+    one = tmp_path / "contig.fa"
+    one.write_text(">contig\n" + "".join(seq for _, seq in genes) + "\n")
+    windows = run(tmp_path, one, "sequence", {}, name="one")
+    total = sum(len(seq) for _, seq in genes)
+    assert windows.n_obs == -(-total // 200) and windows.obsm["tokens"].shape[1] == 200
+    assert set(windows.obs["split"]) == {"train", "val", "test"}
+    said = json.loads(windows.uns["omicsgen"]["decisions"])
+    assert any(d["what"] == "length_mode" and "1 record" in d["why"] for d in said)
+
+    three = tmp_path / "three.fa"
+    three.write_text("".join(f">{name}\n{seq}\n" for name, seq in genes))
+    whole = run(tmp_path, three, "sequence", {}, name="three")
+    assert whole.n_obs == 3 and "length_mode" not in whole.uns["omicsgen"]["decisions"]
+
+    chromosome = tmp_path / "chromosome.fa"
+    chromosome.write_text(three.read_text() + ">chr\n" + "".join(seq for _, seq in _16s_records(80)) + "\n")
+    cut = run(tmp_path, chromosome, "sequence", {}, name="chr")
+    assert cut.obsm["tokens"].shape[1] == 200 and "positions long" in cut.uns["omicsgen"]["decisions"]
+    kept = run(tmp_path, one, "sequence", {"length_mode": "window", "fixed_length": 500}, name="asked")
+    assert kept.obsm["tokens"].shape[1] == 500 and "length_mode" not in kept.uns["omicsgen"]["decisions"]
+
+    tiny = tmp_path / "tiny.fa"
+    tiny.write_text(">a\nACGTACGT\n>b\nGGCCA\n")
+    with pytest.raises(InputError, match="only 2 rows.*need a row each"):
+        run(tmp_path, tiny, "sequence", {}, name="tiny")
 
 
 def test_deduplicate_removes_and_counts(tmp_path):

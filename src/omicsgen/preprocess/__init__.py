@@ -24,8 +24,10 @@ def preprocess(data_path, out, params: dict, split: dict, seed: int, facts_path=
     removed: list[dict] = []
     adata = _PREPARE[modality](adata, params, removed)
     if adata.n_obs < 3:
-        raise InputError(data_path, f"only {adata.n_obs} rows left after preprocessing",
-                         hint="loosen the preprocess filters in the config: " + _summary(removed))
+        filtered = any(r["removed_obs"] for r in removed)
+        hint = ("loosen the preprocess filters in the config: " + _summary(removed) if filtered else
+                "train, validation and test need a row each: give at least 3 rows (samples, records)")
+        raise InputError(data_path, f"only {adata.n_obs} rows left after preprocessing", hint=hint)
     assign_split(adata, split["val"], split["test"], seed, group="series" if modality == "timecourse" else None)
     meta(adata)["filtered"] = json.dumps(removed)
     stamp(adata, "preprocess", {"params": params, "split": split}, inputs=[data_path], seed=seed)

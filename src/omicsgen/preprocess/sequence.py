@@ -25,6 +25,12 @@ from ..provenance import meta
 from .removed import record_removed
 
 LENGTH_MODES = ("pad", "crop", "window")
+# Records are cut into windows by default (`pad` asked for whole records) when whole records cannot
+# be the rows: fewer than MIN_RECORDS (train, validation and test need one each), or a record
+# longer than LONG_RECORD (a contig or chromosome: no model here reads one as a single row).
+MIN_RECORDS = 3
+LONG_RECORD = 100_000
+AUTO_WINDOW = 200  # positions a window, and the step between windows (no overlap across splits)
 
 
 def prepare_sequences(adata: ad.AnnData, params: dict, removed: list[dict]) -> ad.AnnData:
@@ -33,7 +39,13 @@ def prepare_sequences(adata: ad.AnnData, params: dict, removed: list[dict]) -> a
     mode = params.get("length_mode", "pad")
     if mode not in LENGTH_MODES:
         raise InputError(source, f"unknown length_mode '{mode}'", hint=f"use one of {', '.join(LENGTH_MODES)}")
-    if mode == "crop":
+    if mode == "pad" and (why := _why_windows(adata)):
+        mode = "window"
+        record_decision(adata, "length_mode", f"window: non-overlapping windows of {AUTO_WINDOW} positions", why,
+                        "preprocess.sequence.length_mode (pad keeps whole records when there are 3 or more; "
+                        "window or crop with fixed_length and window_step)")
+        adata = _windows(adata, AUTO_WINDOW, AUTO_WINDOW, removed)
+    elif mode == "crop":
         adata = _crop(adata, _fixed_length(params, source), removed)
     elif mode == "window":
         adata = _windows(adata, _fixed_length(params, source), int(params.get("window_step") or _fixed_length(params, source)), removed)
@@ -42,6 +54,17 @@ def prepare_sequences(adata: ad.AnnData, params: dict, removed: list[dict]) -> a
         _align_family(adata, params.get("align", "auto"), source)
     adata.obs["padded_length"] = adata.obsm["tokens"].shape[1]
     return _duplicates(adata, bool(params.get("deduplicate", False)), removed)
+
+
+def _why_windows(adata: ad.AnnData) -> str | None:
+    """Why whole records cannot be the rows, when they cannot and windows can."""
+    lengths = adata.obs["length"].to_numpy()
+    if adata.n_obs < MIN_RECORDS and lengths.sum() >= MIN_RECORDS * AUTO_WINDOW:
+        return (f"{adata.n_obs} record{'s' * (adata.n_obs != 1)} ({int(lengths.sum()):,} positions): too few to "
+                f"split into train, validation and test records, so windows of the records are the rows")
+    if lengths.max() > LONG_RECORD:
+        return f"records up to {int(lengths.max()):,} positions long (a contig or chromosome) are too long to model as one row"
+    return None
 
 
 def _filter_length(adata, params, removed, source):
