@@ -193,6 +193,11 @@ def test_h5ad_matrix_chosen_among_x_raw_and_layers(tmp_path, tiny_data):
     cells.write_h5ad(tmp_path / "processed.h5ad")
     chosen = read_dataset(tmp_path / "processed.h5ad", "expression", matrix="counts")
     assert chosen.uns["omicsgen"]["input_scale"] == "counts" and (chosen.X != counts).nnz == 0
+    del cells.X  # layers only (X None): named, not a traceback
+    cells.write_h5ad(tmp_path / "layers_only.h5ad")
+    with pytest.raises(InputError, match=r"no matrix 'X'.*layer counts \(300 x 1000\): name one"):
+        read_dataset(tmp_path / "layers_only.h5ad", "expression")
+    assert read_dataset(tmp_path / "layers_only.h5ad", "expression", matrix="counts").n_obs == 300
     with pytest.raises(InputError, match="holds one matrix"):
         read_dataset(tiny_data["flu"], "expression", matrix="raw")
 

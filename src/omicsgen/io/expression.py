@@ -227,12 +227,13 @@ def choose_matrix(adata: ad.AnnData, matrix: str, path: Path) -> ad.AnnData:
     """The matrix to model from a file that may hold several (scanpy keeps log-normalised or
     scaled values in X, counts in a layer or in .raw): X unless `matrix` names raw or a layer.
     The choice is recorded whenever the file held another matrix."""
-    held = {"X": adata.shape}
+    held = {"X": adata.shape} if adata.X is not None else {}
     if adata.raw is not None:
         held["raw"] = adata.raw.shape
     held.update({name: layer.shape for name, layer in adata.layers.items()})
     if matrix not in held:
-        raise InputError(path, f"no matrix '{matrix}' in the file", hint=f"it holds {_held(held)}")
+        hint = f"it holds {_held(held)}: name one in the sheet's 'matrix' column" if held else "it holds no matrix"
+        raise InputError(path, f"no matrix '{matrix}' in the file", hint=hint)
     chosen = adata
     if matrix == "raw":  # .raw may hold more genes than X: its own var
         chosen = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var, uns=adata.uns, obsm=adata.obsm)
