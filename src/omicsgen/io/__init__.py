@@ -26,7 +26,7 @@ def guess_format(path: str | Path) -> str:
         ".ffn": "fasta", ".frn": "fasta", ".mfa": "fasta", ".afa": "fasta",
         ".fq": "fastq", ".fastq": "fastq", ".gb": "genbank", ".gbk": "genbank", ".gbff": "genbank",
         ".sto": "stockholm", ".stk": "stockholm",
-        ".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv",
+        ".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv", ".soft": "tsv",  # GEO's GDS files
         ".h5ad": "h5ad", ".h5": "10x-h5",
     }
     if suffix in UNREADABLE:

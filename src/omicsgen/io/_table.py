@@ -15,6 +15,7 @@ import csv
 import io
 import itertools
 import logging
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +33,13 @@ QUOTE = '"'
 # A column is text (an annotation) when fewer than half of its non-empty cells are numbers;
 # otherwise numbers, where a word is a typo to report.
 TEXT_SHARE = 0.5
+# Lines tools write before a table's header: featureCounts' '# Program:...' line, GEO's SOFT and
+# series matrix metadata ('^' and '!' lines, '#' column descriptions). They are skipped and counted.
+PREAMBLE = ("#", "!", "^")
+# GEO closes its table with '!dataset_table_end' (a GDS SOFT file) or '!series_matrix_table_end'.
+TABLE_END = re.compile(r"!\w*table_end\b", re.IGNORECASE)
+# featureCounts writes five annotation columns after the gene id. Length is a number but not a sample.
+FEATURECOUNTS = ["chr", "start", "end", "strand", "length"]
 
 
 class Structure(NamedTuple):
@@ -39,6 +47,8 @@ class Structure(NamedTuple):
     lines: np.ndarray  # the file line on which each data record starts (blank lines and line breaks inside quotes counted)
     headerless: bool  # the first line is data (`first_line_is_data`)
     sep: str  # the format's delimiter, or WHITESPACE when the file is separated by spaces
+    preamble: int = 0  # lines before the header (PREAMBLE), skipped
+    table_end: int | None = None  # the line of GEO's end-of-table marker, where reading stops
 
 
 class Table(NamedTuple):
@@ -49,26 +59,37 @@ class Table(NamedTuple):
     data_first_column: str | None  # the first column's name when it held data, not row names (rows numbered 1..n)
     annotations: pd.DataFrame | None = None  # the text columns (mostly words), one row a row of `values`
     headerless: bool = False  # no header line in the file: columns named V1..Vn
+    preamble: int = 0  # lines skipped before the header
+    table_end: int | None = None  # the line of GEO's end-of-table marker
+    tool_columns: tuple = ()  # annotation columns of a known tool's layout (featureCounts'), numbers or not
 
 
 def read_numeric_table(path: Path, fmt: str) -> Table:
     """The table's numbers and labels; the first column holds the row names unless it is data.
-    Text columns come back apart, as `annotations`."""
+    Text columns, and featureCounts' annotation columns, come back apart, as `annotations`."""
     structure = check_structure(path, SEPARATORS[fmt], fmt)
-    dtypes = {name: np.float32 for name in structure.header[1:]}
-    annotations = None
+    tool_columns = featurecounts_columns(structure.header)
+    dtypes = {name: str if name in tool_columns else np.float32 for name in structure.header[1:]}
     try:
         table, first = _first_column_as_data(_read_csv(path, dtypes, structure))
+        annotations, table = table.loc[:, tool_columns], table.drop(columns=tool_columns)
         values = table.to_numpy(dtype=np.float32)
     except ValueError:  # a cell is not a number: text columns, or a word to report
-        table, first = _first_column_as_data(read_text_table(path, fmt))
-        text = numeric_shares(table) < TEXT_SHARE
+        table, first = _first_column_as_data(read_text_table(path, fmt, structure))
+        text = (numeric_shares(table) < TEXT_SHARE) | table.columns.isin(tool_columns)
         annotations, table = table.loc[:, text], table.loc[:, ~text]
         values = to_numeric(table, path, structure.lines)
     else:
         _require_finite(values, table, path, structure.lines)
     rows, unnamed = _name_missing(table.index, structure.lines)
-    return Table(values, rows, table.columns, unnamed, first, annotations, structure.headerless)
+    return Table(values, rows, table.columns, unnamed, first, annotations if annotations.shape[1] else None,
+                 structure.headerless, structure.preamble, structure.table_end, tuple(tool_columns))
+
+
+def featurecounts_columns(header: list[str]) -> list[str]:
+    """featureCounts' annotation columns (Chr, Start, End, Strand, Length after Geneid) when the
+    header is laid out as it writes it, else []."""
+    return header[1:6] if [name.lower() for name in header[1:6]] == FEATURECOUNTS else []
 
 
 def _first_column_as_data(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -114,18 +135,28 @@ def _name_missing(index: pd.Index, lines: np.ndarray) -> tuple[pd.Index, list[in
     return pd.Index(names, name=index.name), unnamed
 
 
-def read_text_table(path: Path, fmt: str) -> pd.DataFrame:
-    """All cells as text, first column as the row index; NA, NaN and empty cells become NaN."""
-    structure = check_structure(path, SEPARATORS[fmt], fmt)
+def read_text_table(path: Path, fmt: str, structure: Structure | None = None) -> pd.DataFrame:
+    """All cells as text, first column as the row index; NA, NaN and empty cells become NaN.
+    `structure`: the file's, when `check_structure` has already read it."""
+    structure = structure or check_structure(path, SEPARATORS[fmt], fmt)
     table = _read_csv(path, str, structure)
     table.index = table.index.astype(str)
+    table.attrs.update(preamble=structure.preamble, table_end=structure.table_end)  # for the page
     return table
 
 
 def _read_csv(path: Path, dtype, structure: Structure) -> pd.DataFrame:
     # pandas' C parser follows RFC 4180 quoting and drops a UTF-8 byte-order mark itself
     names = {"header": None, "names": structure.header} if structure.headerless else {}
+    if structure.table_end is not None:
+        names["nrows"] = len(structure.lines)
     try:
+        if structure.preamble:  # pandas reads from the header on: the preamble's quotes are not its business
+            with open_text(path) as handle:
+                for _ in range(structure.preamble):
+                    handle.readline()
+                return pd.read_csv(handle, sep=structure.sep, index_col=0, dtype=dtype, engine="c", quotechar=QUOTE,
+                                   **names)
         return pd.read_csv(path, sep=structure.sep, index_col=0, dtype=dtype, engine="c", quotechar=QUOTE,
                            compression="gzip" if is_gzip(path) else None, **names)
     except pd.errors.ParserError as err:
@@ -138,9 +169,10 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
     """The header's fields and where each record starts, after checking that the table is a
     rectangle with unique column names."""
     with open_text(path) as handle:
-        header_text = _header_record(handle)
+        preamble, header_text, read_ahead = _skip_preamble(handle, sep)
         if not header_text.strip():
-            raise InputError(path, "the file is empty")
+            raise InputError(path, "the file is empty" if not preamble else
+                             f"no table after the {preamble} lines that start with {', '.join(PREAMBLE)} (comments, metadata)")
         header = _fields(header_text, sep)
         if len(header) == 1 and len(_fields(header_text, WHITESPACE)) > 1 and not {"\t", ";"} & set(header_text):
             sep, header = WHITESPACE, _fields(header_text, WHITESPACE)
@@ -157,19 +189,52 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
         if headerless:
             header = [f"V{j}" for j in range(1, len(header) + 1)]  # as R names a headerless table's columns
         require_unique(pd.Index(header[1:]), path, "column name")
-        header_lines = max(1, header_text.count("\n"))
-        first_record = [(1, len(header), 1)] if headerless else []
-        flat = itertools.chain.from_iterable(itertools.chain(first_record, _records(handle, sep, header_lines)))
+        first_data_line = preamble + max(1, header_text.count("\n")) + 1
+        first_record = [(preamble + 1, len(header), 1)] if headerless else []
+        records = _records(itertools.chain(read_ahead, handle), sep, first_data_line)
+        flat = itertools.chain.from_iterable(itertools.chain(first_record, records))
         lines, fields, spans = np.fromiter(flat, dtype=np.int64).reshape(-1, 3).T
+    lines, fields, spans, table_end = _stop_at_table_end(lines, fields, spans, path)
     if not len(lines):
         raise InputError(path, "the table has a header but no rows")
     if (spans < 0).any() or not _is_rectangular(fields, len(header)):
         # Quote counting is exact for RFC 4180 files; a stray quote inside an unquoted field
         # (5"UTR) is literal to pandas and the csv module, so let the csv module judge before failing.
         if sep != WHITESPACE:  # whitespace records were split exactly: no quoted field spans lines
-            lines, fields, spans = _csv_records(path, sep, headerless)
+            lines, fields, spans = _csv_records(path, sep, headerless, preamble, table_end)
         _require_rectangular(lines, fields, spans, len(header), path)
-    return Structure(header, lines, headerless, sep)
+    return Structure(header, lines, headerless, sep, preamble, table_end)
+
+
+def _skip_preamble(handle, sep: str) -> tuple[int, str, list[str]]:
+    """(lines before the header, the header, lines read past it). Leading lines that start with
+    PREAMBLE are skipped; the last of them is the header when it starts with '#' and has as many
+    fields as the line after it (QIIME's '#OTU ID' header below '# Constructed from biom file')."""
+    skipped = []
+    line = handle.readline()
+    while line.startswith(PREAMBLE):
+        skipped.append(line)
+        line = handle.readline()
+    if skipped and skipped[-1].startswith("#") and line.strip():
+        named = len(_fields(skipped[-1], sep))
+        if named > 1 and named in (len(_fields(line, sep)), len(_fields(line, sep)) - 1):
+            return len(skipped) - 1, skipped[-1], [line]
+    return len(skipped), _header_record(handle, line), []
+
+
+def _stop_at_table_end(lines, fields, spans, path: Path):
+    """The records before GEO's end-of-table marker (`_records` gives it 0 fields) and its line;
+    anything but blank lines after it is a second table, which is an error."""
+    ends = np.flatnonzero(fields == 0)
+    if not ends.size:
+        return lines, fields, spans, None
+    end = int(ends[0])
+    if end < len(lines) - 1:
+        raise InputError(path, f"a second table follows the end of the first (line {lines[end]})",
+                         where=f"line {lines[end + 1]}",
+                         hint="a GEO family SOFT file holds the platform's table and one a sample: give the series "
+                              "matrix (GSE..._series_matrix.txt.gz) or the GDS file (GDS..._full.soft.gz)")
+    return lines[:end], fields[:end], spans[:end], int(lines[end])
 
 
 def _fields(line: str, sep: str) -> list[str]:
@@ -190,9 +255,8 @@ def first_line_is_data(fields: list[str]) -> bool:
     return len(set(fields)) < len(fields) or bool((values != np.round(values)).any()) or bool(np.isnan(values).any())
 
 
-def _header_record(handle) -> str:
-    """The header line, and the following lines while a quoted header field is still open."""
-    text = handle.readline()
+def _header_record(handle, text: str) -> str:
+    """The header line `text`, and the following lines while a quoted header field is still open."""
     while text.count(QUOTE) % 2:
         more = handle.readline()
         if not more:
@@ -201,9 +265,10 @@ def _header_record(handle) -> str:
     return text
 
 
-def _records(lines, sep: str, header_lines: int):
-    """(first line, number of fields, lines spanned) of each non-blank record; -1 lines spanned
-    when a quoted field is still open at the end of the file.
+def _records(lines, sep: str, first_line: int):
+    """(first line, number of fields, lines spanned) of each non-blank record, numbered from
+    `first_line`; -1 lines spanned when a quoted field is still open at the end of the file, 0
+    fields for GEO's end-of-table marker.
 
     Separators are counted per line in C (`str.count`) unless the line holds a quote. Then the
     line is split at its quotes: segments alternate outside / inside a quoted field (a doubled
@@ -211,13 +276,18 @@ def _records(lines, sep: str, header_lines: int):
     segment's separators count, and an odd number of quotes carries the open field to the next line.
     """
     if sep == WHITESPACE:  # no quoted field spans lines here
-        for number, line in enumerate(lines, start=header_lines + 1):
-            if line.strip():
+        for number, line in enumerate(lines, start=first_line):
+            if line.startswith("!") and TABLE_END.match(line):
+                yield number, 0, 1
+            elif line.strip():
                 yield number, len(line.split() if QUOTE not in line else _fields(line, sep)), 1
         return
     pending = None  # (first line, separators so far) of a record whose quoted field is open
-    for number, line in enumerate(lines, start=header_lines + 1):
+    for number, line in enumerate(lines, start=first_line):
         if pending is None:
+            if line.startswith("!") and TABLE_END.match(line):
+                yield number, 0, 1
+                continue
             if QUOTE not in line:
                 if line.strip() or sep in line:  # pandas skips lines of blanks, but not of tabs in a TSV
                     yield number, line.count(sep) + 1, 1
@@ -236,22 +306,27 @@ def _records(lines, sep: str, header_lines: int):
         yield pending[0], pending[1] + 1, -1
 
 
-def _csv_records(path: Path, sep: str, headerless: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _csv_records(path: Path, sep: str, headerless: bool, preamble: int = 0,
+                 table_end: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same as `_records`, parsed by the csv module (slow; used only to confirm a fault)."""
     starts, fields, spans = [], [], []
-    consumed = 0
+    consumed = preamble
     with open_text(path) as handle:
+        for _ in range(preamble):
+            handle.readline()
         reader = csv.reader(handle, delimiter=sep)
         try:
             if not headerless:
                 next(reader)  # the header
-                consumed = reader.line_num
+                consumed = preamble + reader.line_num
             for row in reader:
+                if consumed + 1 == table_end:
+                    break
                 if row and not (len(row) == 1 and not row[0].strip()):
                     starts.append(consumed + 1)
                     fields.append(len(row))
-                    spans.append(reader.line_num - consumed)
-                consumed = reader.line_num
+                    spans.append(preamble + reader.line_num - consumed)
+                consumed = preamble + reader.line_num
         except csv.Error as err:  # a quoted field that runs on for more than csv.field_size_limit()
             raise InputError(path, f"a quoted field never ends ({err})", where=f"line {consumed + 1}",
                              hint='is a quote (") left open?') from None

@@ -123,42 +123,81 @@ def _has_values(matrix) -> bool:
 def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
-    matrix, rows, columns, unnamed, data_first_column, annotations, headerless = read_numeric_table(path, fmt)
-    if not len(columns):
-        words = [] if annotations is None else annotations.columns
+    table = read_numeric_table(path, fmt)
+    if not len(table.columns):
+        words = [] if table.annotations is None else table.annotations.columns
         raise InputError(path, f"no column of numbers: every column is mostly words ({_names(words)})",
                          hint="an expression table holds one number a cell; NA or an empty cell is a missing value")
-    if orientation == "auto" and headerless:
+    if orientation == "auto" and table.headerless:
         genes_as_rows, why = False, ("the file has no header line, so no names tell the axes apart: one row a "
                                      "sample, as a matrix without names is laid out (numpy.savetxt, scikit-learn)")
     elif orientation == "auto":
-        genes_as_rows, why = decide(rows, columns, path)
+        genes_as_rows, why = decide(table.rows, table.columns, path)
     else:
         genes_as_rows, why = orientation == "genes_as_rows", "set in the sheet"
-    samples, genes = (columns, rows) if genes_as_rows else (rows, columns)
-    require_unique(genes, path, "gene name")
+    matrix = table.values.T if genes_as_rows else table.values
+    samples, genes = (table.columns, table.rows) if genes_as_rows else (table.rows, table.columns)
+    counters = _read_counters(genes)
+    require_unique(genes[~counters], path, "gene name")
     require_unique(samples, path, "sample name")
-    adata = ad.AnnData(X=matrix.T if genes_as_rows else matrix)
+    adata = ad.AnnData(X=matrix)
     adata.obs_names, adata.var_names = samples.astype(str), genes.astype(str)
     meta(adata)["orientation"] = "genes_as_rows" if genes_as_rows else "samples_as_rows"
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
-    record_row_names(adata, len(rows), unnamed, data_first_column)
-    if headerless:
+    record_row_names(adata, len(table.rows), table.unnamed, table.data_first_column)
+    record_preamble(adata, table.preamble, table.table_end)
+    if table.headerless:
         record_decision(adata, "column names", "none in the file: line 1 is data, columns named by position "
                         "(V1, V2, ... as R names them)", "line 1 holds only numbers, some repeated or with fractions",
                         "put a header line of column names first")
-    _keep_annotations(adata, annotations, genes_as_rows)
-    return adata
+    _keep_annotations(adata, table.annotations, genes_as_rows, table.tool_columns)
+    return _drop_read_counters(adata, counters)
+
+
+# Rows that count reads no gene took: HTSeq-count's and STAR's (ReadsPerGene) summary lines, which
+# a table merged from their per-sample outputs keeps beside the genes (lower case here).
+READ_COUNTERS = frozenset({"__no_feature", "__ambiguous", "__too_low_aqual", "__not_aligned", "__alignment_not_unique",
+                           "n_unmapped", "n_multimapping", "n_nofeature", "n_ambiguous"})
+
+
+def _read_counters(genes: pd.Index) -> np.ndarray:
+    return genes.astype(str).str.lower().isin(READ_COUNTERS)
+
+
+def _drop_read_counters(adata: ad.AnnData, counters: np.ndarray) -> ad.AnnData:
+    """The table without HTSeq's / STAR's read counters, which are removed, counted and named on the page."""
+    if not counters.any():
+        return adata
+    names = list(adata.var_names[counters])
+    kept = adata[:, ~counters].copy()
+    record_decision(kept, "read counters", f"{len(names)} rows removed: {_names(names)}",
+                    "HTSeq-count and STAR write these summary lines beside the genes: they count reads that no "
+                    "gene took, and would be modelled as the most expressed genes",
+                    "rename a row in the file to keep it as a feature")
+    return kept
+
+
+def record_preamble(adata: ad.AnnData, preamble: int, table_end: int | None) -> None:
+    """Say on the page which lines around the table were not read as data."""
+    if preamble:
+        record_decision(adata, "lines before the header", f"{preamble} skipped (line{'s 1-' if preamble > 1 else ' '}{preamble})",
+                        "they start with '#', '!' or '^': comments and metadata, as featureCounts and GEO write them",
+                        "remove the marks to read such a line as the header or as data")
+    if table_end is not None:
+        record_decision(adata, "end of the table", f"line {table_end}", "GEO's end-of-table marker: nothing after "
+                        "it is read", "none: a second table after it is an error")
 
 
 # obs columns the pipeline writes itself: a text column of the file by such a name keeps it with "_file"
 RESERVED = ("split", "library_size", "series", "time")
 
 
-def _keep_annotations(adata: ad.AnnData, annotations: pd.DataFrame | None, genes_as_rows: bool) -> None:
-    """The file's text columns (sex, class, a gene's description) kept as they are, beside the
-    numbers: sample annotations (obs) when samples are rows, gene annotations (var) when genes are."""
+def _keep_annotations(adata: ad.AnnData, annotations: pd.DataFrame | None, genes_as_rows: bool,
+                      tool_columns: tuple = ()) -> None:
+    """The file's text columns (sex, class, a gene's description) and featureCounts' annotation
+    columns (`tool_columns`) kept as they are, beside the numbers: sample annotations (obs) when
+    samples are rows, gene annotations (var) when genes are."""
     if annotations is None or annotations.shape[1] == 0:
         return
     frame = adata.var if genes_as_rows else adata.obs
@@ -166,8 +205,14 @@ def _keep_annotations(adata: ad.AnnData, annotations: pd.DataFrame | None, genes
     for column in annotations.columns:
         name = f"{column}_file" if not genes_as_rows and str(column) in RESERVED else str(column)
         frame[name] = pd.Categorical(annotations[column].to_numpy(dtype=object))
-        names.append(name)
+        if column not in tool_columns:
+            names.append(name)
     record_text_columns(adata, names, "gene" if genes_as_rows else "sample")
+    if tool_columns:
+        record_decision(adata, "featureCounts columns", f"kept as {'gene' if genes_as_rows else 'sample'} "
+                        f"annotations, not modelled: {_names(tool_columns)}",
+                        "the header is laid out as featureCounts writes it (Geneid, Chr, Start, End, Strand, Length, "
+                        "then one column a sample)", "rename a column to model it as a sample")
 
 
 def record_text_columns(adata: ad.AnnData, names: list[str], kind: str) -> None:

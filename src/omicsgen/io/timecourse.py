@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ._table import TEXT_SHARE, first_column_is_data, numeric_shares, read_text_table, require_unique, to_numeric
-from .expression import record_row_names, record_text_columns
+from .expression import record_preamble, record_row_names, record_text_columns
 
 TIMECOURSE_FORMATS = ("csv", "tsv")
 REQUIRED = ("series", "time")
@@ -28,13 +28,14 @@ REQUIRED = ("series", "time")
 
 def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     table = read_text_table(path, fmt)
+    preamble, table_end = table.attrs["preamble"], table.attrs["table_end"]
     first_column, why = _unnamed_rows(table)
     if first_column is not None:
         table = table.reset_index()
         table.index = pd.RangeIndex(1, len(table) + 1).astype(str)
     wide = set(REQUIRED) <= set(table.index) and not set(REQUIRED) <= set(table.columns)
     samples = table.T if wide else table
-    where = _locator(table, wide)
+    where = _locator(table, wide, preamble)
     missing = [c for c in REQUIRED if c not in samples.columns]
     if missing:
         raise InputError(path, f"no column named {' or '.join(repr(c) for c in missing)}",
@@ -55,6 +56,7 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     adata = ad.AnnData(X=values, obs=obs)
     adata.var_names = genes.columns.astype(str)
     record_row_names(adata, len(table), [], first_column, why)
+    record_preamble(adata, preamble, table_end)
     record_text_columns(adata, [str(c) for c in annotation], "sample")
     order = np.lexsort((adata.obs["time"].to_numpy(), adata.obs["series"].to_numpy()))
     return adata[order].copy()
@@ -88,10 +90,11 @@ def _annotations(samples: pd.DataFrame, path: Path, where) -> pd.DataFrame:
     return obs
 
 
-def _locator(table: pd.DataFrame, wide: bool):
-    """Where sample `row`'s `field` stands in the file, for error messages."""
+def _locator(table: pd.DataFrame, wide: bool, preamble: int = 0):
+    """Where sample `row`'s `field` stands in the file, for error messages (`preamble`: lines
+    before the header)."""
     def where(row: int, field: str) -> str:
         if wide:
-            return f"line {table.index.get_loc(field) + 2}, column '{table.columns[row]}'"
-        return f"line {row + 2}, column '{field}'"
+            return f"line {preamble + table.index.get_loc(field) + 2}, column '{table.columns[row]}'"
+        return f"line {preamble + row + 2}, column '{field}'"
     return where
