@@ -137,7 +137,7 @@ def test_normalised_input_flagged(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("cell,g1,g2\nc1,1,2\nc2,3,abc\n", "line 3, column 'g2': 'abc' is not a number"),
     ("cell,g1,g2\nc1,1,inf\nc2,3,4\n", "line 2, column 'g2': infinite value"),
-    ("cell,g1,g1\nc1,1,2\nc2,3,4\n", "duplicate column name 'g1'"),
+    ("cell,Actb,Gapdh\ncell1,1,2\ncell2,3,4\ncell3,5,6\ncell1,7,8\n", "duplicate sample name 'cell1'"),
     ("cell;g1;g2\nc1;1,5;2\n", "single column.*separated by ';'"),
     ("cell,g1,g2\n", "header but no rows"),
     ("", "the file is empty"),
@@ -281,6 +281,12 @@ def test_timecourse_errors(tmp_path):
     adata = read_dataset(write(tmp_path / "e.tsv", commented.format("1")), "timecourse")
     decisions = {d["what"]: d["value"] for d in json.loads(adata.uns["omicsgen"]["decisions"])}
     assert decisions["lines before the header"] == "2 skipped (lines 1-2)" and adata.n_obs == 2
+    # a gene measured twice (two probes) stays two features; a repeated time column cannot be read
+    twice = read_dataset(write(tmp_path / "f.tsv", "sample\tseries\ttime\tg1\tg1\ns1\tp1\t0\t1\t5\ns2\tp1\t1\t2\t6\n"),
+                         "timecourse")
+    assert list(twice.var_names) == ["g1", "g1-1"] and twice.X[:, 1].tolist() == [5, 6]
+    with pytest.raises(InputError, match="duplicate column name 'time'"):
+        read_dataset(write(tmp_path / "g.tsv", "sample\tseries\ttime\ttime\tg1\ns1\tp1\t0\t0\t1\n"), "timecourse")
 
 
 # --- dispatch ----------------------------------------------------------------------------------

@@ -457,8 +457,8 @@ def test_text_columns_are_kept_as_annotations(tmp_path):
 def test_a_category_written_first_without_row_names(tmp_path):
     """scikit-learn's iris with the species first, written with index=False: a column whose words
     repeat throughout is a category, not row names (names are unique), so the rows are numbered and
-    the species kept as an annotation; a genes-as-rows table whose gene symbols repeat a few times
-    still stops naming the duplicate."""
+    the species kept as an annotation; gene symbols that repeat a few times are names, made unique
+    as scanpy does, on either axis; a repeated sample name still stops."""
     from sklearn.datasets import load_iris
 
     iris = load_iris(as_frame=True)
@@ -473,8 +473,15 @@ def test_a_category_written_first_without_row_names(tmp_path):
     genes = frame.iloc[:12, 1:].T.set_axis(["TP53", "TP53", "MYC", "EGFR"])
     genes.columns = [f"s{i}" for i in range(12)]
     genes.to_csv(tmp_path / "genes.csv")
-    with pytest.raises(InputError, match="duplicate gene name 'TP53'"):
-        read_dataset(tmp_path / "genes.csv", "expression", orientation="genes_as_rows")
+    for orientation, path in (("genes_as_rows", tmp_path / "genes.csv"), ("samples_as_rows", tmp_path / "samples.csv")):
+        genes.T.to_csv(tmp_path / "samples.csv")
+        adata = read_dataset(path, "expression", orientation=orientation)
+        assert list(adata.var_names) == ["TP53", "TP53-1", "MYC", "EGFR"] and adata.n_obs == 12
+        np.testing.assert_allclose(adata.X, genes.T.to_numpy(), rtol=1e-6)
+        assert decided(adata)["repeated feature names"]["value"].startswith("1 renamed")
+    genes.T.set_axis(["s0", "s0", *genes.columns[2:]]).to_csv(tmp_path / "twice.csv")
+    with pytest.raises(InputError, match="duplicate sample name 's0'"):
+        read_dataset(tmp_path / "twice.csv", "expression", orientation="samples_as_rows")
 
 
 # --- a new user's real tables (tests/unseen, see its README) -----------------------------------

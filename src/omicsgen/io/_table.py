@@ -146,6 +146,16 @@ def read_text_table(path: Path, fmt: str, structure: Structure | None = None) ->
 
 
 def _read_csv(path: Path, dtype, structure: Structure) -> pd.DataFrame:
+    """The table as pandas reads it, with the header's own column names: pandas renames a repeated
+    name ('g1' -> 'g1.1'); the reader decides what repeats mean on each axis (`unique_names`)."""
+    table = _parse_csv(path, dtype, structure)
+    names = structure.header[len(structure.header) - table.shape[1]:]  # R's header is one field short
+    if len(set(names)) < len(names):
+        table.columns = pd.Index(names)
+    return table
+
+
+def _parse_csv(path: Path, dtype, structure: Structure) -> pd.DataFrame:
     # pandas' C parser follows RFC 4180 quoting and drops a UTF-8 byte-order mark itself
     names = {"header": None, "names": structure.header} if structure.headerless else {}
     if structure.table_end is not None:
@@ -188,7 +198,6 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
         headerless = first_line_is_data(header)
         if headerless:
             header = [f"V{j}" for j in range(1, len(header) + 1)]  # as R names a headerless table's columns
-        require_unique(pd.Index(header[1:]), path, "column name")
         first_data_line = preamble + max(1, header_text.count("\n")) + 1
         first_record = [(preamble + 1, len(header), 1)] if headerless else []
         records = _records(itertools.chain(read_ahead, handle), sep, first_data_line)

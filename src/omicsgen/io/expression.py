@@ -28,6 +28,7 @@ def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str
         adata = _read_delimited(path, fmt, orientation)
     else:
         adata = choose_matrix(_read_container(path, fmt), matrix, path)
+        make_gene_names_unique(adata)  # 10x symbols repeat across distinct gene ids; the ids stay in var["gene_ids"]
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(path, f"the matrix is empty ({adata.n_obs} samples x {adata.n_vars} genes)")
     adata.X = _as_float32(adata.X)
@@ -137,11 +138,8 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
         genes_as_rows, why = orientation == "genes_as_rows", "set in the sheet"
     matrix = table.values.T if genes_as_rows else table.values
     samples, genes = (table.columns, table.rows) if genes_as_rows else (table.rows, table.columns)
-    counters = _read_counters(genes)
-    require_unique(genes[~counters], path, "gene name")
     require_unique(samples, path, "sample name")
-    adata = ad.AnnData(X=matrix)
-    adata.obs_names, adata.var_names = samples.astype(str), genes.astype(str)
+    adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=samples.astype(str)), var=pd.DataFrame(index=genes.astype(str)))
     meta(adata)["orientation"] = "genes_as_rows" if genes_as_rows else "samples_as_rows"
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
@@ -152,7 +150,9 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
                         "(V1, V2, ... as R names them)", "line 1 holds only numbers, some repeated or with fractions",
                         "put a header line of column names first")
     _keep_annotations(adata, table.annotations, genes_as_rows, table.tool_columns)
-    return _drop_read_counters(adata, counters)
+    adata = _drop_read_counters(adata, _read_counters(adata.var_names))
+    make_gene_names_unique(adata)
+    return adata
 
 
 # Rows that count reads no gene took: HTSeq-count's and STAR's (ReadsPerGene) summary lines, which
@@ -176,6 +176,21 @@ def _drop_read_counters(adata: ad.AnnData, counters: np.ndarray) -> ad.AnnData:
                     "gene took, and would be modelled as the most expressed genes",
                     "rename a row in the file to keep it as a feature")
     return kept
+
+
+def make_gene_names_unique(adata: ad.AnnData) -> None:
+    """Repeated feature names (gene symbols of distinct ids, several probes of one gene) made unique
+    as scanpy does ('TP53', 'TP53-1', ...), each kept as its own feature; said on the page."""
+    repeated = adata.var_names[adata.var_names.duplicated()]
+    if not len(repeated):
+        return
+    first = repeated[0]
+    adata.var_names_make_unique()
+    meta(adata)["renamed_duplicate_genes"] = len(repeated)
+    record_decision(adata, "repeated feature names", f"{len(repeated)} renamed with a suffix as scanpy does "
+                    f"(e.g. '{first}', '{first}-1')", f"{len(set(repeated))} names are given to several features "
+                    "(gene symbols of distinct ids, probes of one gene); each is kept as a feature of its own",
+                    "give every feature a unique name in the file (e.g. its Ensembl id), or sum the repeats first")
 
 
 def record_preamble(adata: ad.AnnData, preamble: int, table_end: int | None) -> None:
@@ -260,11 +275,6 @@ def _read_container(path: Path, fmt: str) -> ad.AnnData:
             adata = ad.read_zarr(path)
     except (OSError, KeyError, ValueError) as err:
         raise InputError(path, f"cannot be read as {fmt}: {err}") from None
-    duplicated = int(adata.var_names.duplicated().sum())
-    if duplicated:
-        # 10x symbols repeat across distinct gene ids; the ids stay in var["gene_ids"].
-        adata.var_names_make_unique()
-        meta(adata)["renamed_duplicate_genes"] = duplicated
     return adata
 
 

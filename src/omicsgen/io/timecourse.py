@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ._table import TEXT_SHARE, first_column_is_data, numeric_shares, read_text_table, require_unique, to_numeric
-from .expression import record_preamble, record_row_names, record_text_columns
+from .expression import make_gene_names_unique, record_preamble, record_row_names, record_text_columns
 
 TIMECOURSE_FORMATS = ("csv", "tsv")
 REQUIRED = ("series", "time")
@@ -36,6 +36,7 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     wide = set(REQUIRED) <= set(table.index) and not set(REQUIRED) <= set(table.columns)
     samples = table.T if wide else table
     where = _locator(table, wide, preamble)
+    require_unique(pd.Index([c for c in samples.columns if c in REQUIRED]), path, "column name")
     missing = [c for c in REQUIRED if c not in samples.columns]
     if missing:
         raise InputError(path, f"no column named {' or '.join(repr(c) for c in missing)}",
@@ -49,7 +50,6 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     genes = samples.drop(columns=[*REQUIRED, *annotation])
     if genes.shape[1] == 0:
         raise InputError(path, "no gene columns besides the annotations")
-    require_unique(genes.columns, path, "gene name")
     for column in annotation:
         obs[column] = samples[column].to_numpy()
     values = to_numeric(genes.T, path).T if wide else to_numeric(genes, path)
@@ -57,6 +57,7 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     adata.var_names = genes.columns.astype(str)
     record_row_names(adata, len(table), [], first_column, why)
     record_preamble(adata, preamble, table_end)
+    make_gene_names_unique(adata)
     record_text_columns(adata, [str(c) for c in annotation], "sample")
     order = np.lexsort((adata.obs["time"].to_numpy(), adata.obs["series"].to_numpy()))
     return adata[order].copy()
