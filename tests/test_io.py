@@ -124,9 +124,19 @@ def test_declared_counts_are_checked(tmp_path):
     with pytest.raises(InputError, match="sample 'c2', feature 'g1': declared counts, but -3 is negative"):
         read_dataset(path, "expression", values="counts")
     assert read_dataset(path, "expression", values="normalised").uns["omicsgen"]["input_scale"] == "normalised"
-    fractional = write(tmp_path / "f.csv", "cell,g1,g2\nc1,1,2.5\nc2,0,4\n")
-    with pytest.raises(InputError, match="2.5 is not a whole number"):
+    fractional = write(tmp_path / "f.csv", "cell,g1,g2\nc1,1,2.5\nc2,0,4.4\n")
+    with pytest.raises(InputError, match="2.5 is not a whole number.*estimated_counts"):
         read_dataset(fractional, "expression", values="counts")
+    auto = read_dataset(fractional, "expression")
+    why = json.loads(auto.uns["omicsgen"]["decisions"])[-1]["why"]
+    assert auto.uns["omicsgen"]["input_scale"] == "normalised" and "estimated_counts" in why
+    # Salmon / RSEM / kallisto estimated counts: rounded (half to even, as R's round), then counts
+    estimated = read_dataset(fractional, "expression", values="estimated_counts")
+    assert estimated.uns["omicsgen"]["input_scale"] == "counts"
+    np.testing.assert_array_equal(estimated.X.toarray() if sp.issparse(estimated.X) else estimated.X, [[1, 2], [0, 4]])
+    assert "2 values with a fraction rounded" in json.loads(estimated.uns["omicsgen"]["decisions"])[-1]["why"]
+    with pytest.raises(InputError, match="declared estimated counts, but -3 is negative"):
+        read_dataset(path, "expression", values="estimated_counts")
 
 
 def test_normalised_input_flagged(tmp_path):

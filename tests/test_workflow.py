@@ -259,3 +259,17 @@ def test_sheet_matrix_column_reaches_ingest(tmp_path, tiny_data):
     ingested = ad.read_h5ad(folder / "results" / "proc" / "ingested.h5ad")
     assert ingested.uns["omicsgen"]["input_scale"] == "counts"
     assert '"what": "matrix", "value": "counts"' in ingested.uns["omicsgen"]["decisions"]
+
+
+def test_sheet_values_estimated_counts_reaches_ingest(tmp_path, tiny_data):
+    """The sheet's `values: estimated_counts` passes the sheet's schema and reaches ingest (here on
+    whole counts in featureCounts' layout: nothing to round, and the page says so)."""
+    table = Path(__file__).parent / "unseen" / "marioni_featurecounts.txt"
+    folder = make_project(tmp_path / "run", tiny_data, [])
+    (folder / "config" / "datasets.tsv").write_text(
+        f"dataset\tmodality\tpath\tvalues\nfc\texpression\t{table}\testimated_counts\n")
+    result = snakemake(folder, "results/fc/ingested.h5ad")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ingested = ad.read_h5ad(folder / "results" / "fc" / "ingested.h5ad")
+    assert ingested.uns["omicsgen"]["input_scale"] == "counts"
+    assert "0 values with a fraction rounded" in ingested.uns["omicsgen"]["decisions"]

@@ -16,7 +16,9 @@ from ._table import read_numeric_table, require_unique
 from .orientation import ORIENTATIONS, decide
 
 EXPRESSION_FORMATS = ("csv", "tsv", "h5ad", "10x-h5", "10x-mtx", "zarr")
-VALUES = ("auto", "counts", "normalised")
+VALUES = ("auto", "counts", "estimated_counts", "normalised")
+# What `values` says of fractional values that may be estimated counts (Salmon, RSEM, kallisto).
+ESTIMATED = "estimated counts (Salmon, RSEM, kallisto)? set values to 'estimated_counts' to round them as DESeq2 does"
 
 
 def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str = "auto",
@@ -44,7 +46,7 @@ def label_values(adata: ad.AnnData, values: str, path: Path) -> None:
         raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
     scale, why = _input_scale(adata, values, path)
     meta(adata)["input_scale"] = scale
-    record_decision(adata, "values", scale, why, "the sheet's 'values' column (counts or normalised)")
+    record_decision(adata, "values", scale, why, "the sheet's 'values' column (counts, estimated_counts or normalised)")
 
 
 def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
@@ -54,6 +56,12 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
     if values == "normalised":
         return "normalised", "set in the sheet"
     negative, fraction = first_offending(adata.X)
+    if values == "estimated_counts":
+        if negative:
+            _raise_not_counts(adata, path, negative, "declared estimated counts")
+        rounded = _round_counts(adata)
+        return "counts", (f"set in the sheet (estimated counts: {rounded:,} values with a fraction rounded to whole "
+                          "numbers, as DESeq2 rounds tximport's counts; checked: none negative)")
     if values == "counts":
         if negative or fraction:
             _raise_not_counts(adata, path, negative or fraction, "declared counts")
@@ -61,7 +69,7 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
     if fraction:
         row, col, value = fraction
         return "normalised", (f"values with a fraction, the first {value:g} at sample '{adata.obs_names[row]}', "
-                              f"feature '{adata.var_names[col]}'")
+                              f"feature '{adata.var_names[col]}'{'; ' + ESTIMATED if not negative else ''}")
     if negative:
         _raise_not_counts(adata, path, negative, "every value is a whole number, as counts are")
     if not _has_values(adata.X):
@@ -69,12 +77,23 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
     return "counts", "every value is a whole number >= 0"
 
 
+def _round_counts(adata: ad.AnnData) -> int:
+    """X rounded to whole numbers in place (NaN stays missing); the number of values changed."""
+    values = adata.X.data if sp.issparse(adata.X) else adata.X
+    with np.errstate(invalid="ignore"):
+        changed = int(((values != np.round(values)) & ~np.isnan(values)).sum())
+    np.round(values, out=values)
+    if sp.issparse(adata.X):
+        adata.X.eliminate_zeros()
+    return changed
+
+
 def _raise_not_counts(adata: ad.AnnData, path: Path, cell: tuple[int, int, float], what: str):
     row, col, value = cell
     problem = "negative" if value < 0 else "not a whole number"
     hint = ("set values to 'normalised' in the sheet if the data are centred (z-scores, log ratios, delta Ct); "
             "counts cannot be negative" if value < 0 else
-            "set values to 'normalised' in the sheet if the data are not raw counts")
+            f"set values to 'normalised' in the sheet if the data are not raw counts; {ESTIMATED}")
     raise InputError(path, f"{what}, but {value:g} is {problem}",
                      where=f"sample '{adata.obs_names[row]}', feature '{adata.var_names[col]}'", hint=hint)
 
