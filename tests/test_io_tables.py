@@ -400,6 +400,37 @@ def test_hash_header_under_a_comment_and_errors_name_the_file_line(tmp_path, cel
         read_dataset(tmp_path / "typo.tsv", "expression", orientation="genes_as_rows")
 
 
+def test_geo_series_matrix_and_a_spreadsheets_trailing_delimiter(tmp_path, cells):
+    """A GEO series matrix: '!' metadata with blank lines between, quoted names, the end line. A
+    spreadsheet's CSV ends every line with a comma: that column, without a name or a value, is
+    left out and counted, not read as an empty sample."""
+    frame = cells.T.iloc[:15, :10].copy()
+    frame.columns = [f"GSM{100 + i}" for i in range(10)]
+    quoted = "\t".join(f'"{c}"' for c in frame.columns)
+    text = (f'!Series_title\t"LPS time course"\n\n!Sample_geo_accession\t{quoted}\n!series_matrix_table_begin\n'
+            f'"ID_REF"\t{quoted}\n' + "".join(f'"{g}"\t' + "\t".join(map(str, row)) + "\n"
+                                         for g, row in zip(frame.index, frame.to_numpy())) + "!series_matrix_table_end\n")
+    (tmp_path / "GSE1_series_matrix.txt").write_text(text)
+    adata = assert_reads_as(tmp_path / "GSE1_series_matrix.txt", frame.T)
+    assert decided(adata)["lines before the header"]["value"] == "4 skipped (lines 1-4)"
+    assert decided(adata)["end of the table"]["value"] == "line 21"
+    lines = ["gene," + ",".join(frame.columns) + ","] + [f"{g}," + ",".join(map(str, row)) + ","
+                                                        for g, row in zip(frame.index, frame.to_numpy())]
+    (tmp_path / "excel.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    adata = assert_reads_as(tmp_path / "excel.csv", frame.T)
+    assert decided(adata)["empty columns"]["value"] == "1 left out"
+
+
+def test_windows_1252_text_is_named_by_its_line(tmp_path, cells):
+    """A spreadsheet's plain 'CSV' on Windows writes an accented name in Windows-1252: the error names
+    the line and the byte, and says how to save it."""
+    frame = cells.iloc[:6, :5].copy()
+    frame.index = [*frame.index[:3], "tissue_é", *frame.index[4:]]
+    frame.to_csv(tmp_path / "cp1252.csv", encoding="cp1252")
+    with pytest.raises(InputError, match=r"line 5: bytes that are not UTF-8 text \(byte 0xe9\).*CSV UTF-8"):
+        read_dataset(tmp_path / "cp1252.csv", "expression")
+
+
 def test_htseq_read_counters_are_removed_and_named(tmp_path, cells):
     """A table merged from htseq-count outputs keeps its five summary lines beside the genes: they
     count reads, so they are removed, and the page names them."""

@@ -39,5 +39,19 @@ def open_text(path: Path):
             raise InputError(path, f"the gzip file is damaged or truncated ({err})",
                              hint="download or compress the file again") from None
         except UnicodeDecodeError:
-            raise InputError(path, "bytes that are not UTF-8 text",
-                             hint="check that the sheet points at the right file and format") from None
+            line, byte = _first_non_utf8(path)
+            raise InputError(path, f"bytes that are not UTF-8 text (byte 0x{byte:02x})", where=f"line {line}",
+                             hint="a spreadsheet's or an old tool's text may be Windows-1252 or Latin-1 (an accent in a "
+                                  "name): save it as 'CSV UTF-8'; else check that the sheet points at the right file "
+                                  "and format") from None
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int]:
+    """The line and the value of the first byte that is not UTF-8 (reads the file again: errors only)."""
+    with _open_binary(path) as raw:
+        data = raw.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return data.count(b"\n", 0, err.start) + 1, data[err.start]
+    return 1, 0

@@ -62,6 +62,7 @@ class Table(NamedTuple):
     preamble: int = 0  # lines skipped before the header
     table_end: int | None = None  # the line of GEO's end-of-table marker
     tool_columns: tuple = ()  # annotation columns of a known tool's layout (featureCounts'), numbers or not
+    empty_columns: int = 0  # columns without a name or a value (trailing delimiters), left out
 
 
 def read_numeric_table(path: Path, fmt: str) -> Table:
@@ -71,11 +72,15 @@ def read_numeric_table(path: Path, fmt: str) -> Table:
     tool_columns = featurecounts_columns(structure.header)
     dtypes = {name: str if name in tool_columns else np.float32 for name in structure.header[1:]}
     try:
-        table, first = _first_column_as_data(_read_csv(path, dtypes, structure))
+        table = _read_csv(path, dtypes, structure)
+        empty = table.attrs["empty_columns"]
+        table, first = _first_column_as_data(table)
         annotations, table = table.loc[:, tool_columns], table.drop(columns=tool_columns)
         values = table.to_numpy(dtype=np.float32)
     except ValueError:  # a cell is not a number: text columns, or a word to report
-        table, first = _first_column_as_data(read_text_table(path, fmt, structure))
+        table = read_text_table(path, fmt, structure)
+        empty = table.attrs["empty_columns"]
+        table, first = _first_column_as_data(table)
         text = (numeric_shares(table) < TEXT_SHARE) | table.columns.isin(tool_columns)
         annotations, table = table.loc[:, text], table.loc[:, ~text]
         values = to_numeric(table, path, structure.lines)
@@ -83,7 +88,7 @@ def read_numeric_table(path: Path, fmt: str) -> Table:
         _require_finite(values, table, path, structure.lines)
     rows, unnamed = _name_missing(table.index, structure.lines)
     return Table(values, rows, table.columns, unnamed, first, annotations if annotations.shape[1] else None,
-                 structure.headerless, structure.preamble, structure.table_end, tuple(tool_columns))
+                 structure.headerless, structure.preamble, structure.table_end, tuple(tool_columns), empty)
 
 
 def featurecounts_columns(header: list[str]) -> list[str]:
@@ -152,6 +157,11 @@ def _read_csv(path: Path, dtype, structure: Structure) -> pd.DataFrame:
     names = structure.header[len(structure.header) - table.shape[1]:]  # R's header is one field short
     if len(set(names)) < len(names):
         table.columns = pd.Index(names)
+    # A column without a name or a value is a trailing delimiter (spreadsheets end every line with one)
+    empty = [i for i, name in enumerate(names) if not name.strip() and table.iloc[:, i].isna().all()]
+    if empty:
+        table = table.iloc[:, [i for i in range(table.shape[1]) if i not in empty]]
+    table.attrs["empty_columns"] = len(empty)
     return table
 
 
@@ -217,11 +227,11 @@ def check_structure(path: Path, sep: str, fmt: str) -> Structure:
 
 def _skip_preamble(handle, sep: str) -> tuple[int, str, list[str]]:
     """(lines before the header, the header, lines read past it). Leading lines that start with
-    PREAMBLE are skipped; the last of them is the header when it starts with '#' and has as many
+    PREAMBLE (and blank lines among them) are skipped; the last of them is the header when it starts with '#' and has as many
     fields as the line after it (QIIME's '#OTU ID' header below '# Constructed from biom file')."""
     skipped = []
     line = handle.readline()
-    while line.startswith(PREAMBLE):
+    while line.startswith(PREAMBLE) or (skipped and line and not line.strip()):  # GEO leaves blank lines between
         skipped.append(line)
         line = handle.readline()
     if skipped and skipped[-1].startswith("#") and line.strip():

@@ -163,7 +163,7 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
     record_row_names(adata, len(table.rows), table.unnamed, table.data_first_column)
-    record_preamble(adata, table.preamble, table.table_end)
+    record_preamble(adata, table.preamble, table.table_end, table.empty_columns)
     if table.headerless:
         record_decision(adata, "column names", "none in the file: line 1 is data, columns named by position "
                         "(V1, V2, ... as R names them)", "line 1 holds only numbers, some repeated or with fractions",
@@ -212,8 +212,11 @@ def make_gene_names_unique(adata: ad.AnnData) -> None:
                     "give every feature a unique name in the file (e.g. its Ensembl id), or sum the repeats first")
 
 
-def record_preamble(adata: ad.AnnData, preamble: int, table_end: int | None) -> None:
-    """Say on the page which lines around the table were not read as data."""
+def record_preamble(adata: ad.AnnData, preamble: int, table_end: int | None, empty_columns: int = 0) -> None:
+    """Say on the page which lines around the table, and which empty columns, were not read as data."""
+    if empty_columns:
+        record_decision(adata, "empty columns", f"{empty_columns} left out", "no name in the header and no value in "
+                        "any row: a delimiter at the end of every line, as spreadsheets write", "none: they hold nothing")
     if preamble:
         record_decision(adata, "lines before the header", f"{preamble} skipped (line{'s 1-' if preamble > 1 else ' '}{preamble})",
                         "they start with '#', '!' or '^': comments and metadata, as featureCounts and GEO write them",

@@ -28,14 +28,14 @@ REQUIRED = ("series", "time")
 
 def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     table = read_text_table(path, fmt)
-    preamble, table_end = table.attrs["preamble"], table.attrs["table_end"]
+    not_data = table.attrs["preamble"], table.attrs["table_end"], table.attrs["empty_columns"]  # said on the page
     first_column, why = _unnamed_rows(table)
     if first_column is not None:
         table = table.reset_index()
         table.index = pd.RangeIndex(1, len(table) + 1).astype(str)
     wide = set(REQUIRED) <= set(table.index) and not set(REQUIRED) <= set(table.columns)
     samples = table.T if wide else table
-    where = _locator(table, wide, preamble)
+    where = _locator(table, wide, preamble=not_data[0])
     require_unique(pd.Index([c for c in samples.columns if c in REQUIRED]), path, "column name")
     missing = [c for c in REQUIRED if c not in samples.columns]
     if missing:
@@ -56,7 +56,7 @@ def read_timecourse(path: Path, fmt: str) -> ad.AnnData:
     adata = ad.AnnData(X=values, obs=obs)
     adata.var_names = genes.columns.astype(str)
     record_row_names(adata, len(table), [], first_column, why)
-    record_preamble(adata, preamble, table_end)
+    record_preamble(adata, *not_data)
     make_gene_names_unique(adata)
     record_text_columns(adata, [str(c) for c in annotation], "sample")
     order = np.lexsort((adata.obs["time"].to_numpy(), adata.obs["series"].to_numpy()))
