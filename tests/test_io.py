@@ -88,6 +88,20 @@ def test_protein_letters_in_dna_file(tmp_path):
         read_dataset(path, "sequence", alphabet="dna")
 
 
+def test_translations_lose_their_final_stop(tmp_path):
+    """Proteins as transeq or Prodigal write them (the unshipped globins, each ending in '*'): the
+    final stop is removed and counted on the page; a '*' inside a record stays, as an unknown residue."""
+    records = (Path(__file__).parent / "unseen" / "globins45.fa").read_text().split(">")[1:6]
+    title_and_residues = [(r.split("\n", 1)[0], r.split("\n", 1)[1].replace("\n", "")) for r in records]
+    text = "".join(f">{title}\n{residues}*\n" for title, residues in title_and_residues)
+    adata = read_dataset(write(tmp_path / "t.faa", text.replace("*", "*A*", 1)), "sequence")
+    assert adata.obs["length"].tolist() == [len(r) + 2 * (i == 0) for i, (_, r) in enumerate(title_and_residues)]
+    decisions = {d["what"]: d["value"] for d in json.loads(adata.uns["omicsgen"]["decisions"])}
+    assert decisions["stop codons"] == "the final '*' of 5 records removed"
+    first = adata.obsm["tokens"][0]
+    assert first[len(title_and_residues[0][1])] == alph.MISSING  # the inner '*'
+
+
 def test_binary_and_truncated_gzip(tmp_path):
     junk = tmp_path / "junk.fa"
     junk.write_bytes(bytes(range(256)) * 4)

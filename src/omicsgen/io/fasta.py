@@ -37,6 +37,12 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
     name, why = detect_alphabet(sequences) if alphabet == "auto" else (alphabet, "set in the sheet")
     if name not in alph.RESIDUES:
         raise InputError(path, f"unknown alphabet '{alphabet}'", hint="use dna, rna, protein or auto")
+    stops = 0
+    if name == "protein":  # translations end in '*' (transeq, Prodigal): a stop, not a residue
+        stripped = [sequence.rstrip(b"*") if sequence.endswith(b"*") and len(sequence) > 1 else sequence
+                    for sequence in sequences]
+        stops = sum(len(a) != len(b) for a, b in zip(sequences, stripped))
+        sequences = stripped
     tokens, lengths, gc = tokenize(path, ids, sequences, name)
     n_gapped = sum(b"-" in s or b"." in s for s in sequences)
     del sequences
@@ -49,6 +55,10 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
         record_decision(adata, "record ids", f"{len(renamed)} repeated ids renamed",
                         f"ids must be unique; a repeat gets .2, .3, ... ({', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''})",
                         "none: give the records unique ids in the file")
+    if stops:
+        record_decision(adata, "stop codons", f"the final '*' of {stops} records removed",
+                        "a translation ends at its stop codon: '*' there is not a residue (a '*' inside a record "
+                        "is kept, as an unknown residue)", "none: remove the '*' in the file to silence this")
     _record_alignment(adata, lengths, n_gapped)
     return adata
 
