@@ -245,18 +245,22 @@ def test_lint_is_clean(tmp_path, tiny_data):
     assert "Lints for" not in result.stdout + result.stderr
 
 
+def ingest_through_the_sheet(folder: Path, tiny_data, path: Path, column: str, value: str) -> ad.AnnData:
+    """One dataset `d` whose sheet row sets `column` to `value`, ingested by Snakemake."""
+    make_project(folder, tiny_data, [])
+    (folder / "config" / "datasets.tsv").write_text(f"dataset\tmodality\tpath\t{column}\nd\texpression\t{path}\t{value}\n")
+    result = snakemake(folder, "results/d/ingested.h5ad")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ad.read_h5ad(folder / "results" / "d" / "ingested.h5ad")
+
+
 def test_sheet_matrix_column_reaches_ingest(tmp_path, tiny_data):
     """A scanpy user's file: log values in X, counts in a layer; the sheet's `matrix` picks the layer."""
     cells = ad.read_h5ad(tiny_data["cells"])
     cells.layers["counts"] = cells.X.copy()
     cells.X = cells.X.log1p()
     cells.write_h5ad(tmp_path / "processed.h5ad")
-    folder = make_project(tmp_path / "run", tiny_data, [])
-    (folder / "config" / "datasets.tsv").write_text(
-        f"dataset\tmodality\tpath\tmatrix\nproc\texpression\t{tmp_path / 'processed.h5ad'}\tcounts\n")
-    result = snakemake(folder, "results/proc/ingested.h5ad")
-    assert result.returncode == 0, result.stderr[-3000:]
-    ingested = ad.read_h5ad(folder / "results" / "proc" / "ingested.h5ad")
+    ingested = ingest_through_the_sheet(tmp_path / "run", tiny_data, tmp_path / "processed.h5ad", "matrix", "counts")
     assert ingested.uns["omicsgen"]["input_scale"] == "counts"
     assert '"what": "matrix", "value": "counts"' in ingested.uns["omicsgen"]["decisions"]
 
@@ -265,11 +269,6 @@ def test_sheet_values_estimated_counts_reaches_ingest(tmp_path, tiny_data):
     """The sheet's `values: estimated_counts` passes the sheet's schema and reaches ingest (here on
     whole counts in featureCounts' layout: nothing to round, and the page says so)."""
     table = Path(__file__).parent / "unseen" / "marioni_featurecounts.txt"
-    folder = make_project(tmp_path / "run", tiny_data, [])
-    (folder / "config" / "datasets.tsv").write_text(
-        f"dataset\tmodality\tpath\tvalues\nfc\texpression\t{table}\testimated_counts\n")
-    result = snakemake(folder, "results/fc/ingested.h5ad")
-    assert result.returncode == 0, result.stderr[-3000:]
-    ingested = ad.read_h5ad(folder / "results" / "fc" / "ingested.h5ad")
+    ingested = ingest_through_the_sheet(tmp_path / "run", tiny_data, table, "values", "estimated_counts")
     assert ingested.uns["omicsgen"]["input_scale"] == "counts"
     assert "0 values with a fraction rounded" in ingested.uns["omicsgen"]["decisions"]
