@@ -375,6 +375,14 @@ def test_geo_gds_file_reads_its_one_table(tmp_path):
     assert steps["lines before the header"]["value"] == "104 skipped (lines 1-104)"
     assert steps["end of the table"]["value"] == "line 506" and list(adata.var.columns) == ["IDENTIFIER"]
     assert adata.obs_names[0] == "GSM11815" and adata.var_names[0] == "200000_s_at"
+    # its subsets are sample annotations, so the sheet's label can name one
+    rcc = "GSM11815,GSM11832,GSM12069,GSM12083,GSM12101,GSM12106,GSM12274,GSM12299,GSM12412".split(",")
+    assert sorted(adata.obs_names[adata.obs["disease state"] == "RCC"]) == sorted(rcc)
+    assert set(adata.obs["disease state"]) == {"RCC", "normal"} and "individual" in adata.obs
+    assert "disease state, individual" in steps["GEO sample annotations"]["value"]
+    from omicsgen.ingest import read_labels
+
+    assert list(read_labels(adata, "disease state", "expression", path)[:2]) == ["RCC", "RCC"]
     with gzip.open(path, "rt") as handle:
         text = handle.read()
     (tmp_path / "family.soft").write_text(text + "^SAMPLE = GSM11815\n!sample_table_begin\nID_REF\tVALUE\n")
@@ -407,13 +415,16 @@ def test_geo_series_matrix_and_a_spreadsheets_trailing_delimiter(tmp_path, cells
     frame = cells.T.iloc[:15, :10].copy()
     frame.columns = [f"GSM{100 + i}" for i in range(10)]
     quoted = "\t".join(f'"{c}"' for c in frame.columns)
-    text = (f'!Series_title\t"LPS time course"\n\n!Sample_geo_accession\t{quoted}\n!series_matrix_table_begin\n'
+    tissues = "\t".join(f'"tissue: {t}"' for t in ["liver", "kidney"] * 5)
+    text = (f'!Series_title\t"LPS time course"\n\n!Sample_geo_accession\t{quoted}\n'
+            f'!Sample_characteristics_ch1\t{tissues}\n!series_matrix_table_begin\n'
             f'"ID_REF"\t{quoted}\n' + "".join(f'"{g}"\t' + "\t".join(map(str, row)) + "\n"
                                          for g, row in zip(frame.index, frame.to_numpy())) + "!series_matrix_table_end\n")
     (tmp_path / "GSE1_series_matrix.txt").write_text(text)
     adata = assert_reads_as(tmp_path / "GSE1_series_matrix.txt", frame.T)
-    assert decided(adata)["lines before the header"]["value"] == "4 skipped (lines 1-4)"
-    assert decided(adata)["end of the table"]["value"] == "line 21"
+    assert decided(adata)["lines before the header"]["value"] == "5 skipped (lines 1-5)"
+    assert decided(adata)["end of the table"]["value"] == "line 22"
+    assert list(adata.obs["tissue"][:3]) == ["liver", "kidney", "liver"]
     lines = ["gene," + ",".join(frame.columns) + ","] + [f"{g}," + ",".join(map(str, row)) + ","
                                                         for g, row in zip(frame.index, frame.to_numpy())]
     (tmp_path / "excel.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())

@@ -53,7 +53,8 @@ CORPUS = {
 # What the user writes in the sheet after a first run stopped and said to: lung_clinical holds whole
 # numbers and a negative weight loss, which `values: auto` refuses to guess about (the message names
 # the cell; test_whole_numbers_with_a_negative_stop_with_the_cell below).
-SHEET_EXTRA = {"lung_clinical": {"values": "normalised"}}
+# renal_gds507: GEO's subsets become sample annotations, and the user names one as the label.
+SHEET_EXTRA = {"lung_clinical": {"values": "normalised"}, "renal_gds507": {"label": "disease state"}}
 # what the values are, as any reader of the file can tell (negative values are never counts)
 VALUE_KIND = {"guo_qpcr": "normalised", "khan_srbct": "normalised", "metabolites_cold": "normalised",
               "marioni_counts": "counts", "lung_otus": "counts", "marioni_featurecounts": "counts",
@@ -69,9 +70,9 @@ def run_as_new_user(folder: Path) -> subprocess.CompletedProcess:
     (folder / "config").mkdir(parents=True)
     shutil.copy(ROOT / "config" / "config.yaml", folder / "config" / "config.yaml")
     shutil.copytree(UNSEEN, folder / "data", ignore=shutil.ignore_patterns("README.md"))
-    sheet = "dataset\tmodality\tpath\tvalues\n" + "".join(
-        f"{name}\t{modality}\tdata/{file}\t{SHEET_EXTRA.get(name, {}).get('values', '')}\n"
-        for name, (modality, file, _) in CORPUS.items())
+    sheet = "dataset\tmodality\tpath\tvalues\tlabel\n" + "".join(
+        f"{name}\t{modality}\tdata/{file}\t{SHEET_EXTRA.get(name, {}).get('values', '')}"
+        f"\t{SHEET_EXTRA.get(name, {}).get('label', '')}\n" for name, (modality, file, _) in CORPUS.items())
     (folder / "my.tsv").write_text(sheet)
     (folder / "sizes.yaml").write_text(yaml.safe_dump(SIZES))
     # the rules call the `omicsgen` command installed beside this Python
@@ -189,6 +190,15 @@ def test_the_page_says_which_lines_were_not_data(unseen_run, dataset, skipped):
     page = folder / "results" / dataset / "report.html"
     assert page.is_file(), _why_missing(folder, dataset)
     assert "lines before the header" in page.read_text() and skipped in page.read_text()
+
+
+def test_a_geo_subset_named_as_the_label_conditions_the_models(unseen_run):
+    """GDS507's 'disease state' subset (RCC / normal), named in the sheet's label column: the
+    conditional VAE runs and generates both labels."""
+    folder, _ = unseen_run
+    samples = folder / "results" / "renal_gds507" / "cvae" / "samples.h5ad"
+    assert samples.is_file(), _why_missing(folder, "renal_gds507")
+    assert set(ad.read_h5ad(samples).obs["label"].astype(str)) == {"RCC", "normal"}
 
 
 def _why_missing(folder: Path, dataset: str) -> str:

@@ -13,6 +13,7 @@ from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
 from ._table import read_numeric_table, require_unique
+from .geo import geo_annotations
 from .orientation import ORIENTATIONS, decide
 
 EXPRESSION_FORMATS = ("csv", "tsv", "h5ad", "10x-h5", "10x-mtx", "zarr")
@@ -169,6 +170,8 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
                         "(V1, V2, ... as R names them)", "line 1 holds only numbers, some repeated or with fractions",
                         "put a header line of column names first")
     _keep_annotations(adata, table.annotations, genes_as_rows, table.tool_columns)
+    if table.preamble:
+        _keep_geo_annotations(adata, geo_annotations(path, table.preamble))
     adata = _drop_read_counters(adata, _read_counters(adata.var_names))
     make_gene_names_unique(adata)
     return adata
@@ -250,6 +253,21 @@ def _keep_annotations(adata: ad.AnnData, annotations: pd.DataFrame | None, genes
                         f"annotations, not modelled: {_names(tool_columns)}",
                         "the header is laid out as featureCounts writes it (Geneid, Chr, Start, End, Strand, Length, "
                         "then one column a sample)", "rename a column to model it as a sample")
+
+
+def _keep_geo_annotations(adata: ad.AnnData, geo: pd.DataFrame | None) -> None:
+    """GEO's sample metadata (`io.geo`) as sample annotations, when the table's samples are its accessions."""
+    if geo is None or not adata.obs_names.isin(geo.index).all():
+        return
+    names = []
+    for column in geo.columns:
+        name = f"{column}_file" if column in RESERVED or column in adata.obs else str(column)
+        adata.obs[name] = geo[column].reindex(adata.obs_names).to_numpy()
+        names.append(name)
+    record_decision(adata, "GEO sample annotations", f"kept as sample annotations, not modelled: {_names(names)}",
+                    "GEO's metadata above the table describes each sample (a GDS file's subsets, a series "
+                    "matrix's titles and characteristics)", "name one in the sheet's 'label' column to condition "
+                    "models on it")
 
 
 def record_text_columns(adata: ad.AnnData, names: list[str], kind: str) -> None:
