@@ -131,3 +131,40 @@ def test_baselines_log_each_method_and_its_time(tmp_path, caplog, monkeypatch):
                    for line in lines), (name, lines)
     assert any(re.fullmatch(r"the real-data reference .* in \d+\.\d s", line) for line in lines), lines
     assert any(line.startswith("baseline linear: forecasts scored in ") for line in lines), lines
+
+
+def test_svd_on_a_wide_table_takes_the_thin_side(monkeypatch):
+    """A microarray of 17 samples and 400 probes (GEOquery's GDS507, unshipped): the rank-10
+    projection from the rows' thin SVD is the one the genes x genes Gram matrix gives, without
+    that matrix (22,645 probes: 4 GB and hours of eigendecomposition)."""
+    from pathlib import Path
+
+    from omicsgen.io import read_dataset
+
+    adata = read_dataset(Path(__file__).parent / "unseen" / "renal_gds507.soft.gz", "expression")
+    values = np.log2(np.asarray(adata.X, dtype=np.float64) + 1)
+    centre = values.mean(axis=0)
+    chunks = [slice(0, len(values))]
+    monkeypatch.setattr(methods, "THIN_SVD_GENES", 100)  # 400 probes here; real microarrays hold 20,000
+    _, vectors = np.linalg.eigh((values - centre).T @ (values - centre))
+    gram = vectors[:, ::-1][:, :10]
+    with monkeypatch.context() as patch:  # the genes x genes path is not taken
+        patch.setattr(np.linalg, "eigh", lambda matrix: pytest.fail(f"eigh of {matrix.shape}"))
+        thin = methods._top_right_vectors(values, centre, 10, chunks)
+    assert thin.shape == (400, 10)
+    np.testing.assert_allclose(thin @ thin.T, gram @ gram.T, atol=1e-8)
+    observed = values.copy()
+    observed[np.random.default_rng(0).random(values.shape) < 0.1] = np.nan
+    filled = methods.svd_impute(observed)
+    assert np.isfinite(filled).all() and np.array_equal(filled[~np.isnan(observed)], values[~np.isnan(observed)])
+
+
+def test_regression_baselines_skip_tables_too_wide_for_them(monkeypatch):
+    """Past REGRESSION_MAX_FEATURES features (a 20,000-probe microarray) iterative, MICE and
+    MissForest are skipped with the size of the correlation matrix as the reason; the others fill."""
+    adata = make_expression(n_obs=60, n_genes=24)
+    monkeypatch.setattr(methods, "REGRESSION_MAX_FEATURES", 20)
+    fills, skipped, _ = methods.fit_numeric_fills(adata, seed=0)
+    assert set(skipped) == {"iterative", "mice", "missforest"}
+    assert "each of the 24 features" in skipped["mice"] and "correlation matrix alone is 0.0 GB" in skipped["mice"]
+    assert {"mean", "median", "knn", "svd"} <= set(fills)

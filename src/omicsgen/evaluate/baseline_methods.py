@@ -193,14 +193,7 @@ def svd_impute(observed: np.ndarray, rank: int = 10, n_iter: int = 20, tol: floa
     chunks = [slice(start, start + SVD_CHUNK) for start in range(0, len(filled), SVD_CHUNK)]
     for _ in range(n_iter):
         centre = filled.mean(axis=0)
-        # The top right singular vectors from the genes x genes Gram matrix: the same projection
-        # as a truncated SVD, far cheaper when rows outnumber genes.
-        gram = np.zeros((filled.shape[1], filled.shape[1]))
-        for rows in chunks:
-            centred = filled[rows] - centre
-            gram += centred.T @ centred
-        _, vectors = np.linalg.eigh(gram)
-        top = vectors[:, ::-1][:, :rank]
+        top = _top_right_vectors(filled, centre, rank, chunks)
         for rows in chunks:  # a row's reconstruction needs only its own row: rows are replaced in place
             block, hidden = filled[rows], unobserved[rows]
             block[hidden] = (((block - centre) @ top) @ top.T + centre)[hidden]
@@ -215,6 +208,25 @@ def svd_impute(observed: np.ndarray, rank: int = 10, n_iter: int = 20, tol: floa
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanmin(observed, axis=0), np.nanmax(observed, axis=0)
     return np.clip(filled, np.where(np.isfinite(low), low, -np.inf), np.where(np.isfinite(high), high, np.inf), out=filled)
+
+
+THIN_SVD_GENES = 1000
+
+
+def _top_right_vectors(filled: np.ndarray, centre: np.ndarray, rank: int, chunks: list[slice]) -> np.ndarray:
+    """The top `rank` right singular vectors of the centred matrix (genes x rank). From the genes x
+    genes Gram matrix when rows outnumber genes (a chunk of rows at a time: no rows x genes copy);
+    from a thin SVD when genes outnumber rows (a 17-sample microarray of 22,645 probes: the Gram
+    matrix would be 4 GB and its eigendecomposition hours, 20 times over). Up to THIN_SVD_GENES genes
+    both are quick, and the Gram path stays, so the fills of earlier runs stand to the last digit."""
+    if len(filled) < filled.shape[1] > THIN_SVD_GENES:
+        return np.linalg.svd(filled - centre, full_matrices=False)[2][:rank].T
+    gram = np.zeros((filled.shape[1], filled.shape[1]))
+    for rows in chunks:
+        centred = filled[rows] - centre
+        gram += centred.T @ centred
+    _, vectors = np.linalg.eigh(gram)
+    return vectors[:, ::-1][:, :rank]
 
 
 def interpolate_series(observed: np.ndarray, series: np.ndarray, times: np.ndarray, fallback: np.ndarray, how: str) -> np.ndarray:
@@ -437,6 +449,10 @@ def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # rows, or they keep every row: kNN); mean, median and SVD use every training row.
 CAPPED = ("knn", "iterative", "mice", "missforest", "magic")
 NEEDS_TWO_FEATURES = ("iterative", "mice", "missforest")  # each feature regressed on the others
+# Beyond this many features those three are not run: IterativeImputer ranks neighbours from the
+# features x features correlation matrix (a 20,000-probe microarray: 3.2 GB, 6 GB at the peak of
+# one job, measured on GDS507's 22,645) and fits one model a feature a round.
+REGRESSION_MAX_FEATURES = 5000
 
 
 def numeric_fills(adata: ad.AnnData, seed: int = 0, max_train_rows: int | None = None) -> dict[str, np.ndarray]:
@@ -543,6 +559,10 @@ def _too_small(name: str, n_fit: int, n_test: int, n_features: int, n_graph: int
         return "there are no training rows to fit on"
     if name in NEEDS_TWO_FEATURES and n_features < 2:
         return f"it regresses each feature on the others, and the data have {n_features} feature"
+    if name in NEEDS_TWO_FEATURES and n_features > REGRESSION_MAX_FEATURES:
+        return (f"it regresses each of the {n_features:,} features on its most correlated ones: the {n_features:,}² "
+                f"correlation matrix alone is {n_features ** 2 * 8 / 1e9:.1f} GB (run at most "
+                f"{REGRESSION_MAX_FEATURES:,} features)")
     if name == "magic":
         return magic_too_small(n_graph)
     return None
