@@ -374,6 +374,7 @@ def test_geo_gds_file_reads_its_one_table(tmp_path):
     steps = decided(adata)
     assert steps["lines before the header"]["value"] == "104 skipped (lines 1-104)"
     assert steps["end of the table"]["value"] == "line 506" and list(adata.var.columns) == ["IDENTIFIER"]
+    assert "estimated_counts" not in steps["values"]["why"]  # intensities without a zero are no read counts
     assert adata.obs_names[0] == "GSM11815" and adata.var_names[0] == "200000_s_at"
     # its subsets are sample annotations, so the sheet's label can name one
     rcc = "GSM11815,GSM11832,GSM12069,GSM12083,GSM12101,GSM12106,GSM12274,GSM12299,GSM12412".split(",")

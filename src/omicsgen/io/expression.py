@@ -70,12 +70,20 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
     if fraction:
         row, col, value = fraction
         return "normalised", (f"values with a fraction, the first {value:g} at sample '{adata.obs_names[row]}', "
-                              f"feature '{adata.var_names[col]}'{'; ' + ESTIMATED if not negative else ''}")
+                              f"feature '{adata.var_names[col]}'{'; ' + ESTIMATED if _may_be_estimated(adata.X, negative) else ''}")
     if negative:
         _raise_not_counts(adata, path, negative, "every value is a whole number, as counts are")
     if not _has_values(adata.X):
         return "normalised", "no values at all (every cell is missing)"
     return "counts", "every value is a whole number >= 0"
+
+
+def _may_be_estimated(matrix, negative) -> bool:
+    """Fractional values that may be estimated counts: none negative, and zeros (genes no read
+    reached), which intensities and normalised levels rarely hold."""
+    if negative:
+        return False
+    return (matrix.nnz < matrix.shape[0] * matrix.shape[1]) if sp.issparse(matrix) else bool((matrix == 0).any())
 
 
 def _round_counts(adata: ad.AnnData) -> int:
