@@ -2,11 +2,13 @@
 
 Tables come as spreadsheets, R and pandas write them: RFC 4180 quoting (a quoted field may hold
 the separator, a doubled quote or a line break), a UTF-8 byte-order mark, Windows line endings,
-and R's header without the row-name column. A first streaming pass checks the structure (unique
-header, one value per column in every record), which pandas would otherwise repair silently;
-pandas then parses the numbers in C. Only when a cell is not a number is the table re-read as
-text: columns whose cells are mostly words (sex, class, a gene's description) are annotations,
-kept beside the numbers; a word in a column of numbers is an error that names its cell.
+and R's header without the row-name column; and as counting tools and GEO write them: metadata
+lines before the header (featureCounts, GEO SOFT and series matrix files, QIIME), GEO's
+end-of-table line, featureCounts' annotation columns. A first streaming pass checks the structure
+(one value per column in every record), which pandas would otherwise repair silently; pandas then
+parses the numbers in C. Only when a cell is not a number is the table re-read as text: columns
+whose cells are mostly words (sex, class, a gene's description) are annotations, kept beside the
+numbers; a word in a column of numbers is an error that names its cell.
 """
 
 from __future__ import annotations
@@ -152,7 +154,8 @@ def read_text_table(path: Path, fmt: str, structure: Structure | None = None) ->
 
 def _read_csv(path: Path, dtype, structure: Structure) -> pd.DataFrame:
     """The table as pandas reads it, with the header's own column names: pandas renames a repeated
-    name ('g1' -> 'g1.1'); the reader decides what repeats mean on each axis (`unique_names`)."""
+    name ('g1' -> 'g1.1'); the reader decides what a repeat means on each axis (a gene's is made
+    unique, `expression.make_gene_names_unique`; a sample's is an error)."""
     table = _parse_csv(path, dtype, structure)
     names = structure.header[len(structure.header) - table.shape[1]:]  # R's header is one field short
     if len(set(names)) < len(names):
@@ -187,7 +190,7 @@ def _parse_csv(path: Path, dtype, structure: Structure) -> pd.DataFrame:
 
 def check_structure(path: Path, sep: str, fmt: str) -> Structure:
     """The header's fields and where each record starts, after checking that the table is a
-    rectangle with unique column names."""
+    rectangle; lines before the header (PREAMBLE) and after GEO's end-of-table line are left out."""
     with open_text(path) as handle:
         preamble, header_text, read_ahead = _skip_preamble(handle, sep)
         if not header_text.strip():
