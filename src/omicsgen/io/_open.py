@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import io
@@ -46,12 +47,17 @@ def open_text(path: Path):
                                   "and format") from None
 
 
-def _first_non_utf8(path: Path) -> tuple[int, int]:
-    """The line and the value of the first byte that is not UTF-8 (reads the file again: errors only)."""
+def _first_non_utf8(path: Path, chunk: int = 1 << 20) -> tuple[int, int]:
+    """The line and the value of the first byte that is not UTF-8 (reads the file again, a chunk at
+    a time: errors only)."""
+    decoder, lines = codecs.getincrementaldecoder("utf-8")(), 1
     with _open_binary(path) as raw:
-        data = raw.read()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return data.count(b"\n", 0, err.start) + 1, data[err.start]
-    return 1, 0
+        while data := raw.read(chunk):
+            pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
+            try:
+                decoder.decode(data)
+            except UnicodeDecodeError as err:
+                at = max(0, err.start - pending)
+                return lines + data.count(b"\n", 0, at), data[at]
+            lines += data.count(b"\n")
+    return lines, 0
