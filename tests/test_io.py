@@ -190,6 +190,13 @@ def test_h5ad_and_10x_h5(tmp_path, tiny_data):
     tenx = read_dataset(path, "expression")
     assert list(tenx.var_names) == ["GeneA", "GeneB"] and tenx.n_obs == 3
     np.testing.assert_array_equal(tenx.X.toarray(), [[1, 0], [0, 3], [2, 0]])
+    # a symbol two gene ids share: both kept, the second renamed, and the page says so
+    write_10x_h5(path, sp.csc_matrix(np.array([[1, 0, 2], [0, 3, 0]], dtype=np.int32)),
+                 ["AAAC-1", "AAAG-1", "AAAT-1"], ["ENSG1", "ENSG2"], ["GeneA", "GeneA"])
+    tenx = read_dataset(path, "expression")
+    assert list(tenx.var_names) == ["GeneA", "GeneA-1"] and list(tenx.var["gene_ids"]) == ["ENSG1", "ENSG2"]
+    decisions = {d["what"]: d["value"] for d in json.loads(tenx.uns["omicsgen"]["decisions"])}
+    assert decisions["repeated feature names"].startswith("1 renamed")
 
 
 def test_h5ad_matrix_chosen_among_x_raw_and_layers(tmp_path, tiny_data):
