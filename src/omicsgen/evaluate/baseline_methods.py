@@ -450,8 +450,8 @@ def _draw(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 CAPPED = ("knn", "iterative", "mice", "missforest", "magic")
 NEEDS_TWO_FEATURES = ("iterative", "mice", "missforest")  # each feature regressed on the others
 # Beyond this many features those three are not run: IterativeImputer ranks neighbours from the
-# features x features correlation matrix (a 20,000-probe microarray: 3.2 GB, 6 GB at the peak of
-# one job, measured on GDS507's 22,645) and fits one model a feature a round.
+# features x features correlation matrix (20,000 probes: 3.2 GB of float64; MICE on GDS507's 22,645
+# held 6.2 GB after 22 s of CPU, when it was stopped) and fits one model a feature a round.
 REGRESSION_MAX_FEATURES = 5000
 
 
