@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -294,7 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def _reuse_freed_memory() -> None:
+    """Let glibc keep freed blocks of up to 128 MB for reuse. By default a block over 32 MB is
+    mapped from the kernel and unmapped on free, so torch's per-step buffers of that size (an
+    LSTM's over 200 positions) were faulted in afresh on every step: a fifth of that job's CPU
+    (bench/figures.md). Elsewhere (macOS, musl) there is no mallopt and nothing changes."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    if mallopt(M_MMAP_THRESHOLD, 128 << 20):  # 0: this glibc caps the threshold; keep its own
+        mallopt(M_TRIM_THRESHOLD, 256 << 20)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _reuse_freed_memory()
     # One OpenMP / BLAS thread unless the caller says otherwise (the rules that run torch pass
     # `threads:`): threads that spin on cores shared with other jobs slow a job down 7x (bench/threads.py).
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -88,6 +88,9 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
     lightning.seed_everything(seed, workers=True)
     torch.use_deterministic_algorithms(True)
+    # Deterministic mode also fills every new tensor with NaN, a check for reads of uninitialised
+    # memory that no kernel we use makes; it cost the LSTM 15% of a step (bench/figures.md).
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         model = trainable(cls).from_data(dense_train_view(adata), **model_hparams)  # starting values from train rows
     except ValueError as err:  # hyper-parameters the data cannot support (e.g. nb without counts)
