@@ -345,7 +345,14 @@ def run() -> None:
     logs need flushing.
     An uncaught error still exits the usual way, with its traceback; so does a run under a
     profiler or coverage tracer, which write their data at exit."""
-    code = main()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as `main` sets it, so a worker's jobs match
+    code = None
+    if os.environ.get("OMICSGEN_WORKER") and sys.getprofile() is None and sys.gettrace() is None:
+        from .worker import run_in_worker
+
+        code = run_in_worker(sys.argv[1:])
+    if code is None:
+        code = main()
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     logging.shutdown()

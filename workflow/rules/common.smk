@@ -8,7 +8,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from omicsgen.choose import as_records, choose_models, chosen, parse_sheet_models
-from omicsgen import slurm
+from omicsgen import slurm, worker
 from omicsgen.models.catalog import CATALOG, can
 from omicsgen.sweep import expand_models
 
@@ -22,6 +22,12 @@ for user_file in workflow.overwrite_configfiles or []:
         if section in user_config:
             config[section] = user_config[section]
 config["models"] = {**config["models"], **config.pop("extra_models", {})}
+
+
+onstart:
+    # Local jobs fork from one process that imported torch & co. once (omicsgen.worker).
+    if workflow.local_exec and config.get("worker", True):
+        worker.start()
 
 validate(config, schema="../schemas/config.schema.yaml")
 

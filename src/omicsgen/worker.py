@@ -1,0 +1,221 @@
+"""A warm worker for local runs. A fresh `omicsgen` process spends 1-4 s of CPU importing torch,
+Lightning, anndata and scanpy before it reads a byte (bench/figures.md: train 3.7 s, generate
+and impute 1.9 s), and the default run starts 79 of them. The Snakefile starts one worker that
+imports these once; each `omicsgen` command then hands its arguments, directory, environment and
+standard streams to it, and it forks a child that runs the command as the fresh process would.
+The child is a copy of a process that only imported modules, so no job sees another's state.
+
+A command runs in a fresh process as before when no worker answers (a cluster node, a run
+outside Snakemake), when the worker runs another installation, or when the job's thread
+settings differ from the worker's (numpy's BLAS reads them at import). If the command's process
+dies (Snakemake cancels the job), its child stops; if Snakemake dies, the worker stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+
+ENV = "OMICSGEN_WORKER"  # the socket's path, set for the jobs of a local Snakemake run
+# Imported once in the worker: the stages and what their functions import when they run
+# (optional ones, such as magic, are skipped where they are not installed).
+PRELOAD = ("torch", "lightning.pytorch", "anndata", "anndata.io", "h5py", "scanpy", "scipy.stats", "scipy.special",
+           "sklearn.decomposition", "sklearn.ensemble", "sklearn.experimental.enable_iterative_imputer",
+           "sklearn.impute", "sklearn.linear_model", "sklearn.mixture", "sklearn.model_selection",
+           "sklearn.neighbors", "umap", "magic", "omicsgen.choose", "omicsgen.complete", "omicsgen.evaluate",
+           "omicsgen.evaluate.scores", "omicsgen.generate", "omicsgen.impute", "omicsgen.ingest", "omicsgen.mask",
+           "omicsgen.models.registry", "omicsgen.papers", "omicsgen.preprocess", "omicsgen.provenance",
+           "omicsgen.report", "omicsgen.train")
+# Read when a library loads (thread pools, numba's cache), so a job must share the worker's values.
+IMPORT_TIME_ENV = ("OMP_NUM_THREADS", "MKL_", "OPENBLAS_", "NUMBA_")
+ACCEPTED, REFUSED = b"A", b"R"
+_HEADER = struct.Struct("!I")
+
+
+def identity() -> dict:
+    """What a job and the worker must share to run the same code the same way."""
+    import omicsgen
+
+    return {"python": os.path.realpath(sys.executable), "package": os.path.dirname(os.path.abspath(omicsgen.__file__)),
+            "env": {"OMP_NUM_THREADS": "1"} | {k: v for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV)}}
+
+
+# ---- the command's side -----------------------------------------------------------------------
+def run_in_worker(argv: list[str]) -> int | None:
+    """Run `omicsgen argv` in the worker named by $OMICSGEN_WORKER and return its exit code;
+    None when no worker takes it (the caller then runs it itself)."""
+    path = os.environ.get(ENV)
+    if not path:
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "environ": dict(os.environ),
+                              "identity": identity()}).encode()
+        socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
+        if conn.recv(1) != ACCEPTED:
+            return None
+        reply = _recv_exactly(conn, _HEADER.size)
+    except OSError:  # no worker at that path, or it went away before accepting
+        return None
+    finally:
+        conn.close()
+    if reply is None:
+        print("omicsgen: error: the worker running this command died", file=sys.stderr)
+        return 1
+    return _HEADER.unpack(reply)[0]
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+# ---- the worker's side ------------------------------------------------------------------------
+def serve(path: str, parent: int) -> None:
+    """Import PRELOAD, then fork a child for each command that connects to `path`, until
+    process `parent` (Snakemake) is gone or a SIGTERM."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    import torch
+
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # its first optimizer imports torch._dynamo (1.2 s)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while os.getppid() == parent:
+            for _ in selector.select(timeout=1.0):
+                conn, _ = listener.accept()
+                if os.fork() == 0:
+                    listener.close()
+                    _child(conn)  # never returns
+                conn.close()
+            _reap(os.WNOHANG)
+    except SystemExit:
+        pass
+    listener.close()
+    _reap(0)  # the jobs' CPU time then counts in the worker's, and so in Snakemake's
+
+
+def _stop(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+def _reap(options: int) -> None:
+    try:
+        while os.waitpid(-1, options)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _child(conn: socket.socket) -> None:
+    code = 1
+    try:
+        message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+        size = _HEADER.unpack(message[: _HEADER.size])[0]
+        body = message[_HEADER.size :]
+        while len(body) < size:
+            body += conn.recv(size - len(body))
+        request = json.loads(body)
+        if request["identity"] != identity() or len(fds) != 3:
+            conn.sendall(REFUSED)
+            os._exit(0)
+        for fd, target in zip(fds, (0, 1, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["environ"])
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        conn.sendall(ACCEPTED)
+        threading.Thread(target=_stop_when_gone, args=(conn,), daemon=True).start()
+        code = _run(request["argv"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.sendall(_HEADER.pack(code))
+    except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the worker's loop
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _run(argv: list[str]) -> int:
+    """`omicsgen argv` as `cli.run` runs it: its exit code, a traceback on an uncaught error."""
+    import logging
+
+    from .cli import main
+
+    sys.argv = ["omicsgen", *argv]
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse: --help, a bad option
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        code = 1
+    logging.shutdown()
+    return code
+
+
+def _stop_when_gone(conn: socket.socket) -> None:
+    """The command sends nothing after its request: an end of stream means its process is gone."""
+    try:
+        while conn.recv(1):
+            pass
+    except OSError:
+        pass
+    os._exit(1)
+
+
+# ---- Snakemake's side -------------------------------------------------------------------------
+def start() -> str | None:
+    """Start a worker for this run's local jobs, set $OMICSGEN_WORKER for them, and stop it when
+    this process exits. Returns the socket's path, or None when the worker could not start."""
+    folder = tempfile.mkdtemp(prefix="omicsgen-")
+    path = os.path.join(folder, "worker.sock")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the rules' 1-thread jobs; others start fresh
+    env.pop(ENV, None)
+    process = subprocess.Popen([sys.executable, "-m", "omicsgen.worker", path, str(os.getpid())], env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop() -> None:
+        process.terminate()
+        process.wait()
+        Path(path).unlink(missing_ok=True)
+        os.rmdir(folder)
+
+    atexit.register(stop)
+    os.environ[ENV] = path
+    return path
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))
