@@ -331,11 +331,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _log_cost(command: str, started: float) -> None:
-    """One line with the job's CPU seconds (imports included; bench/pipeline.py reads it)."""
+    """One line with the job's CPU seconds (imports included, unless forked from the worker;
+    bench/pipeline.py reads it)."""
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     cpu = sum(u.ru_utime + u.ru_stime for u in usage)
-    logging.getLogger("omicsgen").info("omicsgen %s finished in %.1f s wall, %.1f s CPU", command,
-                                       time.perf_counter() - started, cpu)
+    worker = sys.modules.get("omicsgen.worker")
+    where = " (in the run's worker: imports not counted; setting: worker)" if getattr(worker, "forked", False) else ""
+    logging.getLogger("omicsgen").info("omicsgen %s finished in %.1f s wall, %.1f s CPU%s", command,
+                                       time.perf_counter() - started, cpu, where)
 
 
 def run() -> None:

@@ -40,6 +40,7 @@ PRELOAD = ("torch", "lightning.pytorch", "anndata", "anndata.io", "h5py", "scanp
 # Read when a library loads (thread pools, numba's cache), so a job must share the worker's values.
 IMPORT_TIME_ENV = ("OMP_NUM_THREADS", "MKL_", "OPENBLAS_", "NUMBA_")
 ACCEPTED, REFUSED = b"A", b"R"
+forked = False  # True in a child running a command (its log says so)
 _HEADER = struct.Struct("!I")
 
 
@@ -61,7 +62,7 @@ def run_in_worker(argv: list[str]) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "environ": dict(os.environ),
+        request = json.dumps({"argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(), "environ": dict(os.environ),
                               "identity": identity()}).encode()
         socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
         if conn.recv(1) != ACCEPTED:
@@ -137,7 +138,8 @@ def _reap(options: int) -> None:
 
 
 def _child(conn: socket.socket) -> None:
-    code = 1
+    global forked
+    forked, code = True, 1
     try:
         message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         size = _HEADER.unpack(message[: _HEADER.size])[0]
@@ -157,7 +159,7 @@ def _child(conn: socket.socket) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         conn.sendall(ACCEPTED)
         threading.Thread(target=_stop_when_gone, args=(conn,), daemon=True).start()
-        code = _run(request["argv"])
+        code = _run(request["argv0"], request["argv"])
         sys.stdout.flush()
         sys.stderr.flush()
         conn.sendall(_HEADER.pack(code))
@@ -167,13 +169,13 @@ def _child(conn: socket.socket) -> None:
         os._exit(code)
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv0: str, argv: list[str]) -> int:
     """`omicsgen argv` as `cli.run` runs it: its exit code, a traceback on an uncaught error."""
     import logging
 
     from .cli import main
 
-    sys.argv = ["omicsgen", *argv]
+    sys.argv = [argv0, *argv]  # Lightning's DDP launcher starts its other processes from it
     try:
         code = main(argv)
     except SystemExit as stop:  # argparse: --help, a bad option
@@ -196,15 +198,12 @@ def _stop_when_gone(conn: socket.socket) -> None:
 
 
 # ---- Snakemake's side -------------------------------------------------------------------------
-def start() -> str | None:
+def start() -> str:
     """Start a worker for this run's local jobs, set $OMICSGEN_WORKER for them, and stop it when
-    this process exits. Returns the socket's path, or None when the worker could not start."""
+    this process exits. Returns the socket's path."""
     folder = tempfile.mkdtemp(prefix="omicsgen-")
     path = os.path.join(folder, "worker.sock")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the rules' 1-thread jobs; others start fresh
-    env.pop(ENV, None)
-    process = subprocess.Popen([sys.executable, "-m", "omicsgen.worker", path, str(os.getpid())], env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = launch(path)
 
     def stop() -> None:
         process.terminate()
@@ -217,5 +216,10 @@ def start() -> str | None:
     return path
 
 
-if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+def launch(path: str) -> subprocess.Popen:
+    """The worker process, serving at `path` while this process lives."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the rules' 1-thread jobs; others start fresh
+    env.pop(ENV, None)
+    command = f"from omicsgen.worker import serve; serve({path!r}, {os.getpid()})"
+    return subprocess.Popen([sys.executable, "-c", command], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
