@@ -37,8 +37,11 @@ PRELOAD = ("torch", "lightning.pytorch", "anndata", "anndata.io", "h5py", "scanp
            "omicsgen.evaluate.scores", "omicsgen.generate", "omicsgen.impute", "omicsgen.ingest", "omicsgen.mask",
            "omicsgen.models.registry", "omicsgen.papers", "omicsgen.preprocess", "omicsgen.provenance",
            "omicsgen.report", "omicsgen.train")
-# Read when a library loads (thread pools, numba's cache), so a job must share the worker's values.
-IMPORT_TIME_ENV = ("OMP_NUM_THREADS", "MKL_", "OPENBLAS_", "NUMBA_")
+# Read when a library loads, so a job must share the worker's values: the thread pools' sizes
+# (Snakemake sets each to the job's threads; unset, they follow OMP_NUM_THREADS, 1 in our
+# commands) and numba's settings.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 ACCEPTED, REFUSED = b"A", b"R"
 forked = False  # True in a child running a command (its log says so)
 _HEADER = struct.Struct("!I")
@@ -49,7 +52,8 @@ def identity() -> dict:
     import omicsgen
 
     return {"python": os.path.realpath(sys.executable), "package": os.path.dirname(os.path.abspath(omicsgen.__file__)),
-            "env": {"OMP_NUM_THREADS": "1"} | {k: v for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV)}}
+            "env": {k: os.environ.get(k, "1") for k in THREAD_ENV}
+            | {k: v for k, v in os.environ.items() if k.startswith("NUMBA_")}}
 
 
 # ---- the command's side -----------------------------------------------------------------------
@@ -218,7 +222,7 @@ def start() -> str:
 
 def launch(path: str) -> subprocess.Popen:
     """The worker process, serving at `path` while this process lives."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the rules' 1-thread jobs; others start fresh
+    env = {**os.environ, **dict.fromkeys(THREAD_ENV, "1")}  # the rules' 1-thread jobs; others start fresh
     env.pop(ENV, None)
     command = f"from omicsgen.worker import serve; serve({path!r}, {os.getpid()})"
     return subprocess.Popen([sys.executable, "-c", command], env=env, stdin=subprocess.DEVNULL,
