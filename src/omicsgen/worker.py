@@ -28,15 +28,16 @@ import traceback
 from pathlib import Path
 
 ENV = "OMICSGEN_WORKER"  # the socket's path, set for the jobs of a local Snakemake run
-# Imported once in the worker: the stages and what their functions import when they run
-# (optional ones, such as magic, are skipped where they are not installed).
-PRELOAD = ("torch", "lightning.pytorch", "anndata", "anndata.io", "h5py", "scanpy", "scipy.stats", "scipy.special",
-           "sklearn.decomposition", "sklearn.ensemble", "sklearn.experimental.enable_iterative_imputer",
-           "sklearn.impute", "sklearn.linear_model", "sklearn.mixture", "sklearn.model_selection",
-           "sklearn.neighbors", "umap", "magic", "omicsgen.choose", "omicsgen.complete", "omicsgen.evaluate",
-           "omicsgen.evaluate.scores", "omicsgen.generate", "omicsgen.impute", "omicsgen.ingest", "omicsgen.mask",
-           "omicsgen.models.registry", "omicsgen.papers", "omicsgen.preprocess", "omicsgen.provenance",
-           "omicsgen.report", "omicsgen.train")
+# Imported once in the worker, in the order the DAG needs them (the first jobs read files and
+# filter; a job that comes before its modules are in imports them itself): the stages and what
+# their functions import when they run (optional ones, such as magic, skipped where absent).
+PRELOAD = ("anndata", "anndata.io", "h5py", "omicsgen.ingest", "scanpy", "omicsgen.preprocess", "omicsgen.mask",
+           "torch", "lightning.pytorch", "omicsgen.train", "omicsgen.generate", "omicsgen.impute",
+           "scipy.stats", "scipy.special", "sklearn.decomposition", "sklearn.ensemble",
+           "sklearn.experimental.enable_iterative_imputer", "sklearn.impute", "sklearn.linear_model",
+           "sklearn.mixture", "sklearn.model_selection", "sklearn.neighbors", "omicsgen.evaluate",
+           "omicsgen.evaluate.scores", "omicsgen.complete", "omicsgen.choose", "omicsgen.models.registry",
+           "omicsgen.papers", "omicsgen.provenance", "omicsgen.report", "magic", "umap")
 # Read when a library loads, so a job must share the worker's values: the thread pools' sizes
 # (Snakemake sets each to the job's threads; unset, they follow OMP_NUM_THREADS, 1 in our
 # commands) and numba's settings.
@@ -94,39 +95,45 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes | None:
 
 # ---- the worker's side ------------------------------------------------------------------------
 def serve(path: str, parent: int) -> None:
-    """Import PRELOAD, then fork a child for each command that connects to `path`, until
-    process `parent` (Snakemake) is gone or a SIGTERM."""
-    import importlib
-
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-    import torch
-
-    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # its first optimizer imports torch._dynamo (1.2 s)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    """Fork a child for each command that connects to `path`, importing PRELOAD one module at a
+    time between commands, until process `parent` (Snakemake) is gone or a SIGTERM."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     signal.signal(signal.SIGTERM, _stop)
+    to_import = list(PRELOAD)
     try:
         while os.getppid() == parent:
-            for _ in selector.select(timeout=1.0):
+            for _ in selector.select(timeout=0 if to_import else 1.0):
                 conn, _ = listener.accept()
+                sys.stdout.flush()
+                sys.stderr.flush()
                 if os.fork() == 0:
                     listener.close()
                     _child(conn)  # never returns
                 conn.close()
+            if to_import:
+                _preload(to_import.pop(0))
             _reap(os.WNOHANG)
     except SystemExit:
         pass
     listener.close()
     _reap(0)  # the jobs' CPU time then counts in the worker's, and so in Snakemake's
+
+
+def _preload(name: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return
+    if name == "torch":
+        import torch
+
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # its first optimizer imports torch._dynamo (1.2 s)
 
 
 def _stop(signum, frame) -> None:
