@@ -140,3 +140,17 @@ def test_no_worker_at_the_path_means_a_fresh_process(tmp_path, tiny_data):
     _, err = job.communicate(timeout=120)
     assert job.returncode == 0, err
     assert ad.read_h5ad(tmp_path / "i.h5ad").n_obs == 120
+
+
+def test_a_child_killed_mid_job_fails_the_job_and_it_is_not_rerun(tmp_path, masked, served):
+    env, process = served
+    job = train(masked, tmp_path / "m", env, epochs=100000)
+    deadline = time.time() + 60
+    while not children(process.pid):
+        assert time.time() < deadline, "no child was forked"
+        time.sleep(0.1)
+    for pid in children(process.pid):
+        os.kill(pid, 9)  # as the kernel's out-of-memory killer would
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 1 and "ended without an exit code" in err
+    assert not (tmp_path / "m" / "model.ckpt").exists()

@@ -67,18 +67,25 @@ def run_in_worker(argv: list[str]) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        request = json.dumps({"argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(), "environ": dict(os.environ),
-                              "identity": identity()}).encode()
+        umask = os.umask(0)
+        os.umask(umask)
+        request = json.dumps({"argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(), "umask": umask,
+                              "environ": dict(os.environ), "identity": identity()}).encode()
         socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
-        if conn.recv(1) != ACCEPTED:
-            return None
-        reply = _recv_exactly(conn, _HEADER.size)
-    except OSError:  # no worker at that path, or it went away before accepting
-        return None
-    finally:
+        accepted = conn.recv(1) == ACCEPTED
+    except OSError:  # no worker at that path, or it went away before taking the command
+        accepted = False
+    if not accepted:
         conn.close()
+        return None
+    try:  # from here on the command has started: it is never run a second time
+        reply = _recv_exactly(conn, _HEADER.size)
+    except OSError:
+        reply = None
+    conn.close()
     if reply is None:
-        print("omicsgen: error: the worker running this command died", file=sys.stderr)
+        print("omicsgen: error: the process running this command in the run's worker ended without an exit "
+              "code (killed, or out of memory?); `worker: false` in the config runs each job afresh", file=sys.stderr)
         return 1
     return _HEADER.unpack(reply)[0]
 
@@ -97,6 +104,9 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes | None:
 def serve(path: str, parent: int) -> None:
     """Fork a child for each command that connects to `path`, importing PRELOAD one module at a
     time between commands, until process `parent` (Snakemake) is gone or a SIGTERM."""
+    if sys.path and sys.path[0] == "":  # `python -c`'s entry: imports must not look in a job's directory
+        sys.path.pop(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the jobs and Snakemake; Snakemake stops this
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -165,9 +175,11 @@ def _child(conn: socket.socket) -> None:
             os.dup2(fd, target)
             os.close(fd)
         os.chdir(request["cwd"])
+        os.umask(request["umask"])
         os.environ.clear()
         os.environ.update(request["environ"])
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         conn.sendall(ACCEPTED)
         threading.Thread(target=_stop_when_gone, args=(conn,), daemon=True).start()
         code = _run(request["argv0"], request["argv"])
