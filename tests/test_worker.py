@@ -106,13 +106,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_a_cancelled_job_stops_its_forked_child(tmp_path, masked, served):
+def a_long_job(masked, outdir, served) -> tuple[subprocess.Popen, list[int]]:
+    """A training job in the worker, once its child is forked; and the worker's children."""
     env, process = served
-    job = train(masked, tmp_path / "m", env, epochs=100000)
+    job = train(masked, outdir, env, epochs=100000)
     deadline = time.time() + 60
     while not children(process.pid):
         assert time.time() < deadline, "no child was forked"
         time.sleep(0.1)
+    return job, children(process.pid)
+
+
+def test_a_cancelled_job_stops_its_forked_child(tmp_path, masked, served):
+    _, process = served
+    job, _ = a_long_job(masked, tmp_path / "m", served)
     time.sleep(1.0)
     job.kill()  # as Snakemake cancels a job
     job.wait()
@@ -143,13 +150,8 @@ def test_no_worker_at_the_path_means_a_fresh_process(tmp_path, tiny_data):
 
 
 def test_a_child_killed_mid_job_fails_the_job_and_it_is_not_rerun(tmp_path, masked, served):
-    env, process = served
-    job = train(masked, tmp_path / "m", env, epochs=100000)
-    deadline = time.time() + 60
-    while not children(process.pid):
-        assert time.time() < deadline, "no child was forked"
-        time.sleep(0.1)
-    for pid in children(process.pid):
+    job, forked = a_long_job(masked, tmp_path / "m", served)
+    for pid in forked:
         os.kill(pid, 9)  # as the kernel's out-of-memory killer would
     _, err = job.communicate(timeout=60)
     assert job.returncode == 1 and "ended without an exit code" in err
