@@ -50,6 +50,21 @@ def snakemake(folder: Path, *args: str) -> subprocess.CompletedProcess:
                            "--show-failed-logs", *args], capture_output=True, text=True, env=env)
 
 
+def worker_processes() -> set[int]:
+    """Processes running an omicsgen.worker (Linux)."""
+    found = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"omicsgen.worker import serve" in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+LEFT_RUNNING = {}  # worker processes the finished run left behind
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_data):
     folder = make_project(tmp_path_factory.mktemp("e2e"), tiny_data, [
@@ -57,9 +72,19 @@ def finished_run(tmp_path_factory, tiny_data):
         ("ww", "sequence", str(tiny_data["ww"])),
         ("flu", "timecourse", str(tiny_data["flu"]), "condition"),
     ])
+    before = worker_processes()
     result = snakemake(folder)
     assert result.returncode == 0, result.stderr[-5000:]
+    LEFT_RUNNING["after the run"] = worker_processes() - before
     return folder
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_local_jobs_ran_in_the_runs_worker_which_stopped_with_it(finished_run):
+    logs = finished_run / "logs"
+    for log in ("cells/vae/train.log", "cells/vae/generate.log", "ww/lstm/impute.log", "flu/gru/evaluate.log"):
+        assert "in the run's worker" in (logs / log).read_text(), log
+    assert LEFT_RUNNING["after the run"] == set()
 
 
 def test_every_model_of_the_default_config_ran(finished_run):
