@@ -221,9 +221,12 @@ def _stop_when_gone(conn: socket.socket) -> None:
 
 
 # ---- Snakemake's side -------------------------------------------------------------------------
-def start() -> str:
+def start() -> str | None:
     """Start a worker for this run's local jobs, set $OMICSGEN_WORKER for them, and stop it when
-    this process exits. Returns the socket's path."""
+    this process exits. Returns the socket's path; None on macOS and Windows, where forking a
+    process that loaded torch's libraries is not safe (Python's multiprocessing spawns there)."""
+    if not sys.platform.startswith("linux"):
+        return None
     folder = tempfile.mkdtemp(prefix="omicsgen-")
     path = os.path.join(folder, "worker.sock")
     process = launch(path)
