@@ -15,6 +15,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from omicsgen import alphabet as alph
 from omicsgen.errors import InputError
@@ -536,7 +537,7 @@ UNSEEN = {  # file -> (samples, features), orientation, values
     "marioni_counts.tsv": ((10, 1500), "genes_as_rows", "counts"),
     "lung_otus.tsv": ((78, 500), "genes_as_rows", "counts"),
     "marioni_featurecounts.txt": ((10, 600), "genes_as_rows", "counts"),
-    "renal_gds507.soft.gz": ((17, 400), "genes_as_rows", "normalised"),
+    "renal_gds507.soft.gz": ((17, 400), "genes_as_rows", "intensities"),  # MAS5, not logged
 }
 
 
@@ -563,3 +564,46 @@ def test_clinical_table_with_negative_whole_numbers_asks_for_values(tmp_path):
     with pytest.raises(InputError, match=r"sample '\d+', feature 'wt.loss': every value is a whole number.*-\d+ is negative"):
         read_dataset(path, "expression")
     assert read_dataset(path, "expression", values="normalised").shape == (228, 10)
+
+
+def _gds507_values() -> pd.DataFrame:
+    adata = read_dataset(UNSEEN_DIR / "renal_gds507.soft.gz", "expression")
+    return pd.DataFrame(adata.X, index=adata.obs_names, columns=adata.var_names)
+
+
+def test_only_unlogged_values_on_one_scale_are_read_as_intensities(tmp_path):
+    """GEO2R's test for values not yet logged decides, on tables of LINEAR_MIN_FEATURES features or
+    more: GDS507's MAS5 values are intensities; the same values logged, or 40 of its probes (as
+    few features as a clinical table, whose columns need not share a scale), stay normalised."""
+    from omicsgen.io.expression import LINEAR_MIN_FEATURES
+
+    table = _gds507_values()
+    cases = {"mas5": table, "logged": np.log2(table + 1), "few": table.iloc[:, : LINEAR_MIN_FEATURES - 10]}
+    kinds = {}
+    for name, frame in cases.items():
+        frame.to_csv(tmp_path / f"{name}.csv")
+        kinds[name] = decided(read_dataset(tmp_path / f"{name}.csv", "expression"))["values"]
+    assert kinds["mas5"]["value"] == "intensities" and "99th percentile" in kinds["mas5"]["why"]
+    assert kinds["logged"]["value"] == "normalised" and "GEO2R" not in kinds["logged"]["why"]
+    assert kinds["few"]["value"] == "normalised"
+
+
+def test_sparse_intensities_are_read_as_the_dense_ones(tmp_path):
+    """An h5ad holding the MAS5 values in a CSR matrix, with a tenth of them zero (unstored):
+    the same decision as the dense table with those zeros."""
+    table = _gds507_values().to_numpy()
+    table[np.random.default_rng(0).random(table.shape) < 0.1] = 0.0
+    frame = pd.DataFrame(table, index=[f"s{i}" for i in range(len(table))], columns=_gds507_values().columns)
+    ad.AnnData(sp.csr_matrix(table), obs=pd.DataFrame(index=frame.index), var=pd.DataFrame(index=frame.columns)).write_h5ad(tmp_path / "t.h5ad")
+    frame.to_csv(tmp_path / "t.csv")
+    sparse, dense = (decided(read_dataset(tmp_path / f"t.{ext}", "expression"))["values"] for ext in ("h5ad", "csv"))
+    assert sparse["value"] == dense["value"] == "intensities" and sparse["why"].split(":")[-1] == dense["why"].split(":")[-1]
+
+
+def test_declared_intensities_refuse_a_negative_value(tmp_path):
+    frame = _gds507_values()
+    frame.iloc[3, 5] = -12.5
+    frame.to_csv(tmp_path / "t.csv")
+    with pytest.raises(InputError, match=r"declared intensities, but -12.5 is negative") as err:
+        read_dataset(tmp_path / "t.csv", "expression", values="intensities")
+    assert frame.index[3] in str(err.value) and frame.columns[5] in str(err.value)

@@ -281,3 +281,29 @@ def test_counts_are_still_filtered(tmp_path, tiny_data):
     adata = run(tmp_path, tiny_data["cells"], "expression", {"min_cells": 5, "n_top_genes": 40})
     decided = [d["what"] for d in json.loads(adata.uns["omicsgen"].get("decisions", "[]"))]
     assert adata.n_vars == 40 and "feature and sample filters on continuous values" not in decided
+
+
+# --- linear-scale intensities (GEO's GDS507: MAS5 values of an Affymetrix array, unshipped) --------
+
+
+def test_unlogged_intensities_are_log2_transformed_and_mapped_back(tmp_path):
+    """`values: auto` reads GDS507's MAS5 values (up to 10^5) as intensities: preprocess models
+    log2(x + 1), the page's decision names GEO2R's test and the setting, and `complete` maps the
+    model's scale back onto the input's (the round trip gives the input)."""
+    from omicsgen.complete import to_input_scale
+
+    source = UNSEEN / "renal_gds507.soft.gz"
+    adata = run(tmp_path, source, "expression", {"scale": "zscore"})
+    given = ad.read_h5ad(tmp_path / "d.ingested.h5ad")
+    values = json.loads(given.uns["omicsgen"]["decisions"])
+    decision = next(d for d in values if d["what"] == "values")
+    assert decision["value"] == "intensities" and "GEO2R" in decision["why"] and "'normalised'" in decision["why"]
+    assert "intensities" in decision["setting"]
+    assert adata.uns["omicsgen"]["x_scale"] == "log2p1_intensities_scaled"
+    raw = dense(given[adata.obs_names, adata.var_names].X).astype(np.float64)
+    back = to_input_scale(dense(adata.X).astype(np.float64), adata)
+    np.testing.assert_allclose(back, raw, rtol=1e-3, atol=1e-2)  # float32 z-scores of the log
+    unscaled = run(tmp_path, source, "expression", {}, name="plain")
+    assert unscaled.uns["omicsgen"]["x_scale"] == "log2p1_intensities"
+    plain = dense(given[unscaled.obs_names, unscaled.var_names].X).astype(np.float64)
+    np.testing.assert_allclose(dense(unscaled.X), np.log2(plain + 1), rtol=1e-6)

@@ -58,7 +58,7 @@ SHEET_EXTRA = {"lung_clinical": {"values": "normalised"}, "renal_gds507": {"labe
 # what the values are, as any reader of the file can tell (negative values are never counts)
 VALUE_KIND = {"guo_qpcr": "normalised", "khan_srbct": "normalised", "metabolites_cold": "normalised",
               "marioni_counts": "counts", "lung_otus": "counts", "marioni_featurecounts": "counts",
-              "renal_gds507": "normalised"}
+              "renal_gds507": "intensities"}
 # sizes only: fewer epochs and samples (and no lengthening of training for small data), the c2st
 # as one balanced draw (evaluate.c2st_rows), nothing about which models or datasets run
 SIZES = {"trainer": {"max_epochs": 3, "patience": 2, "batch_size": 64, "size_to_data": False}, "generate": {"n_samples": 40},

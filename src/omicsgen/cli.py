@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, help="default: from the file name")
     p.add_argument("--alphabet", default="auto")
     p.add_argument("--orientation", default="auto")
-    p.add_argument("--values", default="auto", help="auto, counts, estimated_counts (rounded) or normalised (expression tables)")
+    p.add_argument("--values", default="auto", help="auto, counts, estimated_counts (rounded), intensities (log2-transformed) or normalised (expression tables)")
     p.add_argument("--matrix", default="X", help="h5ad / zarr: X, raw or a layer's name")
     p.add_argument("--label", default=None, help="regex with one group over FASTA headers, or an annotation column")
 

@@ -44,6 +44,7 @@ import scipy.sparse as sp
 from .errors import InputError
 from .evaluate import baseline_methods as bm
 from .evaluate.data import dense, observed_column_blocks
+from .preprocess.expression import LOG2_INTENSITIES
 from .preprocess.split import split_rows
 from .provenance import meta, stamp, write_h5ad
 
@@ -408,6 +409,8 @@ def to_input_scale(x: np.ndarray, prepared: ad.AnnData) -> np.ndarray:
         x = x * prepared.var["minmax_range"].to_numpy() + prepared.var["minmax_min"].to_numpy()
     elif scale.endswith("_scaled"):
         x = x * prepared.var["std"].to_numpy() + prepared.var["mean"].to_numpy()
+    if scale.startswith(LOG2_INTENSITIES):
+        x = np.maximum(np.exp2(x) - 1, 0.0)  # intensities are >= 0 (io.expression checks)
     if scale.startswith("log1p_normalised"):
         target = float(json.loads(meta(prepared)["provenance"]["preprocess"]["params"])["params"].get("target_sum", 1e4))
         x = np.expm1(x) * prepared.obs["library_size"].to_numpy()[:, None] / target

@@ -17,9 +17,18 @@ from .geo import geo_annotations
 from .orientation import ORIENTATIONS, decide
 
 EXPRESSION_FORMATS = ("csv", "tsv", "h5ad", "10x-h5", "10x-mtx", "zarr")
-VALUES = ("auto", "counts", "estimated_counts", "normalised")
+VALUES = ("auto", "counts", "estimated_counts", "intensities", "normalised")
+VALUES_SETTING = "the sheet's 'values' column (counts, estimated_counts, intensities or normalised)"
 # What `values` says of fractional values that may be estimated counts (Salmon, RSEM, kallisto).
 ESTIMATED = "estimated counts (Salmon, RSEM, kallisto)? set values to 'estimated_counts' to round them as DESeq2 does"
+# `values: auto` reads fractional, non-negative values as linear-scale intensities (MAS5, TPM, LFQ),
+# which preprocess log2-transforms, by GEO2R's test for data not yet logged (its R script's `LogC`:
+# 99th percentile above 100, or a range above 50 with a positive lower quartile), on tables of at
+# least this many features: an expression matrix shares one scale across its features, a clinical
+# table of a few variables (days, years, codes) does not.
+LINEAR_MIN_FEATURES = 50
+# Values the quantiles are taken over (every k-th): enough for percentiles, quick on a 10x matrix.
+QUANTILE_SAMPLE = 1_000_000
 
 
 def read_expression(path: Path, fmt: str, orientation: str = "auto", values: str = "auto",
@@ -47,16 +56,22 @@ def label_values(adata: ad.AnnData, values: str, path: Path) -> None:
         raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
     scale, why = _input_scale(adata, values, path)
     meta(adata)["input_scale"] = scale
-    record_decision(adata, "values", scale, why, "the sheet's 'values' column (counts, estimated_counts or normalised)")
+    record_decision(adata, "values", scale, why, VALUES_SETTING)
 
 
 def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
     """Counts when declared (then checked) or when every value is a non-negative whole number;
-    normalised when declared or when a value has a fraction. Whole numbers with a negative one
-    are neither for sure (centred data? a sign error?), so they stop with the cell named."""
+    intensities when declared (checked: none negative) or when fractional, non-negative values pass
+    GEO2R's test for un-logged data; normalised when declared or for other fractional values. Whole
+    numbers with a negative one are neither for sure (centred data? a sign error?), so they stop
+    with the cell named."""
     if values == "normalised":
         return "normalised", "set in the sheet"
     negative, fraction = first_offending(adata.X)
+    if values == "intensities":
+        if negative:
+            _raise_not_counts(adata, path, negative, "declared intensities")
+        return "intensities", "set in the sheet (checked: none negative); preprocess takes log2(x + 1)"
     if values == "estimated_counts":
         if negative:
             _raise_not_counts(adata, path, negative, "declared estimated counts")
@@ -69,8 +84,14 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
         return "counts", "set in the sheet (checked: every value is a whole number >= 0)"
     if fraction:
         row, col, value = fraction
-        return "normalised", (f"values with a fraction, the first {value:g} at sample '{adata.obs_names[row]}', "
-                              f"feature '{adata.var_names[col]}'{'; ' + ESTIMATED if _may_be_estimated(adata.X, negative) else ''}")
+        first = f"values with a fraction, the first {value:g} at sample '{adata.obs_names[row]}', feature '{adata.var_names[col]}'"
+        estimated = f"; {ESTIMATED}" if _may_be_estimated(adata.X, negative) else ""
+        linear = None if negative else _linear_scale(adata.X)
+        if linear:
+            return "intensities", (f"{first}, none negative; on a linear scale by GEO2R's test for values not yet "
+                                   f"logged, over {adata.n_vars:,} features: {linear}. preprocess takes log2(x + 1); "
+                                   f"set values to 'normalised' if they are on a log scale already{estimated}")
+        return "normalised", first + estimated
     if negative:
         _raise_not_counts(adata, path, negative, "every value is a whole number, as counts are")
     if not _has_values(adata.X):
@@ -84,6 +105,37 @@ def _may_be_estimated(matrix, negative) -> bool:
     if negative:
         return False
     return (matrix.nnz < matrix.shape[0] * matrix.shape[1]) if sp.issparse(matrix) else bool((matrix == 0).any())
+
+
+def _linear_scale(matrix) -> str | None:
+    """Why the values look un-logged by GEO2R's test, or None (few features: see LINEAR_MIN_FEATURES)."""
+    if matrix.shape[1] < LINEAR_MIN_FEATURES:
+        return None
+    low, q25, q99, high = _quantiles(matrix, (0.0, 0.25, 0.99, 1.0))
+    if q99 > 100:
+        return f"the 99th percentile is {q99:.4g}, above 100"
+    if high - low > 50 and q25 > 0:
+        return f"the values span {low:.4g}-{high:.4g}, more than 50, and the lower quartile {q25:.4g} is above 0"
+    return None
+
+
+def _quantiles(matrix, qs: tuple[float, ...]) -> np.ndarray:
+    """Quantiles of the non-missing values (a sparse matrix's unstored zeros included), from
+    every k-th value when there are more than QUANTILE_SAMPLE; 0 and 1 are the exact min and max."""
+    if sp.issparse(matrix):
+        stored = matrix.data[~np.isnan(matrix.data)]
+        n_zeros = matrix.shape[0] * matrix.shape[1] - matrix.nnz
+        every = max(1, (n_zeros + len(stored)) // QUANTILE_SAMPLE)
+        sample = np.concatenate([stored[::every], np.zeros(n_zeros // every, dtype=stored.dtype)])
+        low = min(stored.min(initial=np.inf), 0.0 if n_zeros else np.inf)
+        high = max(stored.max(initial=-np.inf), 0.0 if n_zeros else -np.inf)
+    else:
+        flat = matrix.reshape(-1)
+        sample = flat[:: max(1, flat.size // QUANTILE_SAMPLE)]
+        sample = sample[~np.isnan(sample)]
+        low, high = np.nanmin(matrix), np.nanmax(matrix)
+    inner = np.quantile(sample, qs) if len(sample) else np.zeros(len(qs))
+    return np.array([low if q == 0 else high if q == 1 else value for q, value in zip(qs, inner)], dtype=np.float64)
 
 
 def _round_counts(adata: ad.AnnData) -> int:

@@ -174,9 +174,10 @@ def choose_for(scales: list[LogScale], train: dict[str, torch.Tensor], names: li
     """Fit the first of a model's `scales` (one per ensemble member) on the train tensors, copy
     it to the others, and log the decision with its setting; returns what was chosen."""
     setting = f"setting: the {family}'s log_skewed: false"
-    if log_normalised:  # log1p of counts is already the log scale a count gene needs
-        LOG.info("decision: log_skewed = no feature (the input is log-normalised counts, already on a log scale; %s)", setting)
-        return "no feature (log-normalised counts)"
+    if log_normalised:  # preprocess's log1p of counts (log2 of intensities) is already the log scale a gene needs
+        LOG.info("decision: log_skewed = no feature (preprocess log-transformed the input: log-normalised counts or "
+                 "log2 intensities, already on a log scale; %s)", setting)
+        return "no feature (log-transformed by preprocess)"
     use = scales[0].fit(train["x"].numpy(), train["observed"].numpy())
     for other in scales[1:]:
         other.load_state_dict(scales[0].state_dict())

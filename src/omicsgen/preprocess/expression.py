@@ -33,7 +33,8 @@ def prepare_expression(adata: ad.AnnData, params: dict, removed: list[dict]) -> 
         missing = np.isnan(adata.X)
         adata.layers["missing"] = missing
         adata.X[missing] = 0.0
-    is_counts = meta(adata).get("input_scale") == "counts"
+    input_scale = meta(adata).get("input_scale")
+    is_counts = input_scale == "counts"
     filters = _applies_filters(adata, params, is_counts)
     if filters:
         adata = _filter(adata, params, removed, source)
@@ -46,6 +47,8 @@ def prepare_expression(adata: ad.AnnData, params: dict, removed: list[dict]) -> 
         adata.obs["library_size"] = np.asarray(adata.X.sum(axis=1), dtype=np.float32).ravel()
         sc.pp.normalize_total(adata, target_sum=float(params.get("target_sum", 1e4)))
         sc.pp.log1p(adata)
+    elif input_scale == "intensities":
+        log2_intensities(adata)
     if filters:
         adata = _select_genes(adata, params, removed, is_counts)
     if scaling in (True, "zscore"):
@@ -58,8 +61,22 @@ def prepare_expression(adata: ad.AnnData, params: dict, removed: list[dict]) -> 
     if "missing" in adata.layers:
         adata.X[adata.layers.pop("missing")] = np.nan
     suffix = {True: "_scaled", "zscore": "_scaled", "minmax": "_minmax"}.get(scaling, "")
-    meta(adata)["x_scale"] = ("log1p_normalised" if is_counts else "as_given") + suffix
+    base = {"counts": "log1p_normalised", "intensities": LOG2_INTENSITIES}.get(input_scale, "as_given")
+    meta(adata)["x_scale"] = base + suffix
     return adata
+
+
+# `x_scale` of intensities (io.expression: values) after `log2_intensities`.
+LOG2_INTENSITIES = "log2p1_intensities"
+
+
+def log2_intensities(adata: ad.AnnData) -> None:
+    """log2(x + 1), as microarray and proteomics intensities are modelled: their linear scale is
+    dominated by a few bright features. Zeros stay zeros, so a sparse X stays sparse."""
+    if sp.issparse(adata.X):
+        adata.X.data = np.log2(adata.X.data + 1, dtype=np.float32)
+    else:
+        adata.X = np.log2(adata.X + 1, dtype=np.float32)
 
 
 def _applies_filters(adata: ad.AnnData, params: dict, is_counts: bool) -> bool:
