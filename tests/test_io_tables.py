@@ -607,3 +607,42 @@ def test_declared_intensities_refuse_a_negative_value(tmp_path):
     with pytest.raises(InputError, match=r"declared intensities, but -12.5 is negative") as err:
         read_dataset(tmp_path / "t.csv", "expression", values="intensities")
     assert frame.index[3] in str(err.value) and frame.columns[5] in str(err.value)
+
+
+def _marioni_long(first: str) -> tuple[pd.DataFrame, ad.AnnData]:
+    """200 genes of the Marioni counts (unshipped) melted to one row per (gene, sample) pair."""
+    wide = read_dataset(UNSEEN_DIR / "marioni_counts.tsv", "expression")[:, :200]
+    frame = pd.DataFrame(wide.X, index=wide.obs_names.rename("sample"), columns=wide.var_names)
+    long = frame.reset_index().melt(id_vars="sample", var_name="gene", value_name="count")
+    columns = ["gene", "sample", "count"] if first == "gene" else ["sample", "gene", "count"]
+    return long[columns], wide
+
+
+@pytest.mark.parametrize("first", ["gene", "sample"])
+def test_a_long_table_is_pivoted_into_its_matrix(tmp_path, first):
+    """One row per (gene, sample) pair, either column first: the matrix the pairs list, the axes
+    told apart by their names; pairs not listed are missing values, and the page says so."""
+    long, wide = _marioni_long(first)
+    long.drop(index=[3, 50, 777]).to_csv(tmp_path / "long.tsv", sep="\t", index=False)
+    adata = read_dataset(tmp_path / "long.tsv", "expression")
+    assert adata.shape == wide.shape and set(adata.obs_names) == set(wide.obs_names)
+    expected = wide[adata.obs_names, adata.var_names].X.copy()
+    for row in (3, 50, 777):
+        sample, gene = long.loc[row, "sample"], long.loc[row, "gene"]
+        expected[adata.obs_names.get_loc(sample), adata.var_names.get_loc(gene)] = np.nan
+    np.testing.assert_array_equal(adata.X, expected)
+    steps = decided(adata)
+    assert steps["layout"]["value"].startswith("long") and "3 pairs not listed are missing values" in steps["layout"]["why"]
+    assert steps["values"]["value"] == "counts"
+
+
+def test_two_text_columns_whose_pairs_repeat_are_annotations_not_a_long_table(tmp_path):
+    """The PBC trial's sex and status (as words) beside bilirubin: the pairs repeat, so each row is
+    a patient with two annotations, as before."""
+    pbc = pd.read_csv(UNSEEN_DIR / "pbc_clinical.csv")
+    table = pd.DataFrame({"sex": pbc["sex"], "status": pbc["status"].map({0: "censored", 1: "transplant", 2: "dead"}),
+                          "bili": pbc["bili"]})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    adata = read_dataset(tmp_path / "t.csv", "expression", orientation="samples_as_rows")
+    assert adata.shape == (len(pbc), 1) and list(adata.obs[["sex", "status"]].columns) == ["sex", "status"]
+    assert "layout" not in decided(adata)

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..provenance import meta
 from ._table import read_numeric_table, require_unique
 from .geo import geo_annotations
+from .long_table import pivot_long
 from .orientation import ORIENTATIONS, decide
 
 EXPRESSION_FORMATS = ("csv", "tsv", "h5ad", "10x-h5", "10x-mtx", "zarr")
@@ -205,6 +206,9 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
     table = read_numeric_table(path, fmt)
+    long = pivot_long(table)
+    if long:
+        table = long[0]
     if not len(table.columns):
         words = [] if table.annotations is None else table.annotations.columns
         raise InputError(path, f"no column of numbers: every column is mostly words ({_names(words)})",
@@ -223,6 +227,9 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     meta(adata)["orientation"] = "genes_as_rows" if genes_as_rows else "samples_as_rows"
     record_decision(adata, "orientation", meta(adata)["orientation"], why,
                     "the sheet's 'orientation' column (samples_as_rows or genes_as_rows)")
+    if long:
+        record_decision(adata, "layout", *long[1:], "none: write the table wide (one row a gene or a sample) "
+                        "to have it read as it stands")
     record_row_names(adata, len(table.rows), table.unnamed, table.data_first_column)
     record_preamble(adata, table.preamble, table.table_end, table.empty_columns)
     if table.headerless:

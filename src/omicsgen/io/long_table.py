@@ -1,0 +1,48 @@
+"""A long ("tidy") expression table -> the matrix it lists.
+
+R's `pivot_longer`, pandas' `melt` and many databases write one row per (gene, sample) pair: two
+columns of names and one of numbers. Read as a wide table, that is thousands of samples of a single
+feature. It is recognised by its shape (exactly two text columns and one numeric column) and by what
+a list of pairs must hold: every pair at most once, each name on many rows, and most of the
+gene x sample grid present. Which of the two name columns holds the samples is then decided from
+the names, as for any table (`orientation`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._table import Table
+
+# Share of the name x name grid a long table lists at least: a table of two categorical columns
+# (sex, treatment) and a measurement repeats its pairs or covers few of them.
+MIN_GRID_SHARE = 0.5
+
+
+def pivot_long(table: Table) -> tuple[Table, str, str] | None:
+    """The matrix of a long table (pairs not listed are missing values) and the decision (what was
+    read, and why), or None when `table` is not one."""
+    names = table.annotations
+    if len(table.columns) != 1 or names is None or names.shape[1] != 2 or names.isna().any().any():
+        return None
+    first, second = (names.iloc[:, i].astype(str) for i in range(2))
+    row_codes, row_names = pd.factorize(first)
+    col_codes, col_names = pd.factorize(second)
+    n = len(names)
+    listed = n / (len(row_names) * len(col_names))
+    repeats = 2 <= len(row_names) < n and 2 <= len(col_names) < n
+    if not repeats or listed < MIN_GRID_SHARE or pd.MultiIndex.from_arrays([first, second]).duplicated().any():
+        return None
+    grid = np.full((len(row_names), len(col_names)), np.nan, dtype=np.float32)
+    grid[row_codes, col_codes] = table.values[:, 0]
+    absent = grid.size - n
+    value = f"long: one row per pair of '{names.columns[0]}' and '{names.columns[1]}', pivoted into a matrix"
+    why = (f"two columns of names ('{names.columns[0]}': {len(row_names):,} names, '{names.columns[1]}': "
+           f"{len(col_names):,}) and one of numbers ('{table.columns[0]}'), every pair on one row; {n:,} rows give "
+           f"{len(row_names):,} x {len(col_names):,} values"
+           + (f", and the {absent:,} pairs not listed are missing values (NA), not zeros" if absent else ""))
+    pivoted = table._replace(values=grid, rows=pd.Index(row_names, name=names.columns[0]),
+                             columns=pd.Index(col_names, name=names.columns[1]), unnamed=[], data_first_column=None,
+                             annotations=None, tool_columns=())
+    return pivoted, value, why
