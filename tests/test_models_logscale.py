@@ -111,3 +111,17 @@ def test_series_offsets_read_a_persons_level_on_the_log_scale(tmp_path):
     params = json.loads(params) if isinstance(params, str) else params
     assert params["sized_for_data"]["log_skewed"].startswith("1 of 12 features on a log scale: gene0")
     assert errors[True][0] < 0.5 * errors[False][0] and errors[True][1] < 0.5 * errors[False][1]
+
+
+def test_no_feature_is_logged_twice_after_preprocess_logged_the_intensities():
+    """Intensities reach the VAE as log2(x + 1) (preprocess): its log_skewed chooses no feature
+    and says why; the same values as plain normalised data get gene0 on a log scale."""
+    from omicsgen.models.vae import VAE
+
+    chosen = {}
+    for scale in ("intensities", "normalised"):
+        data = skewed_expression()
+        data.uns["omicsgen"]["input_scale"] = scale
+        chosen[scale] = VAE.from_data(data, hidden_dim=16, log_skewed=True).data_choices["log_skewed"]
+    assert chosen["intensities"] == "no feature (log2 intensities)"
+    assert chosen["normalised"].startswith("1 of 30 features on a log scale: gene0")

@@ -169,15 +169,18 @@ class LogScale(nn.Module):
         self._columns = None
 
 
+# What preprocess made of each input scale (io.expression's `values`) that is a log scale already.
+LOGGED_BY_PREPROCESS = {"counts": "log-normalised counts", "intensities": "log2 intensities"}
+
+
 def choose_for(scales: list[LogScale], train: dict[str, torch.Tensor], names: list[str], family: str,
-               log_normalised: bool) -> str:
+               logged_input: str | None) -> str:
     """Fit the first of a model's `scales` (one per ensemble member) on the train tensors, copy
     it to the others, and log the decision with its setting; returns what was chosen."""
     setting = f"setting: the {family}'s log_skewed: false"
-    if log_normalised:  # preprocess's log1p of counts (log2 of intensities) is already the log scale a gene needs
-        LOG.info("decision: log_skewed = no feature (preprocess log-transformed the input: log-normalised counts or "
-                 "log2 intensities, already on a log scale; %s)", setting)
-        return "no feature (log-transformed by preprocess)"
+    if logged_input:  # preprocess's log1p of counts (log2 of intensities) is already the log scale a gene needs
+        LOG.info("decision: log_skewed = no feature (the input is %s, already on a log scale; %s)", logged_input, setting)
+        return f"no feature ({logged_input})"
     use = scales[0].fit(train["x"].numpy(), train["observed"].numpy())
     for other in scales[1:]:
         other.load_state_dict(scales[0].state_dict())

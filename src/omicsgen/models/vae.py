@@ -342,7 +342,7 @@ class VAE(SeedEnsemble, GenerativeModel):
         if not self.counts_model and self.hparams.get("log_skewed", False):
             self.data_choices["log_skewed"] = logscale.choose_for(
                 [member.log_scale for member in self.members], train, list(adata.var_names), self.family,
-                log_normalised=meta(adata).get("input_scale") in ("counts", "intensities"))
+                logged_input=logscale.LOGGED_BY_PREPROCESS.get(meta(adata).get("input_scale")))
         for member in self.members:
             member._member_init(train)
 
