@@ -307,3 +307,25 @@ def test_unlogged_intensities_are_log2_transformed_and_mapped_back(tmp_path):
     assert unscaled.uns["omicsgen"]["x_scale"] == "log2p1_intensities"
     plain = dense(given[unscaled.obs_names, unscaled.var_names].X).astype(np.float64)
     np.testing.assert_allclose(dense(unscaled.X), np.log2(plain + 1), rtol=1e-6)
+
+
+def test_records_without_a_sequence_are_removed_and_counted(tmp_path):
+    """The 45 globins (unshipped) with two records' sequence lines deleted: ingest keeps them and
+    says so, preprocess's length filter removes and counts them even at min_length 0; a file of
+    headers only stops, saying so."""
+    records = (UNSEEN / "globins45.fa").read_text().split(">")[1:]
+    emptied = {2, 30}
+    text = "".join(">" + (r.splitlines()[0] + "\n" if i in emptied else r) for i, r in enumerate(records))
+    (tmp_path / "g.fa").write_text(text)
+    ids = [records[i].split()[0] for i in sorted(emptied)]
+    adata = run(tmp_path, tmp_path / "g.fa", "sequence", {"min_length": 0})
+    ingested = ad.read_h5ad(tmp_path / "d.ingested.h5ad")
+    decision = next(d for d in json.loads(ingested.uns["omicsgen"]["decisions"]) if d["what"] == "records without a sequence")
+    assert decision["value"].startswith("2 kept") and all(f"'{i}'" in decision["why"] for i in ids)
+    assert adata.n_obs == 43 and not set(ids) & set(adata.obs["id"])
+    removed = json.loads(adata.uns["omicsgen"]["filtered"])[0]
+    assert removed["removed_obs"] == 2 and "[1, any]" in removed["reason"]
+    (tmp_path / "ids.fa").write_text("".join(">" + r.splitlines()[0] + "\n" for r in records[:3]))
+    with pytest.raises(InputError, match="no record has a sequence"):
+        ingest(tmp_path / "ids.fa", tmp_path / "ids.h5ad", "ids", "sequence")
+    assert not (tmp_path / "ids.h5ad").exists()

@@ -59,6 +59,12 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
         record_decision(adata, "stop codons", f"the final '*' of {stops} records removed",
                         "a translation ends at its stop codon: '*' there is not a residue (a '*' inside a record "
                         "is kept, as an unknown residue)", "none: remove the '*' in the file to silence this")
+    empty = np.flatnonzero(lengths == 0)
+    if len(empty):
+        shown = ", ".join(f"'{ids[i]}'" for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        record_decision(adata, "records without a sequence", f"{len(empty):,} kept here, removed by preprocess",
+                        f"their header is followed by no sequence line ({shown}); preprocess's length filter removes "
+                        "and counts them, as nothing in them can be modelled", "none: remove them from the file")
     _record_alignment(adata, lengths, n_gapped)
     return adata
 
@@ -66,8 +72,10 @@ def read_sequences(path: Path, fmt: str = "fasta", alphabet: str = "auto") -> ad
 def _record_alignment(adata: ad.AnnData, lengths: np.ndarray, n_gapped: int) -> None:
     """`uns["omicsgen"]["aligned"]`: position i means the same site in every record (a gapped
     alignment, or equal-length records whose columns are conserved: omicsgen.alignment);
-    `uns["omicsgen"]["gapped"]`: some record holds alignment gaps ('-' or '.')."""
-    facts = alignment_facts(adata.obsm["tokens"])
+    `uns["omicsgen"]["gapped"]`: some record holds alignment gaps ('-' or '.'). Records without a
+    sequence, which preprocess removes, are left out."""
+    lengths = lengths[lengths > 0]
+    facts = alignment_facts(adata.obsm["tokens"][adata.obs["length"].to_numpy() > 0])
     info = meta(adata)
     info["aligned"], info["gapped"] = facts["aligned"], facts["gapped"]
     gaps = f"{n_gapped:,} of {len(lengths):,} records hold gaps ('-' or '.')" if n_gapped else "no record holds a gap"
@@ -167,8 +175,9 @@ def tokenize(path: Path, ids: list[str], sequences: list[bytes], name: str):
     protein), the latter counted per record so no matrix-sized temporary is ever made.
     """
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    if (lengths == 0).any():
-        raise InputError(path, "the record has no sequence", where=f"record '{ids[int(np.argmin(lengths))]}'")
+    if not lengths.any():
+        raise InputError(path, f"no record has a sequence (the {len(ids):,} headers are followed by no sequence line)",
+                         hint="is this a FASTA file of ids only? each '>id' line needs its sequence below it")
     table = alph.lookup_table(name).astype(np.int8)
     symbols = alph.symbols(name)
     gc_tokens = [symbols.index("G"), symbols.index("C")] if name != "protein" else []
@@ -176,7 +185,7 @@ def tokenize(path: Path, ids: list[str], sequences: list[bytes], name: str):
     gc = np.full(len(sequences), np.nan)
     for row, sequence in enumerate(sequences):
         encoded = table[np.frombuffer(sequence, dtype=np.uint8)]
-        if encoded.min() < 0:
+        if encoded.min(initial=0) < 0:
             _raise_bad_character(path, ids[row], sequence, encoded, name)
         tokens[row, : len(sequence)] = encoded
         if gc_tokens:

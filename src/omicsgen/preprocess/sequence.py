@@ -69,7 +69,7 @@ def _why_windows(adata: ad.AnnData) -> str | None:
 
 def _filter_length(adata, params, removed, source):
     lengths = adata.obs["length"].to_numpy()
-    min_length, max_length = int(params.get("min_length", 1)), params.get("max_length")
+    min_length, max_length = max(int(params.get("min_length", 1)), 1), params.get("max_length")  # empty records never stay
     keep = lengths >= min_length
     if max_length:
         keep &= lengths <= int(max_length)
