@@ -646,3 +646,20 @@ def test_two_text_columns_whose_pairs_repeat_are_annotations_not_a_long_table(tm
     adata = read_dataset(tmp_path / "t.csv", "expression", orientation="samples_as_rows")
     assert adata.shape == (len(pbc), 1) and list(adata.obs[["sex", "status"]].columns) == ["sex", "status"]
     assert "layout" not in decided(adata)
+
+
+@pytest.mark.parametrize("name, header, counts", [
+    ("quant.sf", "Name\tLength\tEffectiveLength\tTPM\tNumReads", "NumReads"),
+    ("abundance.tsv", "target_id\tlength\teff_length\test_counts\ttpm", "est_counts"),
+    ("s1.genes.results", "gene_id\ttranscript_id(s)\tlength\teffective_length\texpected_count\tTPM\tFPKM", "expected_count"),
+])
+def test_one_samples_quantification_is_refused_with_what_to_do(tmp_path, name, header, counts):
+    """Salmon's, kallisto's and RSEM's per-sample files (their own headers) would read as a table
+    whose 'samples' are lengths, TPM and counts: ingest stops, names the tool and says to merge."""
+    width = len(header.split("\t"))
+    rows = "".join(f"ENST0000000000{i}" + "\tENSG1" * (width == 7) + f"\t{1500 + i}\t{1320.5 + i}" +
+                   "\t12.5\t40.0" + "\t3.1" * (width == 7) + "\n" for i in range(3))
+    (tmp_path / name).write_text(header + "\n" + rows)
+    with pytest.raises(InputError, match=rf"one sample's quantification .*'{counts}' columns into one table") as err:
+        read_dataset(tmp_path / name, "expression")
+    assert "estimated_counts" in str(err.value)

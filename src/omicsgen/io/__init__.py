@@ -27,6 +27,7 @@ def guess_format(path: str | Path) -> str:
         ".fq": "fastq", ".fastq": "fastq", ".gb": "genbank", ".gbk": "genbank", ".gbff": "genbank",
         ".sto": "stockholm", ".stk": "stockholm",
         ".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv", ".soft": "tsv",  # GEO's GDS files
+        ".sf": "tsv", ".results": "tsv",  # Salmon's and RSEM's per-sample tables (refused with what to do)
         ".h5ad": "h5ad", ".h5": "10x-h5",
     }
     if suffix in UNREADABLE:

@@ -206,6 +206,7 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     if orientation not in ORIENTATIONS:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
     table = read_numeric_table(path, fmt)
+    _refuse_one_sample_quantification(table.columns, path)
     long = pivot_long(table)
     if long:
         table = long[0]
@@ -242,6 +243,23 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     adata = _drop_read_counters(adata, _read_counters(adata.var_names))
     make_gene_names_unique(adata)
     return adata
+
+
+# Quantifiers' per-sample outputs: (tool, the columns that give it away, its estimated-counts column).
+# Read as a matrix, their columns (lengths, TPM, counts) would be taken for samples.
+ONE_SAMPLE_LAYOUTS = (("Salmon quant.sf", {"effectivelength", "numreads"}, "NumReads"),
+                      ("kallisto abundance.tsv", {"eff_length", "est_counts"}, "est_counts"),
+                      ("RSEM .results", {"effective_length", "expected_count"}, "expected_count"))
+
+
+def _refuse_one_sample_quantification(columns: pd.Index, path: Path) -> None:
+    names = {str(c).lower() for c in columns}
+    for tool, signature, counts in ONE_SAMPLE_LAYOUTS:
+        if signature <= names:
+            raise InputError(path, f"a {tool} file: one sample's quantification (columns {_names(columns)}), "
+                             "not a table of samples",
+                             hint=f"merge your samples' '{counts}' columns into one table, one column a sample, as "
+                                  "tximport does; then set values to 'estimated_counts' in the sheet")
 
 
 # Rows that count reads no gene took: HTSeq-count's and STAR's (ReadsPerGene) summary lines, which
