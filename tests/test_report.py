@@ -234,9 +234,8 @@ def test_umap_kernels_are_cached_on_disk_for_the_next_report_job(tmp_path):
 def test_the_page_names_only_the_capped_baselines_that_ran():
     """A wide table skips iterative, MICE and MissForest: the sentence on the training rows the
     slow baselines fit on names kNN and MAGIC only."""
-    from omicsgen.report.html import CAPPED_BASELINES, _scoring_protocol
+    from omicsgen.report.html import _scoring_protocol
 
-    assert tuple(CAPPED_BASELINES) == baseline_methods.CAPPED
     base = {"n_scored_rows": 50, "n_test_rows": 50, "n_train_rows": 6922, "max_train_rows": 2000}
     wide = _scoring_protocol(base | {"baseline_fit_rows": {"mean": 6922, "knn": 2000, "magic": 2000, "svd": 6922}})
     assert " kNN and MAGIC fit on 2000 of the 6922 training rows" in wide and "MICE" not in wide

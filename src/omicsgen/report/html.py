@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate import data, metrics
+from ..evaluate.baseline_methods import CAPPED
 from ..evaluate.scoring import FORECAST_HORIZONS, NumericGenerationScorer, direction
 from ..provenance import write_text
 from . import plots
@@ -144,9 +145,8 @@ def _data_summary(adata, obs: pd.DataFrame) -> str:
     )
 
 
-# The baselines that fit on a capped subsample of the training rows (baseline_methods.CAPPED), as
-# the page names them; a wide table skips the three regressions, and the sentence names only those run.
-CAPPED_BASELINES = {"knn": "kNN", "iterative": "iterative", "mice": "MICE", "missforest": "MissForest", "magic": "MAGIC"}
+# How the page writes the names of the baselines that fit on capped training rows (baseline_methods.CAPPED).
+BASELINE_LABELS = {"knn": "kNN", "mice": "MICE", "missforest": "MissForest", "magic": "MAGIC"}
 
 
 def _scoring_protocol(protocol: dict) -> str:
@@ -157,9 +157,10 @@ def _scoring_protocol(protocol: dict) -> str:
               f"(<code>evaluate.max_rows</code>: {protocol.get('max_rows')})" if protocol.get("scored_rows_subsampled")
               else f"all {protocol['n_scored_rows']} test rows")
     fit = protocol.get("baseline_fit_rows") or {}
-    ran = [name for name in CAPPED_BASELINES if fit.get(name)] if isinstance(fit, dict) else list(CAPPED_BASELINES)
+    # a wide table skips the three regressions: name only the capped baselines that ran
+    ran = [name for name in CAPPED if fit.get(name)] if isinstance(fit, dict) else list(CAPPED)
     fit = (fit.get(ran[0]) if ran else None) if isinstance(fit, dict) else fit  # older pages: one figure
-    names = [CAPPED_BASELINES[name] for name in ran]
+    names = [BASELINE_LABELS.get(name, name) for name in ran]
     listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
     capped = (f" {listed} fit on {fit} of the {protocol.get('n_train_rows')} training rows "
               f"(<code>evaluate.max_train_rows</code>: {protocol.get('max_train_rows')})." if fit else "")
