@@ -329,3 +329,22 @@ def test_records_without_a_sequence_are_removed_and_counted(tmp_path):
     with pytest.raises(InputError, match="no record has a sequence"):
         ingest(tmp_path / "ids.fa", tmp_path / "ids.h5ad", "ids", "sequence")
     assert not (tmp_path / "ids.h5ad").exists()
+
+
+def test_sparse_intensities_stay_sparse_through_the_log(tmp_path):
+    """GDS507's values in a CSR h5ad with a tenth of them zero: log2(x + 1) of the stored values,
+    zeros stay unstored, and the decision is the dense table's."""
+    given = ad.read_h5ad(_ingested_gds507(tmp_path))
+    values = dense(given.X)
+    values[np.random.default_rng(0).random(values.shape) < 0.1] = 0.0
+    ad.AnnData(sp.csr_matrix(values), obs=given.obs[[]], var=given.var[[]]).write_h5ad(tmp_path / "sparse.h5ad")
+    adata = run(tmp_path, tmp_path / "sparse.h5ad", "expression", {}, name="sparse")
+    assert sp.issparse(adata.X) and adata.uns["omicsgen"]["x_scale"] == "log2p1_intensities"
+    assert adata.X.nnz == np.count_nonzero(values)
+    rows, cols = given.obs_names.get_indexer(adata.obs_names), given.var_names.get_indexer(adata.var_names)
+    np.testing.assert_allclose(dense(adata.X), np.log2(values[np.ix_(rows, cols)] + 1), rtol=1e-6)
+
+
+def _ingested_gds507(tmp_path) -> Path:
+    ingest(UNSEEN / "renal_gds507.soft.gz", tmp_path / "gds.h5ad", "gds", "expression")
+    return tmp_path / "gds.h5ad"

@@ -74,8 +74,10 @@ def _record_alignment(adata: ad.AnnData, lengths: np.ndarray, n_gapped: int) -> 
     alignment, or equal-length records whose columns are conserved: omicsgen.alignment);
     `uns["omicsgen"]["gapped"]`: some record holds alignment gaps ('-' or '.'). Records without a
     sequence, which preprocess removes, are left out."""
-    lengths = lengths[lengths > 0]
-    facts = alignment_facts(adata.obsm["tokens"][adata.obs["length"].to_numpy() > 0])
+    tokens = adata.obsm["tokens"]
+    if not lengths.all():  # copies the matrix, so only when some record is empty
+        tokens, lengths = tokens[lengths > 0], lengths[lengths > 0]
+    facts = alignment_facts(tokens)
     info = meta(adata)
     info["aligned"], info["gapped"] = facts["aligned"], facts["gapped"]
     gaps = f"{n_gapped:,} of {len(lengths):,} records hold gaps ('-' or '.')" if n_gapped else "no record holds a gap"

@@ -73,10 +73,9 @@ LOG2_INTENSITIES = "log2p1_intensities"
 def log2_intensities(adata: ad.AnnData) -> None:
     """log2(x + 1), as microarray and proteomics intensities are modelled: their linear scale is
     dominated by a few bright features. Zeros stay zeros, so a sparse X stays sparse."""
-    if sp.issparse(adata.X):
-        adata.X.data = np.log2(adata.X.data + 1, dtype=np.float32)
-    else:
-        adata.X = np.log2(adata.X + 1, dtype=np.float32)
+    values = adata.X.data if sp.issparse(adata.X) else adata.X  # float32 (_as_matrix): in place, no temporary
+    np.add(values, 1, out=values)
+    np.log2(values, out=values)
 
 
 def _applies_filters(adata: ad.AnnData, params: dict, is_counts: bool) -> bool:
