@@ -316,3 +316,48 @@ def test_one_log_line_per_epoch_and_the_best_val_weights_kept(tmp_path, tiny_dat
         fake = model.generate(scaled, observed & ~hide, torch.full_like(scaled, NOISE_SCALE / 2))
         loss = float(((fake - scaled) ** 2 * hide).sum() / hide.sum().clamp_min(1))
     assert loss == pytest.approx(metrics["val_loss"].min(), rel=1e-4)
+
+
+def test_an_epoch_in_one_lightning_step_takes_a_plain_loops_steps(tmp_path):
+    """`train` hands Lightning one step an epoch and steps the mini-batches itself (epoch_steps.py):
+    its per-epoch losses are those of a plain PyTorch loop over the same batches (zero_grad,
+    backward, clip, Adam step; validation after each epoch), and Lightning counts every step."""
+    import lightning
+
+    from omicsgen.batches import InMemoryBatches
+    from omicsgen.models.base import dense_train_view
+    from omicsgen.train import family_class
+
+    make_expression(n_cells=300).write_h5ad(tmp_path / "masked.h5ad")
+    hparams = {"hidden_dim": 16, "latent_dim": 4, "noise": 0.2}
+    trainer = {"max_epochs": 3, "batch_size": 64, "lr_schedule": "none", "patience": 10, "size_to_data": False,
+               "gradient_clip_val": 0.5}
+    checkpoint = train(tmp_path / "masked.h5ad", tmp_path / "model", "ae", hparams, trainer, seed=3)
+    logged = pd.read_csv(tmp_path / "model" / "metrics.csv")
+
+    adata = ad.read_h5ad(tmp_path / "masked.h5ad")
+    lightning.seed_everything(3)
+    cls = family_class("ae", adata, tmp_path / "masked.h5ad")
+    model = cls.from_data(dense_train_view(adata), **hparams)
+    train_batches = InMemoryBatches(cls.tensors(adata, "train"), 64, shuffle=True, seed=3)
+    val_batches = InMemoryBatches(cls.tensors(adata, "val"), 64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=model.hparams.learning_rate, fused=True)
+    plain = []
+    for epoch in range(3):
+        train_batches.epoch = epoch
+        model.train()
+        total = rows = 0.0
+        for batch in train_batches:
+            loss = model.loss(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            optimizer.step()
+            total, rows = total + float(loss) * len(batch["x"]), rows + len(batch["x"])
+        model.eval()
+        with torch.no_grad():
+            val = [(float(model.loss(batch)) * len(batch["x"]), len(batch["x"])) for batch in val_batches]
+        plain.append((total / rows, sum(v for v, _ in val) / sum(n for _, n in val)))
+    np.testing.assert_allclose(logged[["train_loss", "val_loss"]].to_numpy(), np.array(plain), rtol=1e-5)
+    steps = int(torch.load(checkpoint, weights_only=False)["global_step"])
+    assert steps == 3 * len(train_batches) > 3  # optimiser steps, not Lightning's one batch an epoch

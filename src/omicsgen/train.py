@@ -24,6 +24,7 @@ import random
 import shutil
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -36,6 +37,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, Mod
 from lightning.pytorch.loggers import CSVLogger
 
 from .batches import InMemoryBatches
+from .epoch_steps import EpochSteps, WholeEpoch
 from .errors import InputError
 from .models.base import LR_SCHEDULES, GenerativeModel, dense_train_view, modality, split_rows, with_lr_schedule
 from .models.registry import FAMILIES
@@ -119,9 +121,10 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
 def trainable(cls: type[GenerativeModel]) -> type[GenerativeModel]:
     """`cls` with `lightning.LightningModule` mixed in after it, what the trainer fits: the
     family's own hooks come first, Lightning adds the machinery they call (`self.log`,
-    `optimizers()`, `manual_backward`, checkpoints). Model classes stay plain torch modules so
-    that loading one needs no Lightning (models/base.py)."""
-    return type(cls.__name__, (cls, lightning.LightningModule), {"save_hyperparameters": _save_hyperparameters})
+    `optimizers()`, `manual_backward`, checkpoints), and `EpochSteps` before them runs an
+    epoch's mini-batches in one Lightning step (epoch_steps.py). Model classes stay plain torch
+    modules so that loading one needs no Lightning (models/base.py)."""
+    return type(cls.__name__, (EpochSteps, cls, lightning.LightningModule), {"save_hyperparameters": _save_hyperparameters})
 
 
 def _save_hyperparameters(self, frame=None) -> None:
@@ -391,8 +394,10 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
     has_val = _n_rows(val_tensors) > 0
     # Without validation rows, early stopping and the best weights fall back to the train loss.
     monitor = "val_loss" if has_val else "train_loss"
-    if not model.automatic_optimization:
-        model.gradient_clip = settings["gradient_clip_val"]
+    train_batches = InMemoryBatches(train_tensors, batch_size, shuffle=True, seed=seed)
+    val_batches = InMemoryBatches(val_tensors, batch_size) if has_val else None
+    model.take_over_steps(val_batches)  # an epoch a Lightning step, validated at its end (epoch_steps.py)
+    model.gradient_clip = settings["gradient_clip_val"]
     _schedule_learning_rate(model, {"name": settings["lr_schedule"], "monitor": monitor,
                                     "patience": max(1, settings["patience"] // 2), "max_epochs": settings["max_epochs"]},
                             mixed_precision="mixed" in str(settings["precision"]))
@@ -403,8 +408,6 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
                                save_top_k=1, enable_version_counter=False)
     best = BestWeights(monitor if model.select_on_loss else None)  # GANs: the last epoch's weights
     callbacks = [EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"])] if model.select_on_loss else []
-    train_batches = InMemoryBatches(train_tensors, batch_size, shuffle=True, seed=seed)
-    val_batches = InMemoryBatches(val_tensors, batch_size) if has_val else None
     throughput = Throughput()
     callbacks += [best, last, RandomState(), FollowTrainerEpoch(train_batches), DeviceResidentData(train_batches, val_batches),
                   throughput, EpochProgress(settings["max_epochs"])]
@@ -417,8 +420,6 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         strategy=settings["strategy"],
         precision=settings["precision"],
         max_epochs=settings["max_epochs"],
-        # Manual-optimisation families (GANs) clip inside their own training_step.
-        gradient_clip_val=settings["gradient_clip_val"] if model.automatic_optimization else None,
         deterministic=True,
         # Rows after the last checkpoint's epoch are dropped on resume (`_upto`), so the log need
         # only be on disk by then: flushed every 50 steps and at the end, not after every step.
@@ -431,8 +432,11 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
         log_every_n_steps=1,
     )
     resume_from, first_epoch = _resumable(work_dir / "last.ckpt")
-    trainer.fit(model, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume_from)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")
+        trainer.fit(model, train_dataloaders=WholeEpoch(train_batches), ckpt_path=resume_from)
     throughput.report(trainer.current_epoch - first_epoch, train_batches.n_rows)
+    model.val_batches = None
     for batches in (train_batches, val_batches):  # the trainer outlives this call: release the data
         if batches is not None:
             batches.tensors = {}
@@ -444,15 +448,15 @@ def _fit(model, train_tensors, val_tensors, settings: dict, seed: int, work_dir:
 
 def _schedule_learning_rate(model: GenerativeModel, schedule: dict, mixed_precision: bool) -> None:
     """Wrap the family's `configure_optimizers` so that its optimizer gets `schedule`; families
-    with manual optimisation (several optimizers, `automatic_optimization = False`) keep a
-    constant rate. Under mixed precision Lightning clips gradients after unscaling them, which
+    that step by hand (several optimizers, `automatic_optimization = False`) keep a constant
+    rate, or add the schedule themselves (lstm.py). Under mixed precision Lightning clips gradients after unscaling them, which
     a fused optimizer does inside its step: such an optimizer is rebuilt unfused."""
     model.lr_schedule = schedule  # families that step by hand and take a schedule read it (lstm.py)
     configure = model.configure_optimizers
 
     def configure_optimizers():
         optimizers = configure()
-        if not (model.automatic_optimization and isinstance(optimizers, torch.optim.Optimizer)):
+        if model.steps_by_hand or not isinstance(optimizers, torch.optim.Optimizer):
             return optimizers
         if mixed_precision and optimizers.defaults.get("fused"):
             defaults = {k: v for k, v in optimizers.defaults.items() if k != "fused"}

@@ -334,12 +334,13 @@ class GenerativeModel(torch.nn.Module):
         return torch.optim.Adam(parameters, lr=self.hparams.learning_rate, fused=fused or None)
 
     def manual_step(self, optimizer, loss) -> None:
-        """One optimiser step for families that optimise manually (GANs): they clip gradients
-        themselves, with the trainer's `gradient_clip_val` kept in `self.gradient_clip`."""
+        """One optimiser step (`train` takes every step by hand: epoch_steps.py), clipped at the
+        trainer's `gradient_clip_val`, kept in `self.gradient_clip`, by the family's own
+        `configure_gradient_clipping` (an ensemble clips each member apart: vae.py)."""
         optimizer.zero_grad()
         self.manual_backward(loss)
         if getattr(self, "gradient_clip", None):
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
+            self.configure_gradient_clipping(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
         optimizer.step()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -379,15 +380,15 @@ LR_SCHEDULES = ("none", "plateau", "cosine")
 def with_lr_schedule(optimizer: torch.optim.Optimizer, schedule: dict | None):
     """Lightning's optimizer config for `schedule` = {"name", "monitor", "patience", "max_epochs"}:
     plateau halves the rate after `patience` epochs without a better `monitor`; cosine anneals
-    it to 1% over `max_epochs`; none (or no schedule) keeps it constant."""
+    it to 1% over `max_epochs`; none (or no schedule) keeps it constant. The module steps the
+    scheduler once an epoch (`EpochSteps.step_lr_schedule`), reading `monitor` from the schedule."""
     name = (schedule or {}).get("name", "none")
     if name == "none":
         return optimizer
     if name == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                                patience=int(schedule["patience"]))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": schedule["monitor"],
-                                                         "interval": "epoch", "strict": True}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
     if name == "cosine":
         base_lr = optimizer.param_groups[0]["lr"]
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(schedule["max_epochs"]),

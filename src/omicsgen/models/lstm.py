@@ -254,19 +254,6 @@ class RecurrentLanguageModel(GenerativeModel):
         finally:
             self.load_state_dict(current)
 
-    def on_train_epoch_end(self) -> None:
-        """Step the learning-rate schedule (manual optimisation leaves it to the module)."""
-        scheduler = self.lr_schedulers()
-        if scheduler is None:
-            return
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            monitor = (getattr(self, "lr_schedule", None) or {}).get("monitor", "val_loss")
-            value = self.trainer.callback_metrics.get(monitor)
-            if value is not None:
-                scheduler.step(float(value))
-        else:
-            scheduler.step()
-
     def choose_temperature(self, reference: np.ndarray) -> float:
         """The temperature of `TEMPERATURES` whose samples' 3-mer profiles are closest (MMD) to
         those of `reference` records (the validation rows), same random numbers at each."""

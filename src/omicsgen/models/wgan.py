@@ -418,7 +418,7 @@ class SequenceWGAN(ConditionalWGAN):
         linear` both learning rates first fall with the share of the epochs done."""
         if self.hparams.lr_decay == "linear" and self._trainer is not None:
             trainer = self.trainer
-            done = (trainer.current_epoch + batch_idx / max(1, trainer.num_training_batches)) / max(1, trainer.max_epochs)
+            done = (trainer.current_epoch + batch_idx / max(1, self.batches_per_epoch)) / max(1, trainer.max_epochs)
             for optimizer in self.optimizers():
                 for group in optimizer.param_groups:
                     group["lr"] = self.hparams.learning_rate * max(0.0, 1.0 - done)

@@ -1,0 +1,94 @@
+"""One Lightning training step per epoch: the module steps through the epoch's in-memory mini-batches.
+
+On a small table an epoch is a few mini-batches of under a millisecond each, and Lightning's
+per-batch loop (closure, optimizer and precision wrappers, hooks, progress) plus its evaluation
+loop cost as much again: the AE trained 2.0x slower than a bare loop on 569 rows
+(bench/train_overhead.py, bench/figures.md). So the Trainer is given one batch an epoch, the
+`InMemoryBatches` themselves, and the module runs them, then the validation rows, at the end of
+the epoch. Lightning still runs everything around the steps: devices, DDP (every backward goes
+through `manual_backward`), precision, checkpoints and resuming, early stopping, logging and
+callbacks; the learning-rate schedule is stepped here, as manual optimisation asks.
+
+The arithmetic is the per-batch loop's: the same batches in the same order, the same optimiser
+steps and clipping, validation after each epoch's steps, so the same losses to the last digit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .batches import InMemoryBatches
+
+
+class WholeEpoch:
+    """The train dataloader the Trainer sees: one item an epoch, the epoch's mini-batches."""
+
+    def __init__(self, batches: InMemoryBatches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1 if len(self.batches) else 0
+
+    def __iter__(self) -> Iterator[InMemoryBatches]:
+        if len(self.batches):
+            yield self.batches
+
+
+class EpochSteps:
+    """Mixed in before a family by `train.trainable`: `training_step` takes a whole epoch.
+
+    A family that optimises by hand (GANs, GAIN, the LSTM: `automatic_optimization = False`)
+    steps in its own `training_step`, called once per mini-batch; for the others, whose step
+    returns the loss, this class zeroes, back-propagates, clips and steps as Lightning would."""
+
+    steps_by_hand = False  # the family's own choice, recorded by `take_over_steps`
+    val_batches: InMemoryBatches | None = None
+    batches_per_epoch = 1
+
+    def take_over_steps(self, val_batches: InMemoryBatches | None) -> None:
+        """Before fitting (not in `__init__`, whose signature Lightning reads to reload a
+        checkpoint): the Trainer optimises nothing itself, and the epoch's end validates on
+        `val_batches`."""
+        self.steps_by_hand = not self.automatic_optimization
+        self.automatic_optimization = False
+        self.val_batches = val_batches
+
+    def training_step(self, epoch: InMemoryBatches, _index: int) -> None:
+        optimizer = None if self.steps_by_hand else self.optimizers()
+        self.batches_per_epoch = len(epoch)
+        for index, batch in enumerate(epoch):
+            loss = super().training_step(batch, index)
+            if optimizer is not None:
+                self.manual_step(optimizer, loss)
+
+    def on_train_epoch_end(self) -> None:
+        if self.val_batches is not None:
+            self.validate(self.val_batches)
+        super().on_train_epoch_end()  # the family logs its train loss
+        self.step_lr_schedule()
+
+    def validate(self, batches: InMemoryBatches) -> None:
+        """Lightning's evaluation loop, for in-memory batches: eval mode, no gradients, the
+        precision's autocast, each batch's `validation_step` and the epoch-end hook."""
+        self.eval()
+        with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
+            for index, batch in enumerate(batches):
+                self.validation_step(batch, index)
+            self.on_validation_epoch_end()
+        self.train()
+
+    def step_lr_schedule(self) -> None:
+        """Manual optimisation leaves the schedule to the module: plateau reads the epoch's
+        monitored loss (logged above, so already in `callback_metrics`)."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitor = (getattr(self, "lr_schedule", None) or {}).get("monitor", "val_loss")
+            value = self.trainer.callback_metrics.get(monitor)
+            if value is not None:
+                scheduler.step(float(value))
+        else:
+            scheduler.step()
