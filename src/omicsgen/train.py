@@ -274,8 +274,9 @@ class DeviceResidentData(Callback):
 
 
 class Throughput(Callback):
-    """Seconds spent in training batches (validation and checkpoints excluded), for the log line
-    `train rows/s` that bench/scale.py reads."""
+    """Seconds spent in training batches, for the log line `train rows/s` that bench/scale.py
+    reads. Validation and checkpoints are excluded: Lightning runs this hook before the
+    module's own epoch end, which validates (epoch_steps.py), and before the checkpoints'."""
 
     def __init__(self):
         self.seconds, self.started = 0.0, None
@@ -283,13 +284,7 @@ class Throughput(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.started = time.perf_counter()
 
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self._stop()
-
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
         if self.started is not None:
             self.seconds += time.perf_counter() - self.started
             self.started = None
