@@ -15,6 +15,11 @@ steps its discriminator each batch) and CPU seconds of each, and their ratio: th
 `--repeats` alternating pairs, and the best run of each against the other's best (the host's
 speed drifts by 10-40% between identical runs, so one pair says little).
 
+Before the timed pairs, each set-up fits a few epochs untimed, and those times are printed: the
+first fit in a process pays one-off costs (lazy imports, torch's first backward and optimizer
+step, the first checkpoint written) that, untimed pairs aside, fell on whichever set-up ran first;
+in the pipeline they are part of a job's fixed cost (bench/pipeline.py), not of its steps.
+
     OMP_NUM_THREADS=1 python bench/train_overhead.py [--epochs 200] [--families gain vae ae] [--repeats 3]
 """
 
@@ -33,6 +38,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+WARMUP_EPOCHS = 5
 HPARAMS = {"gain": {"hidden_dim": 30, "hint_rate": 0.9, "alpha": 100.0}, "vae": {"hidden_dim": 64, "latent_dim": 8},
            "ae": {"hidden_dim": 64, "latent_dim": 16, "noise": 0.2, "output": "gaussian"}}
 
@@ -61,6 +67,10 @@ def main() -> None:
         masked = prepare(Path(tmp))
         print(f"{'family':<8}{'setup':<7}{'epochs':>7}{'steps':>7}{'wall s':>9}{'CPU s':>8}{'steps/s':>9}{'steps/CPU s':>13}")
         for family in args.families:
+            warm = {"ours": run_ours(masked, Path(tmp) / f"{family}-warmup", family, WARMUP_EPOCHS),
+                    "bare": run_bare(masked, family, WARMUP_EPOCHS)}
+            print(f"{family:<8}first fits in this process ({WARMUP_EPOCHS} epochs, untimed): "
+                  f"ours {warm['ours']['cpu']:.2f} s CPU, bare {warm['bare']['cpu']:.2f} s CPU")
             ratios, best = [], {}
             for repeat in range(args.repeats):
                 # Alternate which runs first: the host's speed drifts by 10-40% between runs.

@@ -318,16 +318,23 @@ def test_one_log_line_per_epoch_and_the_best_val_weights_kept(tmp_path, tiny_dat
     assert loss == pytest.approx(metrics["val_loss"].min(), rel=1e-4)
 
 
-def test_an_epoch_in_one_lightning_step_takes_a_plain_loops_steps(tmp_path):
+@pytest.mark.parametrize("through_lightning", [False, True], ids=["plain_steps", "lightning_wrappers"])
+def test_an_epoch_in_one_lightning_step_takes_a_plain_loops_steps(tmp_path, monkeypatch, through_lightning):
     """`train` hands Lightning one step an epoch and steps the mini-batches itself (epoch_steps.py):
     its per-epoch losses are those of a plain PyTorch loop over the same batches (zero_grad,
-    backward, clip, Adam step; validation after each epoch), and Lightning counts every step."""
+    backward, clip, Adam step; validation after each epoch), and Lightning counts every step,
+    whether the steps go through Lightning's wrappers (as under DDP or mixed precision) or not."""
     import lightning
 
+    from omicsgen import epoch_steps
     from omicsgen.batches import InMemoryBatches
     from omicsgen.models.base import dense_train_view
     from omicsgen.train import family_class
 
+    decided = []
+    decide = epoch_steps.lightning_adds_nothing_to_a_step
+    monkeypatch.setattr(epoch_steps, "lightning_adds_nothing_to_a_step",
+                        lambda module: decided.append(decide(module)) or (decided[-1] and not through_lightning))
     make_expression(n_cells=300).write_h5ad(tmp_path / "masked.h5ad")
     hparams = {"hidden_dim": 16, "latent_dim": 4, "noise": 0.2}
     trainer = {"max_epochs": 3, "batch_size": 64, "lr_schedule": "none", "patience": 10, "size_to_data": False,
@@ -361,3 +368,67 @@ def test_an_epoch_in_one_lightning_step_takes_a_plain_loops_steps(tmp_path):
     np.testing.assert_allclose(logged[["train_loss", "val_loss"]].to_numpy(), np.array(plain), rtol=1e-5)
     steps = int(torch.load(checkpoint, weights_only=False)["global_step"])
     assert steps == 3 * len(train_batches) > 3  # optimiser steps, not Lightning's one batch an epoch
+    assert decided == [True]  # one CPU, full precision, no step hooks: plain steps unless forced
+
+
+def test_steps_go_through_lightning_where_its_wrappers_do_something(tmp_path):
+    """Plain steps only where Lightning would add nothing: a callback hooked between backward and
+    step, a family's own step hook, or mixed precision each keep Lightning's wrappers."""
+    import lightning
+
+    from omicsgen.epoch_steps import lightning_adds_nothing_to_a_step
+
+    class GradientWatch(lightning.Callback):
+        def on_after_backward(self, trainer, pl_module):
+            pass
+
+    class OwnHook(trainable(get_family("ae").model_class("expression"))):
+        def on_before_backward(self, loss):
+            pass
+
+    adata = make_expression(n_cells=40)
+
+    def decision(module_class, **trainer_settings):
+        model = module_class.from_data(adata, hidden_dim=8, latent_dim=2)
+        model.trainer = lightning.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, **trainer_settings)
+        return lightning_adds_nothing_to_a_step(model)
+
+    ae = trainable(get_family("ae").model_class("expression"))
+    assert decision(ae)
+    assert decision(ae, callbacks=[lightning.Callback()])  # a callback that hooks no step
+    assert not decision(ae, callbacks=[GradientWatch()])
+    assert not decision(OwnHook)
+    assert not decision(ae, precision="bf16-mixed")
+
+
+def test_mixed_precision_clips_the_unscaled_gradients(tmp_path):
+    """Under fp16 mixed precision the loss is scaled (2**16 here) before backward; the gradients
+    are clipped after Lightning unscales them, as the trainer's `gradient_clip_val` means."""
+    import lightning
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from omicsgen.batches import InMemoryBatches
+    from omicsgen.epoch_steps import WholeEpoch
+
+    adata = make_expression(n_cells=120)
+    cls = trainable(get_family("ae").model_class("expression"))
+    model = cls.from_data(adata, hidden_dim=8, latent_dim=2)
+    norms = []
+    clip = model.configure_gradient_clipping
+
+    def watched(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))))
+        return clip(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    model.configure_gradient_clipping = watched
+    model.gradient_clip = 1.0
+    train_batches = InMemoryBatches(cls.tensors(adata, "train"), 32, shuffle=True, seed=0)
+    model.take_over_steps(None)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer = lightning.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
+                                enable_checkpointing=False, plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
+    trainer.fit(model, train_dataloaders=WholeEpoch(train_batches))
+    assert len(norms) == 3 * len(train_batches)
+    finite = [norm for norm in norms if np.isfinite(norm)]  # fp16 overflows until the scaler backs off
+    assert len(finite) >= len(norms) // 2
+    assert 0 < max(finite) < 1e3  # unscaled: the scaled ones are thousands of times larger

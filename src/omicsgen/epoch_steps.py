@@ -11,6 +11,13 @@ callbacks; the learning-rate schedule is stepped here, as manual optimisation as
 
 The arithmetic is the per-batch loop's: the same batches in the same order, the same optimiser
 steps and clipping, validation after each epoch's steps, so the same losses to the last digit.
+
+On one device in full precision, with no callback hooked between backward and step, Lightning's
+per-step wrappers (`manual_backward`, `LightningOptimizer.step`, three hook calls into every
+callback) would only call `backward` and `step`: there the module calls them itself
+(`plain_steps`), and counts the step as Lightning's loop does, so `global_step` holds. Under DDP
+(whose backward syncs gradients) and mixed precision (which scales the loss), every step goes
+through Lightning.
 """
 
 from __future__ import annotations
@@ -18,8 +25,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from .batches import InMemoryBatches
+from .models.base import GenerativeModel
+
+# What Lightning runs between a step's backward and its optimizer step; a callback or family that
+# hooks any of them needs Lightning's wrappers.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
 class WholeEpoch:
@@ -44,6 +59,7 @@ class EpochSteps:
     returns the loss, this class zeroes, back-propagates, clips and steps as Lightning would."""
 
     steps_by_hand = False  # the family's own choice, recorded by `take_over_steps`
+    plain_steps = False  # backward and step without Lightning's wrappers (`on_train_start`)
     val_batches: InMemoryBatches | None = None
     batches_per_epoch = 1
 
@@ -54,6 +70,20 @@ class EpochSteps:
         self.steps_by_hand = not self.automatic_optimization
         self.automatic_optimization = False
         self.val_batches = val_batches
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.plain_steps = lightning_adds_nothing_to_a_step(self)
+
+    def manual_step(self, optimizer, loss) -> None:
+        if not self.plain_steps:
+            return super().manual_step(optimizer, loss)
+        optimizer.zero_grad()
+        loss.backward()
+        self.clip_gradients_at_limit(optimizer)
+        optimizer._on_before_step()  # Lightning's loop counts the step (global_step) ...
+        optimizer.optimizer.step()
+        optimizer._on_after_step()  # ... as `LightningOptimizer.step` would
 
     def training_step(self, epoch: InMemoryBatches, _index: int) -> None:
         optimizer = None if self.steps_by_hand else self.optimizers()
@@ -92,3 +122,18 @@ class EpochSteps:
                 scheduler.step(float(value))
         else:
             scheduler.step()
+
+
+def lightning_adds_nothing_to_a_step(module: LightningModule) -> bool:
+    """Whether Lightning's per-step wrappers would only call `backward` and `step`: one device,
+    full precision (its plugin exactly, not a subclass), and no callback or family hooking a step
+    beyond `GenerativeModel`'s clipping, which the plain step calls itself."""
+    trainer = module.trainer
+    if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
+        return False
+    own = {"on_before_optimizer_step": GenerativeModel.on_before_optimizer_step}
+    for hook in (*STEP_HOOKS, "backward"):
+        if getattr(type(module), hook) is not own.get(hook, getattr(LightningModule, hook, None)):
+            return False
+    return not any(getattr(type(callback), hook) is not getattr(Callback, hook)
+                   for callback in trainer.callbacks for hook in STEP_HOOKS)

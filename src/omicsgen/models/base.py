@@ -334,14 +334,22 @@ class GenerativeModel(torch.nn.Module):
         return torch.optim.Adam(parameters, lr=self.hparams.learning_rate, fused=fused or None)
 
     def manual_step(self, optimizer, loss) -> None:
-        """One optimiser step (`train` takes every step by hand: epoch_steps.py), clipped at the
-        trainer's `gradient_clip_val`, kept in `self.gradient_clip`, by the family's own
-        `configure_gradient_clipping` (an ensemble clips each member apart: vae.py)."""
+        """One optimiser step through Lightning (`train` takes every step by hand: epoch_steps.py,
+        which takes it without Lightning's wrappers where they would add nothing)."""
         optimizer.zero_grad()
         self.manual_backward(loss)
+        optimizer.step()  # clips in `on_before_optimizer_step`
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning's hook, called after mixed precision unscales the gradients: clipping them any
+        # earlier (after `manual_backward`) would clip the scaled ones, 2**16 times too hard.
+        self.clip_gradients_at_limit(optimizer)
+
+    def clip_gradients_at_limit(self, optimizer) -> None:
+        """Clip at the trainer's `gradient_clip_val`, kept in `self.gradient_clip`, through the
+        family's own `configure_gradient_clipping` (an ensemble clips each member apart: vae.py)."""
         if getattr(self, "gradient_clip", None):
             self.configure_gradient_clipping(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The registry reads this to pick the class when loading; __init__ never takes it.
