@@ -133,7 +133,7 @@ def test_epoch_loss_is_the_row_weighted_mean_of_the_batch_losses(monkeypatch):
     tensors = cls.tensors(adata, ["train", "val"])
     batches = [{key: value[rows] for key, value in tensors.items()} for rows in (slice(0, 32), slice(32, 40))]
     logged = {}
-    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.setdefault(name, []).append(float(value)))
+    monkeypatch.setattr(model, "record_epoch_metric", lambda name, value: logged.setdefault(name, []).append(float(value)))
     with torch.no_grad():
         losses = [float(model.validation_step(batch, i)) for i, batch in enumerate(batches)]
         assert logged == {}  # nothing per batch

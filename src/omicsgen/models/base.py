@@ -311,12 +311,31 @@ class GenerativeModel(torch.nn.Module):
         sums[name] = (total + loss.detach() * rows, n + rows)
 
     def log_epoch_loss(self, name: str) -> None:
-        # sync_dist: under DDP every rank logs the mean over all ranks' shards, so early stopping,
-        # the best checkpoint and the learning-rate schedule decide alike on every rank.
+        """The epoch's mean loss where `self.log(on_epoch=True)` would put it: the trainer's
+        `callback_metrics` (early stopping, the best weights, the plateau schedule and the progress
+        line read it there) and a row of the logger's (metrics.csv). Not through `self.log`: each
+        call walked the whole state of Lightning's metric object (`_ResultMetric.to`, some 1,700
+        Python calls), a third of the Python calls of an AE epoch on 569 rows (bench/figures.md)."""
         total, rows = self.__dict__.get("_epoch_losses", {}).pop(name, (0.0, 0))
-        if rows:
-            distributed = getattr(self, "_trainer", None) is not None and self.trainer.world_size > 1
-            self.log(name, total / rows, on_step=False, on_epoch=True, batch_size=rows, sync_dist=distributed)
+        if not rows:
+            return
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # Under DDP every rank gets the row-weighted mean over all ranks' shards, so early
+            # stopping, the best weights and the schedule decide alike on every rank.
+            summed = trainer.strategy.reduce(torch.stack([torch.as_tensor(total, dtype=torch.float32, device=self.device),
+                                                          torch.tensor(float(rows), device=self.device)]), reduce_op="sum")
+            total, rows = summed[0], summed[1]
+        self.record_epoch_metric(name, (total / rows).detach())
+
+    def record_epoch_metric(self, name: str, value: torch.Tensor) -> None:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:  # a hook called outside a fit
+            return
+        trainer.callback_metrics[name] = value
+        for logger in trainer.loggers:  # each writes on rank 0 only
+            logger.log_metrics({name: float(value), "epoch": trainer.current_epoch}, step=trainer.current_epoch)
+            logger.save()  # on disk each epoch, as Lightning's epoch-end logging leaves it (resume keeps its rows)
 
     def configure_optimizers(self):
         """Adam. `train` adds the trainer's `lr_schedule` to whatever single optimizer a family
