@@ -205,7 +205,6 @@ def test_truncated_bptt_drops_ended_records_from_the_batch():
     model.forward = counting_forward
     model.optimizers = lambda: None
     model.manual_step = lambda optimizer, loss: steps.append(float(loss.detach()))
-    model.log = lambda *args, **kwargs: None
     model.training_step({"tokens": torch.from_numpy(tokens.astype(np.int64))}, 0)
     assert rows_seen == [40, 40, 20, 20]  # 31 positions (30 + the end) in 4 chunks of 8
     assert len(steps) == 4 and np.isfinite(steps).all()

@@ -219,8 +219,7 @@ class RecurrentLanguageModel(GenerativeModel):
                 self.manual_step(optimizer, loss)
                 total, count = total + float(loss.detach()) * n_scored, count + n_scored
             state = _detach_state(state)
-        self.log("train_loss", total / max(count, 1), on_step=False, on_epoch=True, batch_size=len(tokens),
-                 sync_dist=True)
+        self.add_to_epoch_loss("train_loss", torch.tensor(total / max(count, 1)), len(tokens))
 
     def validation_step(self, batch, batch_idx):
         loss = super().validation_step(batch, batch_idx)

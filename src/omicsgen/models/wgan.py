@@ -149,14 +149,14 @@ class ConditionalWGAN(GenerativeModel):
         self.manual_step(opt_c, -wasserstein + self.hparams.gp_weight * penalty)
         if batch_idx % self.hparams.n_critic == 0:
             self.manual_step(opt_g, -self.critic(self.generate(self.latent(n), cond) * m, m, cond).mean())
-        self.log("train_loss", wasserstein.detach(), on_step=False, on_epoch=True, batch_size=n)
+        self.add_to_epoch_loss("train_loss", wasserstein, n)
 
     def validation_step(self, batch, batch_idx):
         real, m = self.real(batch)
         cond = self.condition(batch.get("labels"), len(real))
         fake = self.generate(self.latent(len(real)), cond) * m
         wasserstein = self.critic(real, m, cond).mean() - self.critic(fake, m, cond).mean()
-        self.log("val_loss", wasserstein, on_step=False, on_epoch=True, batch_size=len(real))
+        self.add_to_epoch_loss("val_loss", wasserstein, len(real))
 
     def configure_optimizers(self):
         lr, betas = self.hparams.learning_rate, (0.5, 0.9)
