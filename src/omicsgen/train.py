@@ -120,7 +120,7 @@ def train(data_path, out_dir, family: str, hparams: dict, trainer: dict, seed: i
 @functools.cache
 def trainable(cls: type[GenerativeModel]) -> type[GenerativeModel]:
     """`cls` with `lightning.LightningModule` mixed in after it, what the trainer fits: the
-    family's own hooks come first, Lightning adds the machinery they call (`self.log`,
+    family's own hooks come first, Lightning adds the machinery they call (`trainer`,
     `optimizers()`, `manual_backward`, checkpoints), and `EpochSteps` before them runs an
     epoch's mini-batches in one Lightning step (epoch_steps.py). Model classes stay plain torch
     modules so that loading one needs no Lightning (models/base.py)."""

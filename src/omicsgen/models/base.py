@@ -6,7 +6,7 @@ natively missing entries (NaN, MISSING token) into one boolean matrix, and each 
 
 Models are plain `torch.nn.Module`s, so a job that only loads one (generate, impute, evaluate)
 never imports Lightning (~3.5 s: torch._dynamo, scipy.signal). Their Lightning hooks
-(training_step, configure_optimizers, self.log, ...) are ordinary methods that run only in
+(training_step, configure_optimizers, manual_backward, ...) are ordinary methods that run only in
 `train`, which trains `train.trainable(cls)`: the class with `lightning.LightningModule` mixed
 in after it. `hparams` and `device` here are what Lightning's would be (the hyper-parameters
 in `self._hparams`, as Lightning keeps them), so they mean the same under either.
