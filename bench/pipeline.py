@@ -1,6 +1,7 @@
 """Whole-pipeline benchmark: the default run and each paper config, from a clean copy of the repository.
 
-For each config it prints the wall time and CPU seconds of the whole `snakemake` run, the time per
+For each config it prints the wall time and CPU seconds of the whole `snakemake` run, the wall time
+outside its jobs (before the first, after the last), the time per
 rule (jobs, sum and max of wall seconds; sum of CPU seconds, and the CPU seconds of its cheapest job:
 the fixed cost of a job of that rule with its real, small inputs), the ten slowest jobs; and once,
 the fixed cost of a bare `omicsgen` process (interpreter start and argument parsing: `--help`; and
@@ -32,7 +33,7 @@ import tarfile
 import tempfile
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -74,6 +75,7 @@ def main() -> None:
             print(f"\n== {name} ({'tiny, ' if args.tiny else ''}{args.ref}, {args.cores} cores): "
                   f"{wall:.0f} s wall, {cpu:.0f} s CPU (snakemake and all jobs){'' if ok else '  FAILED'}")
             jobs = read_jobs(folder)
+            print_outside_jobs(jobs)
             print_jobs(jobs)
             if args.keep:
                 target = args.keep / name
@@ -123,13 +125,30 @@ def copy_env(folder: Path) -> dict:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(folder / "src")}
 
 
+LAUNCHED: list[datetime] = []  # the last run's launch and exit, wall-clock
+
+
+def print_outside_jobs(jobs: list[dict]) -> None:
+    """Wall seconds before the first job starts (Snakemake's start: imports, its plugins, the DAG)
+    and after the last one ends; Snakemake's log stamps are whole seconds."""
+    if not jobs or len(LAUNCHED) != 2:
+        return
+    first = min(job["start"] for job in jobs)
+    last = max(job["start"] + timedelta(seconds=job["wall"]) for job in jobs)
+    print(f"outside jobs: {(first - LAUNCHED[0]).total_seconds():.0f} s before the first job, "
+          f"{(LAUNCHED[1] - last).total_seconds():.0f} s after the last")
+
+
 def run_snakemake(folder: Path, configfile: Path, cores: int) -> tuple[float, float, bool]:
+    """Wall and CPU seconds of one `snakemake` run, and whether it succeeded; its launch and exit
+    times go to `LAUNCHED` for `print_outside_jobs`."""
     env = copy_env(folder)
     command = ["nice", "-n", "10", str(BIN / "snakemake"), "--cores", str(cores), "--configfile", str(configfile)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    LAUNCHED[:] = [datetime.now() - timedelta(seconds=wall), datetime.now()]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode != 0:
