@@ -636,6 +636,21 @@ def test_a_long_table_is_pivoted_into_its_matrix(tmp_path, first):
     assert steps["values"]["value"] == "counts"
 
 
+def test_a_long_table_that_lists_a_pair_twice_names_both_lines(tmp_path):
+    """Replicates or a bad join: a pair on two rows of an otherwise long table is not read as one
+    feature of thousands of samples; ingest stops, names the pair and both lines, and writes nothing."""
+    long, _ = _marioni_long("gene")
+    doubled = pd.concat([long, long.iloc[[40]]], ignore_index=True)  # row 40 again, as the last line
+    doubled.to_csv(tmp_path / "long.tsv", sep="\t", index=False)
+    gene, sample = long.iloc[40]["gene"], long.iloc[40]["sample"]
+    with pytest.raises(InputError) as caught:
+        read_dataset(tmp_path / "long.tsv", "expression")
+    message = str(caught.value)
+    assert "long.tsv" in message and "lists a pair twice" in message and repr(gene) in message and repr(sample) in message
+    assert f"on line {40 + 2} and again on line {len(doubled) + 1}" in message  # the header is line 1
+    assert "1 row repeats an earlier pair" in message
+
+
 def test_two_text_columns_whose_pairs_repeat_are_annotations_not_a_long_table(tmp_path):
     """The PBC trial's sex and status (as words) beside bilirubin: the pairs repeat, so each row is
     a patient with two annotations, as before."""

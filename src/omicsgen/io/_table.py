@@ -65,6 +65,7 @@ class Table(NamedTuple):
     table_end: int | None = None  # the line of GEO's end-of-table marker
     tool_columns: tuple = ()  # annotation columns of a known tool's layout (featureCounts'), numbers or not
     empty_columns: int = 0  # columns without a name or a value (trailing delimiters), left out
+    lines: np.ndarray | None = None  # the file line of each row, for errors that name one
 
 
 def read_numeric_table(path: Path, fmt: str) -> Table:
@@ -90,7 +91,8 @@ def read_numeric_table(path: Path, fmt: str) -> Table:
         _require_finite(values, table, path, structure.lines)
     rows, unnamed = _name_missing(table.index, structure.lines)
     return Table(values, rows, table.columns, unnamed, first, annotations if annotations.shape[1] else None,
-                 structure.headerless, structure.preamble, structure.table_end, tuple(tool_columns), empty)
+                 structure.headerless, structure.preamble, structure.table_end, tuple(tool_columns), empty,
+                 structure.lines)
 
 
 def featurecounts_columns(header: list[str]) -> list[str]:

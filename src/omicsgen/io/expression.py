@@ -207,7 +207,7 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
         raise InputError(path, f"unknown orientation '{orientation}'", hint=f"use one of {', '.join(ORIENTATIONS)}")
     table = read_numeric_table(path, fmt)
     _refuse_one_sample_quantification(table.columns, path)
-    long = pivot_long(table)
+    long = pivot_long(table, path)
     if long:
         table = long[0]
     if not len(table.columns):
