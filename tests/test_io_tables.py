@@ -588,6 +588,27 @@ def test_only_unlogged_values_on_one_scale_are_read_as_intensities(tmp_path):
     assert kinds["few"]["value"] == "normalised"
 
 
+def test_a_gds_files_declared_value_type_decides_the_scale(tmp_path):
+    """GDS507 declares `!dataset_value_type = count` (MAS5 signal): intensities, and the page cites
+    the line. The same file declaring `transformed count` with its values logged is used as given.
+    The sheet's `values` still wins."""
+    with gzip.open(UNSEEN_DIR / "renal_gds507.soft.gz", "rt") as handle:
+        lines = handle.read().splitlines()
+    linear = decided(read_dataset(UNSEEN_DIR / "renal_gds507.soft.gz", "expression"))["values"]
+    assert linear["value"] == "intensities" and "!dataset_value_type = count, a linear scale" in linear["why"]
+    begin, end = lines.index("!dataset_table_begin"), lines.index("!dataset_table_end")
+    logged = [line.replace("!dataset_value_type = count", "!dataset_value_type = transformed count") for line in lines[: begin + 2]]
+    for line in lines[begin + 2 : end]:
+        fields = line.split("\t")
+        logged.append("\t".join(fields[:2] + [f"{np.log2(float(v) + 1):.4f}" for v in fields[2:]]))
+    (tmp_path / "logged.soft").write_text("\n".join(logged + lines[end:]) + "\n")
+    steps = decided(read_dataset(tmp_path / "logged.soft", "expression"))
+    assert steps["values"]["value"] == "normalised" and "transformed count: on a log scale already" in steps["values"]["why"]
+    # Declared `count` but told otherwise in the sheet: the sheet wins.
+    told = decided(read_dataset(UNSEEN_DIR / "renal_gds507.soft.gz", "expression", values="normalised"))["values"]
+    assert told["value"] == "normalised" and "dataset_value_type" not in told["why"]
+
+
 def test_sparse_intensities_are_read_as_the_dense_ones(tmp_path):
     """An h5ad holding the MAS5 values in a CSR matrix, with a tenth of them zero (unstored):
     the same decision as the dense table with those zeros."""

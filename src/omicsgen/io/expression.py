@@ -13,7 +13,7 @@ from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
 from ._table import read_numeric_table, require_unique
-from .geo import geo_annotations
+from .geo import gds_value_type, geo_annotations
 from .long_table import pivot_long
 from .orientation import ORIENTATIONS, decide
 
@@ -55,7 +55,10 @@ def label_values(adata: ad.AnnData, values: str, path: Path) -> None:
     preprocess and can take the NB/ZINB models; normalised values are used as given."""
     if values not in VALUES:
         raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
+    declared = meta(adata).pop("declared_value_type", None)
     scale, why = _input_scale(adata, values, path)
+    if values == "auto" and declared:
+        scale, why = _as_declared(adata, declared, scale, why)
     meta(adata)["input_scale"] = scale
     record_decision(adata, "values", scale, why, VALUES_SETTING)
 
@@ -98,6 +101,21 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
     if not _has_values(adata.X):
         return "normalised", "no values at all (every cell is missing)"
     return "counts", "every value is a whole number >= 0"
+
+
+def _as_declared(adata: ad.AnnData, declared: str, scale: str, why: str) -> tuple[str, str]:
+    """The scale a GDS file's `!dataset_value_type` gives values read as intensities or normalised:
+    logged (transformed, a log ratio) values are used as given, `count` values (a linear scale) are
+    intensities unless negative. Whole-number counts keep their decision."""
+    said = f"the GDS file declares !dataset_value_type = {declared}"
+    if scale == "counts":
+        return scale, f"{why} ({said})"
+    if any(word in declared for word in ("log", "transformed", "ratio", "z-score")):
+        return "normalised", f"{said}: on a log scale already, used as given (the values: {why})"
+    if declared == "count" and first_offending(adata.X)[0] is None:
+        return "intensities", (f"{said}, a linear scale: preprocess takes log2(x + 1); set values to "
+                               f"'normalised' if they are logged already (the values: {why})")
+    return scale, f"{why} ({said}, not read as a scale)"
 
 
 def _may_be_estimated(matrix, negative) -> bool:
@@ -240,6 +258,7 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
     _keep_annotations(adata, table.annotations, genes_as_rows, table.tool_columns)
     if table.preamble:
         _keep_geo_annotations(adata, geo_annotations(path, table.preamble))
+        meta(adata)["declared_value_type"] = gds_value_type(path, table.preamble)
     adata = _drop_read_counters(adata, _read_counters(adata.var_names))
     make_gene_names_unique(adata)
     return adata

@@ -1,8 +1,10 @@
-"""Sample annotations in the metadata GEO writes above a table: a GDS SOFT file's subsets
-(`^SUBSET` blocks: `!subset_type = disease state`, `!subset_description = RCC`,
-`!subset_sample_id = GSM11815,...`) and a series matrix's `!Sample_...` lines (title, source,
-`!Sample_characteristics_ch1` "key: value" cells, one a sample). They become sample annotations,
-so the sheet's `label` can name one (e.g. `disease state`) for the conditional models."""
+"""What GEO writes above a table. Sample annotations: a GDS SOFT file's subsets (`^SUBSET` blocks:
+`!subset_type = disease state`, `!subset_description = RCC`, `!subset_sample_id = GSM11815,...`)
+and a series matrix's `!Sample_...` lines (title, source, `!Sample_characteristics_ch1` "key:
+value" cells, one a sample). They become sample annotations, so the sheet's `label` can name one
+(e.g. `disease state`) for the conditional models. And a GDS file's `!dataset_value_type`: `count`
+(single-channel values on their linear scale, e.g. MAS5 signal), `transformed count` (logged) or a
+`log ratio` of two channels, which tells `values: auto` the scale instead of a guess."""
 
 from __future__ import annotations
 
@@ -21,12 +23,25 @@ SAMPLE_LINES = {"!Sample_title": "title", "!Sample_source_name_ch1": "source_nam
 def geo_annotations(path: Path, preamble: int) -> pd.DataFrame | None:
     """One row a sample (GSM accession), one column an annotation; None when the first `preamble`
     lines hold no GEO sample metadata."""
-    with open_text(path) as handle:
-        lines = [line.rstrip("\n") for line in itertools.islice(handle, preamble)]
+    lines = _preamble(path, preamble)
     columns = _gds_subsets(lines) or _series_samples(lines)
     if not columns:
         return None
     return pd.DataFrame(columns).astype("category")
+
+
+def gds_value_type(path: Path, preamble: int) -> str | None:
+    """A GDS file's `!dataset_value_type` (lower case), or None when the preamble has none."""
+    for line in _preamble(path, preamble):
+        key, _, value = line.partition(" = ")
+        if key.strip().lower() == "!dataset_value_type" and value.strip():
+            return value.strip().lower()
+    return None
+
+
+def _preamble(path: Path, preamble: int) -> list[str]:
+    with open_text(path) as handle:
+        return [line.rstrip("\n") for line in itertools.islice(handle, preamble)]
 
 
 def _gds_subsets(lines: list[str]) -> dict[str, dict[str, str]]:
