@@ -26,7 +26,7 @@ MIN_GRID_SHARE = 0.5
 MAX_REPEATED_SHARE = 0.1
 
 
-def pivot_long(table: Table, path=None) -> tuple[Table, str, str] | None:
+def pivot_long(table: Table, path) -> tuple[Table, str, str] | None:
     """The matrix of a long table (pairs not listed are missing values) and the decision (what was
     read, and why), or None when `table` is not one. A long table that lists a pair twice raises
     InputError (`path` names the file)."""
