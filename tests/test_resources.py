@@ -21,7 +21,7 @@ def test_every_bundled_file_is_documented_and_the_folder_is_small():
 
 
 def test_default_sheet_reads():
-    sheet = pd.read_csv(ROOT / "config" / "datasets.tsv", sep="\t", dtype=str).fillna("")
+    sheet = pd.read_csv(ROOT / "config" / "datasets.tsv", sep="\t", dtype=str, comment="#").fillna("")
     expected = {"mouse_10x": (9000, 1000), "oct4_chipseq": (3897, 0), "mafk_chipseq": (3900, 0),
                 "ww_domain": (4025, 0), "flu_challenge": (252, 4147)}
     for row in sheet.itertuples():
