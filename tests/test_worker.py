@@ -140,6 +140,32 @@ def test_the_worker_stops_with_the_process_that_started_it(tmp_path):
         time.sleep(0.5)
 
 
+def test_commands_that_arrive_together_each_get_a_child_before_the_next_import(tmp_path):
+    """The first jobs of a run arrive together while the worker imports: one pass forks a child
+    for every waiting command (here each refuses a foreign identity and answers at once), instead
+    of one command an import."""
+    script = f"""
+import json, os, socket
+from omicsgen import worker
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind({str(tmp_path / "w.sock")!r}); listener.listen(8); listener.setblocking(False)
+clients = []
+for _ in range(3):
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect({str(tmp_path / "w.sock")!r})
+    request = json.dumps({{"identity": "another installation"}}).encode()
+    socket.send_fds(client, [worker._HEADER.pack(len(request)) + request], [0, 1, 2])
+    clients.append(client)
+worker._fork_each_waiting(listener)
+for client in clients:
+    client.settimeout(30)
+    print(client.recv(1).decode())
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["R", "R", "R"]
+
+
 def test_no_worker_at_the_path_means_a_fresh_process(tmp_path, tiny_data):
     env = {**os.environ, worker.ENV: str(tmp_path / "nothing.sock")}
     job = omicsgen("ingest", "--input", str(tiny_data["peaks"]), "--output", str(tmp_path / "i.h5ad"),

@@ -32,7 +32,7 @@ ENV = "OMICSGEN_WORKER"  # the socket's path, set for the jobs of a local Snakem
 # filter; a job that comes before its modules are in imports them itself): the stages and what
 # their functions import when they run (optional ones, such as magic, skipped where absent).
 PRELOAD = ("anndata", "anndata.io", "h5py", "omicsgen.ingest", "scanpy", "omicsgen.preprocess", "omicsgen.mask",
-           "torch", "lightning.pytorch", "omicsgen.train", "omicsgen.generate", "omicsgen.impute",
+           "torch", "torch.optim", "lightning.pytorch", "omicsgen.train", "omicsgen.generate", "omicsgen.impute",
            "scipy.stats", "scipy.special", "sklearn.decomposition", "sklearn.ensemble",
            "sklearn.experimental.enable_iterative_imputer", "sklearn.impute", "sklearn.linear_model",
            "sklearn.mixture", "sklearn.model_selection", "sklearn.neighbors", "omicsgen.evaluate",
@@ -110,20 +110,15 @@ def serve(path: str, parent: int) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
+    listener.setblocking(False)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     signal.signal(signal.SIGTERM, _stop)
     to_import = list(PRELOAD)
     try:
         while os.getppid() == parent:
-            for _ in selector.select(timeout=0 if to_import else 1.0):
-                conn, _ = listener.accept()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                if os.fork() == 0:
-                    listener.close()
-                    _child(conn)  # never returns
-                conn.close()
+            if selector.select(timeout=0 if to_import else 1.0):
+                _fork_each_waiting(listener)
             if to_import:
                 _preload(to_import.pop(0))
             _reap(os.WNOHANG)
@@ -133,6 +128,23 @@ def serve(path: str, parent: int) -> None:
     _reap(0)  # the jobs' CPU time then counts in the worker's, and so in Snakemake's
 
 
+def _fork_each_waiting(listener: socket.socket) -> None:
+    """A child for every command waiting, before the next import: commands that arrive together
+    (the first jobs of a run) must not wait an import each."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:
+            listener.close()
+            _child(conn)  # never returns
+        conn.close()
+
+
 def _preload(name: str) -> None:
     import importlib
 
@@ -140,7 +152,7 @@ def _preload(name: str) -> None:
         importlib.import_module(name)
     except ImportError:
         return
-    if name == "torch":
+    if name == "torch.optim":
         import torch
 
         torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # its first optimizer imports torch._dynamo (1.2 s)
