@@ -13,7 +13,7 @@ from ..decisions import record_decision
 from ..errors import InputError
 from ..provenance import meta
 from ._table import read_numeric_table, require_unique
-from .geo import gds_value_type, geo_annotations
+from .geo import gds_value_type, geo_annotations, read_preamble
 from .long_table import pivot_long
 from .orientation import ORIENTATIONS, decide
 
@@ -56,19 +56,17 @@ def label_values(adata: ad.AnnData, values: str, path: Path) -> None:
     if values not in VALUES:
         raise InputError(path, f"unknown values '{values}'", hint=f"use one of {', '.join(VALUES)}")
     declared = meta(adata).pop("declared_value_type", None)
-    scale, why = _input_scale(adata, values, path)
-    if values == "auto" and declared:
-        scale, why = _as_declared(adata, declared, scale, why)
+    scale, why = _input_scale(adata, values, path, declared)
     meta(adata)["input_scale"] = scale
     record_decision(adata, "values", scale, why, VALUES_SETTING)
 
 
-def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
+def _input_scale(adata: ad.AnnData, values: str, path: Path, declared: str | None = None) -> tuple[str, str]:
     """Counts when declared (then checked) or when every value is a non-negative whole number;
     intensities when declared (checked: none negative) or when fractional, non-negative values pass
-    GEO2R's test for un-logged data; normalised when declared or for other fractional values. Whole
-    numbers with a negative one are neither for sure (centred data? a sign error?), so they stop
-    with the cell named."""
+    GEO2R's test for un-logged data (a GDS file's `declared` value type decides in its place);
+    normalised when declared or for other fractional values. Whole numbers with a negative one are
+    neither for sure (centred data? a sign error?), so they stop with the cell named."""
     if values == "normalised":
         return "normalised", "set in the sheet"
     negative, fraction = first_offending(adata.X)
@@ -90,6 +88,8 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
         row, col, value = fraction
         first = f"values with a fraction, the first {value:g} at sample '{adata.obs_names[row]}', feature '{adata.var_names[col]}'"
         estimated = f"; {ESTIMATED}" if _may_be_estimated(adata.X, negative) else ""
+        if declared:
+            return _as_declared(declared, negative, first + estimated)
         linear = None if negative else _linear_scale(adata.X)
         if linear:
             return "intensities", (f"{first}, none negative; on a linear scale by GEO2R's test for values not yet "
@@ -103,19 +103,17 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path) -> tuple[str, str]:
     return "counts", "every value is a whole number >= 0"
 
 
-def _as_declared(adata: ad.AnnData, declared: str, scale: str, why: str) -> tuple[str, str]:
-    """The scale a GDS file's `!dataset_value_type` gives values read as intensities or normalised:
-    logged (transformed, a log ratio) values are used as given, `count` values (a linear scale) are
-    intensities unless negative. Whole-number counts keep their decision."""
+def _as_declared(declared: str, negative, values: str) -> tuple[str, str]:
+    """The scale a GDS file's `!dataset_value_type` gives fractional values, in place of GEO2R's
+    test: logged (transformed, a log ratio) values are used as given, `count` values (a linear
+    scale) are intensities unless one is negative. `values` says what the values showed."""
     said = f"the GDS file declares !dataset_value_type = {declared}"
-    if scale == "counts":
-        return scale, f"{why} ({said})"
     if any(word in declared for word in ("log", "transformed", "ratio", "z-score")):
-        return "normalised", f"{said}: on a log scale already, used as given (the values: {why})"
-    if declared == "count" and first_offending(adata.X)[0] is None:
+        return "normalised", f"{said}: on a log scale already, used as given (the values: {values})"
+    if declared == "count" and not negative:
         return "intensities", (f"{said}, a linear scale: preprocess takes log2(x + 1); set values to "
-                               f"'normalised' if they are logged already (the values: {why})")
-    return scale, f"{why} ({said}, not read as a scale)"
+                               f"'normalised' if they are logged already (the values: {values})")
+    return "normalised", f"{values} ({said}, not read as a scale)"
 
 
 def _may_be_estimated(matrix, negative) -> bool:
@@ -257,8 +255,10 @@ def _read_delimited(path: Path, fmt: str, orientation: str) -> ad.AnnData:
                         "put a header line of column names first")
     _keep_annotations(adata, table.annotations, genes_as_rows, table.tool_columns)
     if table.preamble:
-        _keep_geo_annotations(adata, geo_annotations(path, table.preamble))
-        meta(adata)["declared_value_type"] = gds_value_type(path, table.preamble)
+        preamble = read_preamble(path, table.preamble)
+        _keep_geo_annotations(adata, geo_annotations(preamble))
+        # label_values reads it (and removes it): the scale the file declares, for values: auto
+        meta(adata)["declared_value_type"] = gds_value_type(preamble)
     adata = _drop_read_counters(adata, _read_counters(adata.var_names))
     make_gene_names_unique(adata)
     return adata

@@ -20,28 +20,28 @@ from ._open import open_text
 SAMPLE_LINES = {"!Sample_title": "title", "!Sample_source_name_ch1": "source_name"}
 
 
-def geo_annotations(path: Path, preamble: int) -> pd.DataFrame | None:
-    """One row a sample (GSM accession), one column an annotation; None when the first `preamble`
-    lines hold no GEO sample metadata."""
-    lines = _preamble(path, preamble)
+def read_preamble(path: Path, preamble: int) -> list[str]:
+    """The first `preamble` lines of the file (the metadata above its table), read once for both below."""
+    with open_text(path) as handle:
+        return [line.rstrip("\n") for line in itertools.islice(handle, preamble)]
+
+
+def geo_annotations(lines: list[str]) -> pd.DataFrame | None:
+    """One row a sample (GSM accession), one column an annotation; None when the preamble's
+    `lines` hold no GEO sample metadata."""
     columns = _gds_subsets(lines) or _series_samples(lines)
     if not columns:
         return None
     return pd.DataFrame(columns).astype("category")
 
 
-def gds_value_type(path: Path, preamble: int) -> str | None:
-    """A GDS file's `!dataset_value_type` (lower case), or None when the preamble has none."""
-    for line in _preamble(path, preamble):
+def gds_value_type(lines: list[str]) -> str | None:
+    """A GDS file's `!dataset_value_type` (lower case), or None when the preamble's `lines` have none."""
+    for line in lines:
         key, _, value = line.partition(" = ")
         if key.strip().lower() == "!dataset_value_type" and value.strip():
             return value.strip().lower()
     return None
-
-
-def _preamble(path: Path, preamble: int) -> list[str]:
-    with open_text(path) as handle:
-        return [line.rstrip("\n") for line in itertools.islice(handle, preamble)]
 
 
 def _gds_subsets(lines: list[str]) -> dict[str, dict[str, str]]:
