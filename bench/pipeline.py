@@ -71,11 +71,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"omicsgen-bench-{name}-") as tmp:
             folder = clean_copy(args.ref, Path(tmp) / "repo")
             configfile = prepare_config(folder, CONFIGS[name], args.tiny)
-            wall, cpu, ok = run_snakemake(folder, configfile, args.cores)
+            wall, cpu, ok, launched = run_snakemake(folder, configfile, args.cores)
             print(f"\n== {name} ({'tiny, ' if args.tiny else ''}{args.ref}, {args.cores} cores): "
                   f"{wall:.0f} s wall, {cpu:.0f} s CPU (snakemake and all jobs){'' if ok else '  FAILED'}")
             jobs = read_jobs(folder)
-            print_outside_jobs(jobs)
+            print_outside_jobs(jobs, launched, launched + timedelta(seconds=wall))
             print_jobs(jobs)
             if args.keep:
                 target = args.keep / name
@@ -125,35 +125,30 @@ def copy_env(folder: Path) -> dict:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(folder / "src")}
 
 
-LAUNCHED: list[datetime] = []  # the last run's launch and exit, wall-clock
-
-
-def print_outside_jobs(jobs: list[dict]) -> None:
+def print_outside_jobs(jobs: list[dict], launched: datetime, exited: datetime) -> None:
     """Wall seconds before the first job starts (Snakemake's start: imports, its plugins, the DAG)
     and after the last one ends; Snakemake's log stamps are whole seconds."""
-    if not jobs or len(LAUNCHED) != 2:
+    if not jobs:
         return
     first = min(job["start"] for job in jobs)
     last = max(job["start"] + timedelta(seconds=job["wall"]) for job in jobs)
-    print(f"outside jobs: {(first - LAUNCHED[0]).total_seconds():.0f} s before the first job, "
-          f"{(LAUNCHED[1] - last).total_seconds():.0f} s after the last")
+    print(f"outside jobs: {(first - launched).total_seconds():.0f} s before the first job, "
+          f"{(exited - last).total_seconds():.0f} s after the last")
 
 
-def run_snakemake(folder: Path, configfile: Path, cores: int) -> tuple[float, float, bool]:
-    """Wall and CPU seconds of one `snakemake` run, and whether it succeeded; its launch and exit
-    times go to `LAUNCHED` for `print_outside_jobs`."""
+def run_snakemake(folder: Path, configfile: Path, cores: int) -> tuple[float, float, bool, datetime]:
+    """Wall and CPU seconds of one `snakemake` run, whether it succeeded, and when it was launched."""
     env = copy_env(folder)
     command = ["nice", "-n", "10", str(BIN / "snakemake"), "--cores", str(cores), "--configfile", str(configfile)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
+    start, launched = time.perf_counter(), datetime.now()
     result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    LAUNCHED[:] = [datetime.now() - timedelta(seconds=wall), datetime.now()]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode != 0:
         print(result.stderr[-4000:], file=sys.stderr)
-    return wall, cpu, result.returncode == 0
+    return wall, cpu, result.returncode == 0, launched
 
 
 # ---- reading the jobs back -----------------------------------------------------------------

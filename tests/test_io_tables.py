@@ -664,8 +664,11 @@ def test_a_long_table_that_lists_a_pair_twice_names_both_lines(tmp_path):
     doubled = pd.concat([long, long.iloc[[40]]], ignore_index=True)  # row 40 again, as the last line
     doubled.to_csv(tmp_path / "long.tsv", sep="\t", index=False)
     gene, sample = long.iloc[40]["gene"], long.iloc[40]["sample"]
+    from omicsgen.ingest import ingest
+
     with pytest.raises(InputError) as caught:
-        read_dataset(tmp_path / "long.tsv", "expression")
+        ingest(tmp_path / "long.tsv", tmp_path / "ingested.h5ad", "long", "expression")
+    assert not (tmp_path / "ingested.h5ad").exists()
     message = str(caught.value)
     assert "long.tsv" in message and "lists a pair twice" in message and repr(gene) in message and repr(sample) in message
     assert f"on line {40 + 2} and again on line {len(doubled) + 1}" in message  # the header is line 1
