@@ -88,9 +88,10 @@ def _input_scale(adata: ad.AnnData, values: str, path: Path, declared: str | Non
         row, col, value = fraction
         first = f"values with a fraction, the first {value:g} at sample '{adata.obs_names[row]}', feature '{adata.var_names[col]}'"
         estimated = f"; {ESTIMATED}" if _may_be_estimated(adata.X, negative) else ""
-        if declared:
-            return _as_declared(declared, negative, first + estimated)
         linear = None if negative else _linear_scale(adata.X)
+        if declared:  # it decides; what GEO2R's test said stays on the page beside it
+            test = f", none negative; on a linear scale by GEO2R's test: {linear}" if linear else ""
+            return _as_declared(declared, negative, first + test + estimated)
         if linear:
             return "intensities", (f"{first}, none negative; on a linear scale by GEO2R's test for values not yet "
                                    f"logged, over {adata.n_vars:,} features: {linear}. preprocess takes log2(x + 1); "
